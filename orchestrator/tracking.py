@@ -1,0 +1,89 @@
+"""MLflow on the driver side: experiment, parent run, and a Tune callback that closes child runs."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from workers.tracking import PARENT_TAG, TRIAL_TAG
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Keep artifacts beside a local SQLite store (mlruns/artifacts); servers decide their own."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = artifact_root_for(tracking_uri)
+    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=10_000)
+
+
+class CloseChildRuns(tune.Callback):
+    """Marks each trial's child run FINISHED or FAILED when Tune is done with the trial.
+
+    Trials log their own runs; without this, a run whose trial was stopped or crashed stays RUNNING.
+    A trial that failed before it could create its run gets one here, so every failure is visible.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.tags = tags
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
+
+    def _close(self, trial, status: str, error: str | None = None) -> None:
+        client = MlflowClient(self.tracking_uri)
+        run = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is None:
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **self.tags}
+            run = client.create_run(self.experiment_id, tags=tags, run_name=str(trial))
+        if error:
+            client.set_tag(run.info.run_id, "error", _error_text(trial, error))
+        client.set_terminated(run.info.run_id, status)
+
+
+def _error_text(trial, fallback: str) -> str:
+    error_file = getattr(trial, "error_file", None)
+    try:
+        if error_file and Path(error_file).exists():
+            return Path(error_file).read_text()[-4000:]
+    except OSError:
+        pass
+    return fallback

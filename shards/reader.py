@@ -1,0 +1,102 @@
+"""Memory-mapped access to a shard directory.
+
+Shards are opened with `pa.memory_map`, so every trial on a node reads the same pages from the
+page cache, and a clip's audio is a zero-copy `np.int16` view into the map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from shards.schema import EMOTIONS
+from shards.writer import read_manifest
+
+
+@dataclass(frozen=True)
+class ClipIndex:
+    """Metadata of every clip in a corpus as parallel numpy arrays (no audio)."""
+
+    utterance_id: np.ndarray
+    speaker: np.ndarray
+    language: np.ndarray
+    emotion: np.ndarray
+    split: np.ndarray
+    num_samples: np.ndarray
+    label: np.ndarray  # index into EMOTIONS
+
+    def __len__(self) -> int:
+        return len(self.utterance_id)
+
+    def select(self, speakers: list[str] | None = None, languages: list[str] | None = None) -> np.ndarray:
+        """Row numbers of the clips of these speakers (and languages)."""
+        keep = np.ones(len(self), dtype=bool)
+        if speakers is not None:
+            keep &= np.isin(self.speaker, list(speakers))
+        if languages is not None:
+            keep &= np.isin(self.language, list(languages))
+        return np.flatnonzero(keep)
+
+
+class ShardReader:
+    """Random access to every clip of a shard directory by global row number."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        self.manifest = read_manifest(self.data_dir)
+        # One block per Arrow record batch: binary views stay zero-copy only within a batch.
+        self._offsets: list[np.ndarray] = []  # per block: int32 byte offsets into the audio
+        self._audio: list[np.ndarray] = []  # per block: the audio bytes as one int16 view
+        columns: dict[str, list] = {n: [] for n in ("utterance_id", "speaker", "language", "emotion", "split", "num_samples")}
+        block_of_row, row_in_block = [], []
+        for entry in self.manifest["shards"]:
+            shard = pa.ipc.open_file(pa.memory_map(str(self.data_dir / entry["path"]), "r"))
+            for batch_number in range(shard.num_record_batches):
+                batch = shard.get_batch(batch_number)
+                for name in columns:
+                    columns[name].append(batch.column(name).to_numpy(zero_copy_only=False))
+                offsets, samples = _binary_views(batch.column("audio"))
+                block_of_row.append(np.full(batch.num_rows, len(self._audio), dtype=np.int32))
+                row_in_block.append(np.arange(batch.num_rows, dtype=np.int32))
+                self._offsets.append(offsets)
+                self._audio.append(samples)
+        merged = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
+        self._block_of_row = np.concatenate(block_of_row) if block_of_row else np.array([], dtype=np.int32)
+        self._row_in_block = np.concatenate(row_in_block) if row_in_block else np.array([], dtype=np.int32)
+        emotion_to_label = {e: i for i, e in enumerate(EMOTIONS)}
+        self.index = ClipIndex(
+            utterance_id=merged["utterance_id"].astype(str),
+            speaker=merged["speaker"].astype(str),
+            language=merged["language"].astype(str),
+            emotion=merged["emotion"].astype(str),
+            split=merged["split"].astype(str),
+            num_samples=merged["num_samples"].astype(np.int64),
+            label=np.array([emotion_to_label[e] for e in merged["emotion"]], dtype=np.int64),
+        )
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def audio(self, row: int) -> np.ndarray:
+        """int16 samples of one clip: a view into the memory map, no copy."""
+        block = self._block_of_row[row]
+        r = self._row_in_block[row]
+        offsets = self._offsets[block]
+        # Offsets count bytes; int16 samples are 2 bytes each.
+        return self._audio[block][offsets[r] // 2 : offsets[r + 1] // 2]
+
+
+def _binary_views(array: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and data buffer of a binary array as numpy views (zero copy)."""
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+    if data_buf is None or data_buf.size == 0:
+        return offsets, np.zeros(0, dtype="<i2")
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    return offsets, data[: data.size - data.size % 2].view("<i2")

@@ -1,0 +1,163 @@
+"""Writes clips into Arrow IPC shards plus a manifest, atomically.
+
+Layout of a data directory:
+    manifest.json              counts, seconds, speakers, and the sha256 of every shard
+    shards/<lang>-<speaker>-<n>.arrow
+A shard appears under its final name only once complete (write to a temp file, then rename),
+so a reader never sees half a shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from shards.schema import CLIP_SCHEMA, EMOTIONS, Clip
+
+MANIFEST_NAME = "manifest.json"
+SHARD_DIR = "shards"
+DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_shard(path: Path, clips: list[Clip]) -> dict:
+    """Write one shard atomically; return its manifest entry."""
+    table = pa.Table.from_pydict(
+        {
+            "utterance_id": [c.utterance_id for c in clips],
+            "speaker": [c.speaker for c in clips],
+            "language": [c.language for c in clips],
+            "emotion": [c.emotion for c in clips],
+            "split": [c.split for c in clips],
+            "transcript": [c.transcript for c in clips],
+            "sample_rate": [c.sample_rate for c in clips],
+            "num_samples": [len(c.audio) for c in clips],
+            "audio": [c.audio.astype("<i2", copy=False).tobytes() for c in clips],
+        },
+        schema=CLIP_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, CLIP_SCHEMA) as writer:
+        writer.write_table(table, max_chunksize=1024)
+    data = sink.getvalue().to_pybytes()
+    write_atomically(path, data)
+    return {
+        "path": f"{SHARD_DIR}/{path.name}",
+        "num_rows": len(clips),
+        "num_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "seconds": round(sum(c.seconds for c in clips), 3),
+    }
+
+
+@dataclass
+class ShardWriter:
+    """Buffers clips per (language, speaker) and flushes bounded shards; `close()` writes the manifest."""
+
+    out_dir: Path
+    speakers: dict[str, dict]  # speaker id -> {"language": ..., "gender": ...}
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    extra_manifest: dict = field(default_factory=dict)
+    _buffers: dict[tuple[str, str], list[Clip]] = field(default_factory=lambda: defaultdict(list))
+    _buffer_bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    _shard_counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    _entries: list[dict] = field(default_factory=list)
+    _counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    _manifest: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        (self.out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+
+    def add(self, clip: Clip) -> None:
+        if clip.speaker not in self.speakers:
+            raise ValueError(f"{clip.utterance_id}: speaker {clip.speaker} has no metadata")
+        key = (clip.language, clip.speaker)
+        self._buffers[key].append(clip)
+        self._buffer_bytes[key] += clip.audio.nbytes
+        per_speaker = self._counts.setdefault(clip.speaker, dict.fromkeys(EMOTIONS, 0))
+        per_speaker[clip.emotion] += 1
+        if self._buffer_bytes[key] >= self.max_shard_bytes:
+            self._flush(key)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        clips = self._buffers.pop(key, [])
+        self._buffer_bytes.pop(key, None)
+        if not clips:
+            return
+        language, speaker = key
+        index = self._shard_counts[key]
+        self._shard_counts[key] += 1
+        path = self.out_dir / SHARD_DIR / f"{language}-{speaker}-{index:04d}.arrow"
+        self._entries.append(write_shard(path, clips))
+
+    def close(self) -> dict:
+        if self._manifest is not None:
+            return self._manifest
+        for key in list(self._buffers):
+            self._flush(key)
+        manifest = build_manifest(self._entries, self.speakers, self._counts, self.extra_manifest)
+        write_atomically(self.out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
+        self._manifest = manifest
+        return manifest
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def build_manifest(entries: list[dict], speakers: dict, counts: dict, extra: dict) -> dict:
+    entries = sorted(entries, key=lambda e: e["path"])
+    # One hash for the whole corpus: trials tag their MLflow runs with it.
+    content_hash = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()
+    return {
+        "format": "emotion-sweep-shards/1",
+        "schema": [f.name for f in CLIP_SCHEMA],
+        "content_hash": content_hash,
+        "num_clips": sum(e["num_rows"] for e in entries),
+        "total_seconds": round(sum(e["seconds"] for e in entries), 3),
+        "speakers": {s: speakers[s] for s in sorted(speakers)},
+        "counts": {s: counts[s] for s in sorted(counts)},
+        "shards": entries,
+        **extra,
+    }
+
+
+def read_manifest(data_dir: Path) -> dict:
+    path = Path(data_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{data_dir} holds no {MANIFEST_NAME}: not a shard directory. Create one with "
+            "`python -m orchestrator.ingest esd PATH --out DIR`, or omit --data to use the demo corpus."
+        )
+    return json.loads(path.read_text())

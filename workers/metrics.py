@@ -1,0 +1,65 @@
+"""The paper's evaluation: per-class precision/recall/F1/support, accuracy, averages, confusion matrix."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+
+from shards.schema import EMOTIONS
+
+
+def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/Angry/f1`."""
+    labels = list(range(len(EMOTIONS)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    weights = support / max(support.sum(), 1)
+    metrics = {
+        f"{set_name}/accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        f"{set_name}/macro_precision": float(precision.mean()),
+        f"{set_name}/macro_f1": float(f1.mean()),
+        f"{set_name}/weighted_f1": float((f1 * weights).sum()),
+        # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
+        f"{set_name}/uar": float(recall.mean()),
+    }
+    for i, emotion in enumerate(EMOTIONS):
+        metrics[f"{set_name}/{emotion}/precision"] = float(precision[i])
+        metrics[f"{set_name}/{emotion}/recall"] = float(recall[i])
+        metrics[f"{set_name}/{emotion}/f1"] = float(f1[i])
+        metrics[f"{set_name}/{emotion}/support"] = float(support[i])
+    return metrics
+
+
+def report_text(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    """The paper's table (Tables 1-5) as text."""
+    return classification_report(
+        y_true, y_pred, labels=list(range(len(EMOTIONS))), target_names=list(EMOTIONS), digits=2, zero_division=0
+    )
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    return confusion_matrix(y_true, y_pred, labels=list(range(len(EMOTIONS))))
+
+
+def confusion_figure(matrix: np.ndarray, title: str):
+    """A confusion matrix plot with counts and row-normalised shading (true class per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless workers
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=30)
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
