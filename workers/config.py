@@ -75,6 +75,7 @@ class TrialConfig:
     english_fraction: float | None = None
     # Model
     start: str = "tiny"  # 'tiny' (random, built from config), 'finer', 'vanilla', hub id or directory
+    init_from: str = ""  # a saved emotion model (workers.checkpoint) to start from instead; head included
     head_dropout: float = 0.1
     # Schedule: a named preset scaled by learning_rate and batch_size, or explicit stages.
     schedule: str = "paper_finer"

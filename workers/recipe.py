@@ -5,8 +5,10 @@ Reads top to bottom: `run_trial` is the whole story; helpers below it are one st
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from torch import nn
 from shards.batching import Batch, holdout, iter_batches, mix_languages
 from shards.reader import ShardReader
 from shards.schema import SAMPLE_RATE
+from workers.checkpoint import load_model, save_model
 from workers.config import Stage, TrialConfig
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
 from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
@@ -54,7 +57,7 @@ def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter,
     torch.set_num_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     data = load_trial_data(cfg)
-    model = EmotionClassifier(build_encoder(cfg.start), head_dropout=cfg.head_dropout).to(device)
+    model = build_model(cfg).to(device)
     logger.log_params(cfg.to_dict())
     logger.set_tags({"data_hash": data.reader.content_hash, "train_speakers": ",".join(cfg.train_speakers)})
 
@@ -72,8 +75,18 @@ def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter,
     final = evaluate_all(model, data, cfg, device, logger)
     final.update({"epoch": state.epoch, "step": state.step, "trial_seconds": time.perf_counter() - started})
     logger.log_metrics(final, step=state.step)
-    reporter.report(final)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_model(model, Path(tmp) / "model", cfg.head_dropout)
+        logger.log_artifacts(str(model_dir), "model")
+        reporter.report(final, checkpoint_dir=model_dir)
     return final
+
+
+def build_model(cfg: TrialConfig) -> EmotionClassifier:
+    """The start encoder with a fresh head, or a saved emotion model (`init_from`) as it was."""
+    if cfg.init_from:
+        return load_model(cfg.init_from)
+    return EmotionClassifier(build_encoder(cfg.start), head_dropout=cfg.head_dropout)
 
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:

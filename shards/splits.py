@@ -1,0 +1,129 @@
+"""Speaker-disjoint split plans: which speakers train, which are held out for testing.
+
+A plan never lets a test speaker into training; building one that would is an error.
+Plans are data (`SplitPlan`), so they can be written next to the shards as JSON and read back.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# EmoBox (Ma et al. 2024) ESD folds: the test speakers of each fold.
+EMOBOX_ESD_TEST_SPEAKERS: dict[int, tuple[str, ...]] = {
+    1: ("0005", "0011", "0016", "0018"),
+    2: ("0012", "0014", "0015", "0019"),
+    3: ("0003", "0004", "0006", "0009"),
+    4: ("0007", "0008", "0013", "0020"),
+    5: ("0001", "0002", "0010", "0017"),
+}
+
+
+class SpeakerLeakError(ValueError):
+    """A plan put a held-out speaker into training."""
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    name: str
+    train_speakers: tuple[str, ...]
+    eval_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # e.g. {"test_en": ("0015",)}
+
+    def __post_init__(self) -> None:
+        held_out = {s for speakers in self.eval_sets.values() for s in speakers}
+        leaked = held_out & set(self.train_speakers)
+        if leaked:
+            raise SpeakerLeakError(
+                f"plan {self.name!r} puts held-out speaker(s) {sorted(leaked)} in training; "
+                "test speakers must never be seen in training"
+            )
+        if not self.train_speakers:
+            raise ValueError(f"plan {self.name!r} has no training speakers")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SplitPlan":
+        return cls(values["name"], tuple(values["train_speakers"]),
+                   {k: tuple(v) for k, v in values.get("eval_sets", {}).items()})
+
+    def as_config(self) -> dict:
+        """The TrialConfig values this plan sets."""
+        return {"train_speakers": self.train_speakers, "eval_sets": dict(self.eval_sets)}
+
+
+def by_language(speakers: dict[str, dict]) -> dict[str, list[str]]:
+    """speaker metadata (manifest 'speakers') -> {"en": [...], "zh": [...]} in id order."""
+    groups: dict[str, list[str]] = {}
+    for speaker in sorted(speakers):
+        groups.setdefault(speakers[speaker]["language"], []).append(speaker)
+    return groups
+
+
+def paper_plan(speakers: dict[str, dict]) -> SplitPlan:
+    """The paper's plan: English 4 speakers train/validate, the 5th is tested; Mandarin 1 and 1.
+
+    The paper used 5 of ESD's 10 English and 2 of its 10 Mandarin speakers; we take the first ones
+    by id. Mandarin training speakers are listed under `zh_train_speakers` by `transfer_plan`.
+    """
+    groups = by_language(speakers)
+    english, mandarin = groups.get("en", []), groups.get("zh", [])
+    if len(english) < 5:
+        raise ValueError(f"the paper's plan needs 5 English speakers; the corpus has {len(english)}")
+    eval_sets = {"test_en": (english[4],)}
+    if len(mandarin) >= 2:
+        eval_sets["test_zh"] = (mandarin[1],)
+    return SplitPlan("paper", tuple(english[:4]), eval_sets)
+
+
+def transfer_plan(speakers: dict[str, dict]) -> SplitPlan:
+    """The paper's transfer setting: the 4 English training speakers plus 1 Mandarin speaker train."""
+    paper = paper_plan(speakers)
+    mandarin = by_language(speakers).get("zh", [])
+    if len(mandarin) < 2:
+        raise ValueError(f"transfer needs 2 Mandarin speakers; the corpus has {len(mandarin)}")
+    return SplitPlan("transfer", paper.train_speakers + (mandarin[0],), paper.eval_sets)
+
+
+def leave_one_speaker_out(speakers: dict[str, dict], language: str | None = None) -> list[SplitPlan]:
+    """One fold per speaker (of `language`, or all): that speaker is tested, the rest of the language train."""
+    groups = by_language(speakers)
+    plans = []
+    for lang, members in sorted(groups.items()):
+        if language is not None and lang != language:
+            continue
+        for held_out in members:
+            train = tuple(s for s in members if s != held_out)
+            plans.append(SplitPlan(f"loso-{held_out}", train, {f"test_{lang}": (held_out,)}))
+    return plans
+
+
+def emobox_folds(speakers: dict[str, dict]) -> list[SplitPlan]:
+    """EmoBox's 5 ESD folds: 4 test speakers each, every other speaker trains."""
+    plans = []
+    for fold, test_speakers in EMOBOX_ESD_TEST_SPEAKERS.items():
+        present = [s for s in test_speakers if s in speakers]
+        if not present:
+            continue
+        eval_sets: dict[str, tuple[str, ...]] = {}
+        for s in present:
+            key = f"test_{speakers[s]['language']}"
+            eval_sets[key] = eval_sets.get(key, ()) + (s,)
+        train = tuple(s for s in sorted(speakers) if s not in present)
+        plans.append(SplitPlan(f"emobox-{fold}", train, eval_sets))
+    return plans
+
+
+def named_plans(speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
+    """Every plan family a corpus supports: {'paper': [..], 'transfer': [..], 'loso': [..], 'emobox': [..]}."""
+    families: dict[str, list[SplitPlan]] = {}
+    for name, build in (("paper", lambda: [paper_plan(speakers)]),
+                        ("transfer", lambda: [transfer_plan(speakers)]),
+                        ("loso", lambda: leave_one_speaker_out(speakers)),
+                        ("emobox", lambda: emobox_folds(speakers))):
+        try:
+            plans = build()
+        except ValueError:
+            continue
+        if plans:
+            families[name] = plans
+    return families
