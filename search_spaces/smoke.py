@@ -16,7 +16,7 @@ SWEEP = SweepSpec(
         "eval_every_steps": 15,
     },
     space={
-        "learning_rate": tune.grid_search([5e-4, 1e-3]),
+        "learning_rate": tune.grid_search([1e-3, 2e-3]),
         "schedule": tune.grid_search(["paper_finer", "full"]),
     },
     metric="val/accuracy",
