@@ -1,6 +1,7 @@
 """A sweep on a local multi-node Ray cluster, in a process of its own (run by tests/test_cluster.py).
 
-    python tests/multinode_sweep.py --data DIR --tracking-uri http://127.0.0.1:PORT --storage DIR --out result.json
+    python tests/multinode_sweep.py --data DIR --tracking-uri http://127.0.0.1:PORT --storage DIR \\
+        --records DIR --out result.json
 
 Starts a head with no CPU and two worker nodes that each declare one (fake) GPU, then runs
 `orchestrator.sweep.main([... "--address", <cluster address>, "--gpus-per-trial", "1"])` against

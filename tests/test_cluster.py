@@ -220,6 +220,20 @@ def test_rays_aws_bootstrap_keeps_our_group_and_opens_nothing(mocked_aws):
     assert boto3.client("iam", region_name="us-east-1").list_roles()["Roles"] == []  # no default admin role
 
 
+def test_declared_worker_resources_match_the_instance_types(mocked_aws):
+    """What each GPU type tells Ray (CPU, GPU) is what EC2's catalogue (as moto holds it) says."""
+    from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
+
+    declared = prepared_cluster()
+    blank = copy.deepcopy(declared)
+    for name in GPU_NODE_TYPES:
+        blank["available_node_types"][name]["resources"] = {}
+    detected = AWSNodeProvider.fillout_available_node_types_resources(blank)["available_node_types"]
+    for name in GPU_NODE_TYPES:
+        ours = declared["available_node_types"][name]["resources"]
+        assert {key: detected[name]["resources"][key] for key in ours} == ours, name
+
+
 def test_without_our_group_ray_would_open_ssh_to_the_world(mocked_aws):
     """The check above can fail: drop SecurityGroupIds and Ray's default group lets in 0.0.0.0/0."""
     raw, _, ec2 = fill_in_network(CLUSTER_YAML.read_text())
