@@ -71,28 +71,40 @@ def run_esd(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError, RuntimeError) as error:
         raise SystemExit(f"error: {error}") from None
     summary = summarize(result)
-    print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
-    status = 0 if result.manifest["num_clips"] else 1
-    if args.verify:
-        status = max(status, run_verify(args.out, args.json))
-    return status
+    problems = _verify(args.out) if args.verify else []
+    if args.json:
+        print(json.dumps({**summary, **({"verify": _verify_report(args.out, problems)} if args.verify else {})},
+                         indent=1, ensure_ascii=False))
+    else:
+        print(format_summary(summary))
+        if args.verify:
+            print(_verify_text(args.out, problems))
+    return 1 if problems or not result.manifest["num_clips"] else 0
 
 
 def run_verify(data_dir: Path, as_json: bool) -> int:
+    problems = _verify(data_dir)
+    print(json.dumps(_verify_report(data_dir, problems), indent=1) if as_json else _verify_text(data_dir, problems))
+    return 1 if problems else 0
+
+
+def _verify(data_dir: Path) -> list[str]:
     from shards.verify import verify_corpus
 
     try:
-        problems = verify_corpus(data_dir)
+        return verify_corpus(data_dir)
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    if as_json:
-        print(json.dumps({"data": str(data_dir), "ok": not problems, "problems": problems}, indent=1))
-    elif problems:
-        print(f"verify: {len(problems)} problem(s) in {data_dir}:")
-        print("\n".join(f"  {p}" for p in problems))
-    else:
-        print(f"verify: every shard of {data_dir} matches its manifest")
-    return 1 if problems else 0
+
+
+def _verify_report(data_dir: Path, problems: list[str]) -> dict:
+    return {"data": str(data_dir), "ok": not problems, "problems": problems}
+
+
+def _verify_text(data_dir: Path, problems: list[str]) -> str:
+    if not problems:
+        return f"verify: every shard of {data_dir} matches its manifest"
+    return "\n".join([f"verify: {len(problems)} problem(s) in {data_dir}:", *(f"  {p}" for p in problems)])
 
 
 def _progress(line: str) -> None:
@@ -117,7 +129,7 @@ def summarize(result) -> dict:
         "skipped": manifest.get("skipped", []),
         "num_label_disagreements": len(manifest.get("label_disagreements", [])),
         "num_missing_transcripts": len(manifest.get("missing_transcripts", [])),
-        "transcript_encodings": {t["path"]: t["encoding"] for t in manifest.get("transcripts", [])},
+        "transcript_encodings": {t["path"]: t.get("encoding", t.get("error")) for t in manifest.get("transcripts", [])},
         "reused_speakers": result.reused,
         "processed_speakers": result.processed,
         "num_decoded_files": result.num_decoded_files,

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from shards.audio_io import Decoded, decode_source
 from shards.esd_layout import (UTTERANCES_PER_EMOTION, ID_BLOCK_ORDER, SourceFile, TreeScan, esd_language,
-                               id_block_emotion, id_split, scan_tree)
+                               id_block_emotion, id_split, relative, scan_tree)
 from shards.parallel import map_ordered
 from shards.schema import SAMPLE_RATE, Clip
 from shards.splits import write_plans
@@ -127,10 +127,14 @@ def _read_transcripts(scan: TreeScan) -> tuple[dict[str, TranscriptLine], list[d
     report = []
     for speaker in sorted(scan.transcripts):
         for path in sorted(scan.transcripts[speaker]):
-            transcript = read_transcript(path.read_bytes(), esd_language(speaker))
+            try:
+                transcript = read_transcript(path.read_bytes(), esd_language(speaker))
+            except OSError as error:
+                report.append({"path": relative(scan.root, path), "error": f"unreadable: {error.strerror}"})
+                continue
             for utterance_id, line in transcript.lines.items():
                 lines.setdefault(utterance_id, line)
-            report.append(_transcript_entry(path.relative_to(scan.root).as_posix(), transcript))
+            report.append(_transcript_entry(relative(scan.root, path), transcript))
     return lines, report
 
 
@@ -147,9 +151,12 @@ def _transcript_entry(rel: str, transcript: Transcript) -> dict:
 def _read_genders(scan: TreeScan) -> tuple[dict[str, str], str | None]:
     """Genders from the first text file in the tree that lists speakers ('0001: Chinese Female')."""
     for path in sorted(scan.info_files):
-        genders = read_speaker_info(path.read_bytes())
+        try:
+            genders = read_speaker_info(path.read_bytes())
+        except OSError:
+            continue
         if genders:
-            return genders, path.relative_to(scan.root).as_posix()
+            return genders, relative(scan.root, path)
     return {}, None
 
 

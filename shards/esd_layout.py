@@ -28,7 +28,8 @@ TRANSCRIPT_NAME = re.compile(r"^(\d{4})\.txt$", re.IGNORECASE)
 INFO_SUFFIXES = {".txt", ".md"}
 MAX_INFO_BYTES = 1 << 20
 SPLIT_FOLDERS = {"train": "train", "evaluation": "evaluation", "eval": "evaluation", "test": "test"}
-EMOTION_FOLDERS = {e.lower(): e for e in EMOTIONS} | {"surprised": "Surprise"}
+EMOTION_FOLDERS = {e.lower(): e for e in EMOTIONS} | {"surprised": "Surprise", "中立": "Neutral", "生气": "Angry",
+                                                      "快乐": "Happy", "伤心": "Sad", "惊喜": "Surprise"}
 MACOS_METADATA_DIR = "__MACOSX"
 
 
@@ -99,26 +100,46 @@ def folder_labels(folders: tuple[str, ...]) -> tuple[str | None, str | None]:
 
 
 def scan_tree(root: str | Path) -> TreeScan:
-    """Walk the tree once; classify every file by its name."""
+    """Walk the tree once (symlinked folders too, each real folder once); classify every file by its name."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; pass the folder you extracted ESD into")
     scan = TreeScan(root)
-    for folder, subfolders, files in os.walk(root):
+    visited: set[str] = set()
+
+    def unreadable(error: OSError) -> None:  # os.walk would otherwise skip such a folder silently
+        scan.skipped.append({"path": relative(root, Path(error.filename)), "reason": f"unreadable folder: {error.strerror}"})
+
+    for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a symlink loop, or the same folder linked twice
+            subfolders.clear()
+            continue
+        visited.add(real)
         subfolders.sort()
         if MACOS_METADATA_DIR in subfolders:
             subfolders.remove(MACOS_METADATA_DIR)
-            rel_dir = Path(folder, MACOS_METADATA_DIR).relative_to(root).as_posix()
-            scan.skipped.append({"path": rel_dir, "reason": "macOS archive metadata folder, not audio"})
+            scan.skipped.append({"path": relative(root, Path(folder, MACOS_METADATA_DIR)),
+                                 "reason": "macOS archive metadata folder, not audio"})
         for name in sorted(files):
-            _classify(scan, Path(folder, name))
+            try:
+                _classify(scan, Path(folder, name))
+            except OSError as error:  # a dangling link, a file gone mid-scan, no permission
+                scan.skipped.append({"path": relative(root, Path(folder, name)),
+                                     "reason": f"unreadable: {error.strerror or error}"})
     for files in scan.sources.values():
         files.sort(key=lambda f: (f.number, f.rel))
     return scan
 
 
+def relative(root: Path, path: Path) -> str:
+    """'/'-separated path below the root, as the manifest records it (undecodable bytes in names shown as U+FFFD)."""
+    rel = path.relative_to(root).as_posix()
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _classify(scan: TreeScan, path: Path) -> None:
-    rel = path.relative_to(scan.root).as_posix()
+    rel = relative(scan.root, path)
     suffix = path.suffix.lower()
     clip = CLIP_NAME.match(path.name)
     if clip:

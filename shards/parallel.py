@@ -1,18 +1,22 @@
 """An ordered map over a process pool in which one poisonous input cannot stop the run.
 
-A file that crashes the decoder itself (a segfault in a C library) kills its worker process and
-breaks the pool. The items that were in flight are then retried one at a time in a single-worker
-pool, so the culprit is found and reported, and everything after it still runs in parallel.
+Work goes out in chunks, at most a few per worker ahead of the consumer, so results never pile up
+in memory faster than they are written. A file that crashes the decoder itself (a segfault in a C
+library) kills its worker process and breaks the pool; the items that were in flight are then
+retried one at a time in a single-worker pool, so the culprit is found and reported, and the rest
+of the run goes on in parallel.
 """
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+CHUNKS_AHEAD_PER_WORKER = 4
 
 
 def map_ordered(fn: Callable[[Item], Result], items: Sequence[Item], workers: int,
@@ -29,10 +33,32 @@ def map_ordered(fn: Callable[[Item], Result], items: Sequence[Item], workers: in
                 done += 1
                 yield result
         except BrokenProcessPool:
-            # The pool queues about workers + 1 chunks: the culprit is among the next few.
-            suspects = items[done : done + (workers + 2) * chunksize]
+            suspects = items[done : done + workers * CHUNKS_AHEAD_PER_WORKER * chunksize]
             yield from _isolate(fn, suspects, on_crash)
             done += len(suspects)
+
+
+def _run_chunk(fn: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result]:
+    return [fn(item) for item in chunk]
+
+
+def _pool_map(fn, items: Sequence, workers: int, chunksize: int) -> Iterator:
+    pool = _pool(workers)
+    pending: deque[Future] = deque()
+    starts = iter(range(0, len(items), chunksize))
+    try:
+        while True:
+            while len(pending) < workers * CHUNKS_AHEAD_PER_WORKER:
+                start = next(starts, None)
+                if start is None:
+                    break
+                pending.append(pool.submit(_run_chunk, fn, items[start : start + chunksize]))
+            if not pending:
+                return
+            yield from pending.popleft().result()
+    finally:
+        # On an interrupt, drop the queued work instead of finishing it.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -48,16 +74,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def _pool_map(fn, items, workers: int, chunksize: int):
-    pool = _pool(workers)
-    try:
-        yield from pool.map(fn, items, chunksize=chunksize)
-    finally:
-        # On an interrupt, drop the queued work instead of finishing it.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _isolate(fn, items, on_crash) -> Iterator:
+def _isolate(fn, items: Sequence, on_crash) -> Iterator:
     pool = _pool(1)
     try:
         for item in items:

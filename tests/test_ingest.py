@@ -331,6 +331,13 @@ def test_rerun_changes_nothing_and_a_changed_file_reprocesses_only_its_speaker(t
         n: s for n, s in shard_stats.items() if "-0016-" not in n}
     assert verify_corpus(out) == []
 
+    # A transcript re-encoded with the same lines changes nothing; an edited line re-processes its speaker.
+    transcript = root / TOP / "0017" / "0017.txt"
+    _rewrite_transcript(transcript, "utf-16", lambda lines: lines)
+    assert ingest_esd(root, out, workers=1).processed == []
+    transcript.write_text(transcript.read_text(encoding="utf-16").replace("line 1.", "line one."), encoding="utf-16")
+    assert ingest_esd(root, out, workers=1).processed == ["0017"]
+
 
 def _interrupt_on_shard(monkeypatch, number: int):
     """Make the `number`-th shard write die half-way, like a killed process: a partial temp file, no shard."""
@@ -492,3 +499,26 @@ def test_labels_and_languages_without_folders_or_esd_ids(tmp_path):
     skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {"0030/Sad/0030_001051.wav", "0011/0011_002000.wav"}
     assert "language" in skipped["0030/Sad/0030_001051.wav"] and "no emotion" in skipped["0011/0011_002000.wav"]
+
+
+def test_parallel_map_keeps_order_over_many_chunks():
+    assert list(map_ordered(abs, list(range(-500, 500)), workers=2, on_crash=None, chunksize=7)) == [
+        abs(i) for i in range(-500, 500)]
+
+
+def test_symlinks_loops_and_odd_names_neither_stop_nor_double_count(tmp_path):
+    root, elsewhere = tmp_path / "esd", tmp_path / "elsewhere"
+    clips = write_esd_tree(elsewhere, ["0016"], 1, split_folders=False, top="")
+    write_esd_tree(root, ["0017"], 1, split_folders=False, top="")
+    (root / "0016").symlink_to(elsewhere / "0016", target_is_directory=True)  # a speaker linked in
+    (root / "0017" / "loop").symlink_to(root, target_is_directory=True)  # a link back up
+    (root / "0017" / "Sad" / "0017_001060.wav").symlink_to(tmp_path / "gone.wav")  # dangling
+    odd = root / os.fsdecode(b"copy-\xb8\xb1\xb1\xbe")  # a GBK folder name read as bytes
+    (odd / "Happy").mkdir(parents=True)
+    (odd / "Happy" / "0017_000709.wav").write_bytes(clips[0].path.read_bytes())
+    manifest = ingest_esd(root, tmp_path / "out", workers=1).manifest
+    assert manifest["counts"]["0016"] == dict.fromkeys(EMOTIONS, 1)
+    assert manifest["counts"]["0017"] == {**dict.fromkeys(EMOTIONS, 1), "Happy": 2}
+    assert manifest["utterances"]["0017_000709"]["path"] == "copy-\ufffd\ufffd\ufffd\ufffd/Happy/0017_000709.wav"
+    assert [s["path"] for s in manifest["skipped"]] == ["0017/Sad/0017_001060.wav"]
+    assert verify_corpus(tmp_path / "out") == []
