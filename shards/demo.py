@@ -16,6 +16,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from shards.schema import EMOTIONS, SAMPLE_RATE, Clip
+from shards.splits import write_plans
 from shards.writer import ShardWriter
 
 # ESD numbering: 0001-0010 Mandarin, 0011-0020 English.
@@ -188,4 +189,5 @@ def build_demo_corpus(out_dir: str | Path, seed: int = 0, clips_per_emotion: int
     with ShardWriter(Path(out_dir), speakers=DEMO_SPEAKERS, extra_manifest=extra) as writer:
         for clip in demo_clips(seed, clips_per_emotion):
             writer.add(clip)
+    write_plans(out_dir, DEMO_SPEAKERS)
     return writer.close()

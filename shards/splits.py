@@ -5,7 +5,14 @@ Plans are data (`SplitPlan`), so they can be written next to the shards as JSON 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shards.writer import read_manifest, write_atomically
+
+SPLITS_NAME = "splits.json"
+SPLITS_FORMAT = "emotion-sweep-splits/1"
 
 # EmoBox (Ma et al. 2024) ESD folds: the test speakers of each fold.
 EMOBOX_ESD_TEST_SPEAKERS: dict[int, tuple[str, ...]] = {
@@ -122,8 +129,45 @@ def named_plans(speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
                         ("emobox", lambda: emobox_folds(speakers))):
         try:
             plans = build()
+        except SpeakerLeakError:
+            raise  # a bug in a builder, never "this corpus does not support the family"
         except ValueError:
             continue
         if plans:
             families[name] = plans
     return families
+
+
+def write_plans(data_dir: str | Path, speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
+    """Write every plan family the speakers support to `<data_dir>/splits.json`; return the plans."""
+    plans = named_plans(speakers)
+    document = {
+        "format": SPLITS_FORMAT,
+        "speakers": {s: speakers[s] for s in sorted(speakers)},
+        "plans": {family: [p.to_dict() for p in members] for family, members in plans.items()},
+    }
+    write_atomically(Path(data_dir) / SPLITS_NAME, json.dumps(document, indent=1, ensure_ascii=False).encode())
+    return plans
+
+
+def load_plans(data_dir: str | Path) -> dict[str, list[SplitPlan]]:
+    """The plans stored next to the data (built from the manifest's speakers if there is no splits.json).
+
+    Every plan is re-validated on load: a hand-edited file that leaks a test speaker raises
+    SpeakerLeakError.
+    """
+    path = Path(data_dir) / SPLITS_NAME
+    if not path.exists():
+        return named_plans(read_manifest(Path(data_dir))["speakers"])
+    document = json.loads(path.read_text())
+    return {family: [SplitPlan.from_dict(p) for p in members] for family, members in document["plans"].items()}
+
+
+def find_plan(plans: dict[str, list[SplitPlan]], name: str) -> SplitPlan:
+    """A plan by its name ('paper', 'loso-0011', 'emobox-3', ...)."""
+    for members in plans.values():
+        for plan in members:
+            if plan.name == name:
+                return plan
+    known = ", ".join(p.name for members in plans.values() for p in members)
+    raise KeyError(f"no split plan named {name!r}; known plans: {known}")

@@ -2,9 +2,11 @@
 
 Layout of a data directory:
     manifest.json              counts, seconds, speakers, and the sha256 of every shard
-    shards/<lang>-<speaker>-<n>.arrow
+    shards/<lang>-<speaker>[-<tag>]-<n>.arrow
+    splits.json                speaker-disjoint split plans (shards.splits)
 A shard appears under its final name only once complete (write to a temp file, then rename),
-so a reader never sees half a shard.
+so a reader never sees half a shard. A shard holds at most `max_shard_bytes` of audio (a single
+longer clip gets a shard of its own).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes | pa.Buffer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -41,6 +43,7 @@ def write_atomically(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shards are read by trial processes of any user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,7 +69,7 @@ def write_shard(path: Path, clips: list[Clip]) -> dict:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, CLIP_SCHEMA) as writer:
         writer.write_table(table, max_chunksize=1024)
-    data = sink.getvalue().to_pybytes()
+    data = sink.getvalue()  # an Arrow buffer: written and hashed without a copy into Python bytes
     write_atomically(path, data)
     return {
         "path": f"{SHARD_DIR}/{path.name}",
@@ -74,17 +77,24 @@ def write_shard(path: Path, clips: list[Clip]) -> dict:
         "num_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "seconds": round(sum(c.seconds for c in clips), 3),
+        "utterance_ids": [c.utterance_id for c in clips],  # in row order
     }
 
 
 @dataclass
 class ShardWriter:
-    """Buffers clips per (language, speaker) and flushes bounded shards; `close()` writes the manifest."""
+    """Buffers clips per (language, speaker) and flushes bounded shards; `close()` writes the manifest.
+
+    `speaker_tags` put a tag into a speaker's shard names: a re-ingest writes new names, so the
+    shards the current manifest points at stay intact until the new manifest replaces it.
+    `adopt()` takes shards written by an earlier run into this manifest unchanged.
+    """
 
     out_dir: Path
     speakers: dict[str, dict]  # speaker id -> {"language": ..., "gender": ...}
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     extra_manifest: dict = field(default_factory=dict)
+    speaker_tags: dict[str, str] = field(default_factory=dict)
     _buffers: dict[tuple[str, str], list[Clip]] = field(default_factory=lambda: defaultdict(list))
     _buffer_bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     _shard_counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
@@ -100,12 +110,25 @@ class ShardWriter:
         if clip.speaker not in self.speakers:
             raise ValueError(f"{clip.utterance_id}: speaker {clip.speaker} has no metadata")
         key = (clip.language, clip.speaker)
+        if self._buffers[key] and self._buffer_bytes[key] + clip.audio.nbytes > self.max_shard_bytes:
+            self._flush(key)
         self._buffers[key].append(clip)
         self._buffer_bytes[key] += clip.audio.nbytes
         per_speaker = self._counts.setdefault(clip.speaker, dict.fromkeys(EMOTIONS, 0))
         per_speaker[clip.emotion] += 1
-        if self._buffer_bytes[key] >= self.max_shard_bytes:
-            self._flush(key)
+
+    def adopt(self, entries: list[dict], counts: dict[str, dict[str, int]]) -> None:
+        """Take already-written shards (manifest entries) and their per speaker x emotion counts."""
+        self._entries.extend(entries)
+        for speaker, per_emotion in counts.items():
+            merged = self._counts.setdefault(speaker, dict.fromkeys(EMOTIONS, 0))
+            for emotion, count in per_emotion.items():
+                merged[emotion] += count
+
+    def flush_speaker(self, speaker: str) -> list[dict]:
+        """Write out a speaker's buffered clips; return the entries of all that speaker's shards."""
+        self._flush((self.speakers[speaker]["language"], speaker))
+        return [e for e in self._entries if e.get("speaker") == speaker]
 
     def _flush(self, key: tuple[str, str]) -> None:
         clips = self._buffers.pop(key, [])
@@ -115,8 +138,10 @@ class ShardWriter:
         language, speaker = key
         index = self._shard_counts[key]
         self._shard_counts[key] += 1
-        path = self.out_dir / SHARD_DIR / f"{language}-{speaker}-{index:04d}.arrow"
-        self._entries.append(write_shard(path, clips))
+        tag = self.speaker_tags.get(speaker)
+        stem = f"{language}-{speaker}-{tag}" if tag else f"{language}-{speaker}"
+        entry = write_shard(self.out_dir / SHARD_DIR / f"{stem}-{index:04d}.arrow", clips)
+        self._entries.append({"speaker": speaker, **entry})
 
     def close(self) -> dict:
         if self._manifest is not None:
