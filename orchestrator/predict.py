@@ -76,9 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import torch
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    loaded.model.to(device).eval()
+    try:
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if args.device == "auto" else args.device)
+        loaded.model.to(device).eval()
+    except (RuntimeError, AssertionError) as error:  # unknown device string, or no such GPU here
+        print(f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr)
+        return 1
     results = [answer_file(loaded, path, device, args.threshold, args.max_seconds) for path in args.files]
     answered = sum(r["answered"] for r in results)
     if args.json:

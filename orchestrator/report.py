@@ -126,7 +126,8 @@ def overview(sweep: Sweep) -> list:
     if tags.get("data_hash") or tags.get("git_commit"):
         facts.append(f"Data hash `{tags.get('data_hash', '?')[:16]}`, code `{tags.get('git_commit', '?')[:12]}`.")
     if tags.get("command"):
-        facts.append(f"Command: `{tags['command']}`")
+        facts.append(f"Command: `{tags['command']}`.")
+    facts.append(f"Report written {time.strftime('%Y-%m-%d %H:%M')}.")
     blocks: list = [Text(" ".join(facts))]
     unfinished = [t for t in sweep.trials if t.status != "FINISHED"]
     if sweep.parent_status == "RUNNING" or unfinished:
@@ -526,8 +527,9 @@ def trials_section(sweep: Sweep, knobs: list[str]) -> list:
     ordered = runs.ranked(sweep.trials)
     sets = _sets(ordered)
     scenario_column = len(sweep.scenarios) > 1
+    error_column = any(t.error for t in ordered)
     header = ["rank", "trial", "status", *(["scenario"] if scenario_column else []), *knobs, RANK_METRIC,
-              *[f"{s}/accuracy" for s in sets], "minutes", "error"]
+              *[f"{s}/accuracy" for s in sets], "minutes", *(["error"] if error_column else [])]
     rows = []
     rank = 0
     for trial in ordered:
@@ -536,10 +538,10 @@ def trials_section(sweep: Sweep, knobs: list[str]) -> list:
         rows.append([str(rank) if trial.rankable else "–", trial.trial_id, trial.status,
                      *([trial.scenario] if scenario_column else []), *[trial.params.get(k, "") for k in knobs],
                      _num(trial.metric(RANK_METRIC), 3), *[_num(trial.metric(f"{s}/accuracy"), 3) for s in sets],
-                     _num(minutes, 1), _clip(trial.error_line, 60)])
+                     _num(minutes, 1), *([_clip(trial.error_line, 60)] if error_column else [])])
     blocks: list = [Heading(2, "All trials"),
                     Text(f"Best first by `{RANK_METRIC}`; unfinished trials last (a running trial shows its latest "
-                         "values). Failed trials' errors are below the table."),
+                         "values)." + (" Failed trials' errors are below the table." if error_column else "")),
                     Table(header, rows)]
     for trial in ordered:
         if trial.error:
