@@ -17,6 +17,7 @@ from torch import nn
 from shards.batching import Batch, holdout, iter_batches, mix_languages
 from shards.reader import ShardReader
 from shards.schema import SAMPLE_RATE
+from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, save_model
 from workers.config import Stage, TrialConfig
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
@@ -153,7 +154,7 @@ def evaluation_round(model: EmotionClassifier, data: TrialData, cfg: TrialConfig
     """The paper's adaptive learning rate: x0.1 once val loss has risen more than `patience` rounds."""
     if "val" not in data.eval_rows:
         return
-    val_loss, y_true, y_pred = predict(model, data, data.eval_rows["val"], device)
+    val_loss, y_true, y_pred, _ = predict(model, data, data.eval_rows["val"], device)
     state.rounds_rising = state.rounds_rising + 1 if val_loss > state.last_val_loss else 0
     state.last_val_loss = val_loss
     state.last_val_accuracy = float(np.mean(y_true == y_pred))
@@ -181,17 +182,18 @@ def evaluation_round(model: EmotionClassifier, data: TrialData, cfg: TrialConfig
 
 @torch.no_grad()
 def predict(model: EmotionClassifier, data: TrialData, rows: np.ndarray, device: torch.device,
-            batch_size: int = 16) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, true labels and predicted labels over `rows`."""
+            batch_size: int = 16) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean loss, true labels, predicted labels and class probabilities [clips, classes] over `rows`."""
     model.eval()
-    losses, y_true, y_pred = [], [], []
+    losses, y_true, y_pred, probs = [], [], [], []
     for batch in iter_batches(data.reader, rows, batch_size):
         logits = forward(model, batch, device)
         labels = torch.as_tensor(batch.labels, device=device)
         losses.append(float(nn.functional.cross_entropy(logits, labels, reduction="sum")))
         y_true.append(batch.labels)
         y_pred.append(logits.argmax(dim=-1).cpu().numpy())
-    return sum(losses) / max(len(rows), 1), np.concatenate(y_true), np.concatenate(y_pred)
+        probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
+    return sum(losses) / max(len(rows), 1), np.concatenate(y_true), np.concatenate(y_pred), np.concatenate(probs)
 
 
 def evaluate_all(model: EmotionClassifier, data: TrialData, cfg: TrialConfig, device: torch.device,
@@ -199,10 +201,13 @@ def evaluate_all(model: EmotionClassifier, data: TrialData, cfg: TrialConfig, de
     """Full metric set, classification report and confusion matrix for every evaluation set."""
     metrics: dict[str, float] = {}
     for name, rows in data.eval_rows.items():
-        loss, y_true, y_pred = predict(model, data, rows, device)
+        loss, y_true, y_pred, probs = predict(model, data, rows, device)
         metrics[f"{name}/loss"] = loss
         metrics.update(classification_metrics(name, y_true, y_pred))
         logger.log_text(report_text(y_true, y_pred), f"classification_report_{name}.txt")
         logger.log_figure(confusion_figure(confusion(y_true, y_pred), f"{name} (n={len(rows)})"),
                           f"confusion_matrix_{name}.png")
+        # Calibration (issue 7): ECE and a reliability diagram, to choose an abstention threshold.
+        metrics.update(calibration_metrics(name, y_true, probs))
+        logger.log_figure(reliability_figure(y_true, probs, f"{name} (n={len(rows)})"), f"reliability_{name}.png")
     return metrics

@@ -1,0 +1,257 @@
+"""Use a trained trial on your own audio: the emotion and its probabilities per file, or "uncertain".
+
+    python -m orchestrator.predict --run <trial run id> a.wav b.flac
+    python -m orchestrator.predict --run <sweep parent run id> a.wav        # its best trial (val/accuracy)
+    python -m orchestrator.predict --checkpoint ray_results/<sweep>/<trial>/checkpoint_000000 *.wav --json
+
+The paper's ethics section proposes abstaining when the model is unsure: below the confidence
+threshold (top probability, default 0.8) the answer is "uncertain", with the emotions that compete.
+Each trial logs `<set>/ece` and `reliability_<set>.png` to help choose the threshold.
+
+Files longer than --max-seconds are refused (the model was trained on single utterances, and
+wav2vec2's attention grows with the square of the length); cut long recordings into utterances.
+Exit status: 0 when at least one file was answered (an "uncertain" answer counts), 1 when no file
+could be answered or the model could not be loaded, 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import paths, runs
+from orchestrator.runs import RANK_METRIC, StoreError
+from shards.audio_files import AudioFileError, read_audio
+from workers.calibration import DEFAULT_THRESHOLD
+
+MAX_COMPETING = 3
+DEFAULT_MAX_SECONDS = 30.0
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be found or loaded; one line for the user."""
+
+
+@dataclass
+class LoadedModel:
+    model: object  # workers.model.EmotionClassifier (torch is imported lazily)
+    labels: list[str]
+    source: dict = field(default_factory=dict)  # where it came from, for the output
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.predict",
+        description="Predict the emotion of audio files with a trial's model; abstain ('uncertain') below a "
+                    "confidence threshold. Reads WAV, FLAC, OGG, MP3, ... at any sample rate, mono or stereo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_ID",
+                        help="MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best "
+                             f"trial by {RANK_METRIC}")
+    source.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="a saved model directory, or a Tune trial/checkpoint directory holding one")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files to analyse")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
+    parser.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD,
+                        help="answer 'uncertain' when the top probability is below this (the paper's ethics "
+                             "section: 0.8)")
+    parser.add_argument("--max-seconds", type=_positive, default=DEFAULT_MAX_SECONDS,
+                        help="refuse longer files (the model knows single utterances; cut recordings first)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        loaded = load_for_prediction(args)
+    except (ModelLoadError, StoreError) as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return 1
+    import torch
+
+    try:
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if args.device == "auto" else args.device)
+        loaded.model.to(device).eval()
+    except (RuntimeError, AssertionError) as error:  # unknown device string, or no such GPU here
+        print(f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    results = [answer_file(loaded, path, device, args.threshold, args.max_seconds) for path in args.files]
+    answered = sum(r["answered"] for r in results)
+    if args.json:
+        print(json.dumps({"model": loaded.source, "threshold": args.threshold, "max_seconds": args.max_seconds,
+                          "labels": loaded.labels, "answered": answered, "files": results}, indent=2))
+    else:
+        print_text(loaded, results, args.threshold)
+    return 0 if answered else 1
+
+
+# ---------------------------------------------------------------- the model
+
+def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
+    if args.checkpoint is not None:
+        directory = find_model_dir(args.checkpoint)
+        print(f"predict: loading {directory}", file=sys.stderr)
+        return _load(directory, {"checkpoint": str(directory)})
+    return load_from_run(args.tracking_uri or paths.default_tracking_uri(), args.run)
+
+
+def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
+    """A trial run's `model/` artifact; for a sweep's parent run, that of its best finished trial."""
+    from workers.tracking import PARENT_TAG
+
+    client = runs.connect(tracking_uri)
+    run = runs.get_run(client, run_id)
+    if run is None:
+        raise ModelLoadError(f"no run {run_id} in {tracking_uri}")
+    source = {"run_id": run_id}
+    if PARENT_TAG not in run.data.tags:
+        sweep = runs.load_sweep(client, run)
+        trial = runs.best(sweep.trials)
+        if trial is None:
+            raise ModelLoadError(f"run {run_id} is the parent run of sweep {sweep.name} and none of its "
+                                 f"{len(sweep.trials)} trial run(s) finished; pass a trial's run id")
+        print(f"predict: run {run_id} is the parent run of sweep {sweep.name}; using its best trial {trial.trial_id} "
+              f"(run {trial.run_id}, {RANK_METRIC} {trial.metric(RANK_METRIC):.3f})", file=sys.stderr)
+        source = {"run_id": trial.run_id, "parent_run_id": run_id}
+        run = runs.get_run(client, trial.run_id)
+    tags = run.data.tags
+    source.update({"trial_id": tags.get("trial_id", ""), "sweep": tags.get("sweep", ""),
+                   RANK_METRIC: run.data.metrics.get(RANK_METRIC)})
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(client.download_artifacts(run.info.run_id, "model", tmp))
+        except Exception as error:  # no such artifact, or the artifact store is unreachable
+            raise ModelLoadError(f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "
+                                 f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}"
+                                 ) from None
+        print(f"predict: loading model of run {run.info.run_id}", file=sys.stderr)
+        return _load(local, source)
+
+
+def find_model_dir(path: Path) -> Path:
+    """A model directory itself, or the one checkpoint under a Tune trial directory (its latest)."""
+    from workers.checkpoint import WEIGHTS_FILE, is_model_dir
+
+    if is_model_dir(path):
+        return path
+    if not path.is_dir():
+        raise ModelLoadError(f"--checkpoint {path} is not a directory")
+    found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
+    if not found:
+        raise ModelLoadError(f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and "
+                             "encoder_config.json)")
+    if len({p.parent for p in found}) > 1:
+        shown = "\n  ".join(str(p) for p in found[:5])
+        raise ModelLoadError(f"{path} holds {len(found)} checkpoints of several trials; pass one of them:\n  {shown}")
+    return found[-1]  # checkpoint_000001 sorts after checkpoint_000000
+
+
+def _load(directory: Path, source: dict) -> LoadedModel:
+    from workers.checkpoint import load_model
+
+    try:
+        model = load_model(directory)
+    except Exception as error:  # corrupt weights, a config of another version, ...
+        raise ModelLoadError(f"cannot load the model in {directory}: {str(error).strip().splitlines()[0][:200]}") from None
+    return LoadedModel(model, list(model.labels), source)
+
+
+# ---------------------------------------------------------------- one file
+
+def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_seconds: float) -> dict:
+    try:
+        clip = read_audio(path, max_seconds=max_seconds)
+    except AudioFileError as error:
+        return {"file": str(path), "answered": False, "error": str(error)}
+    probabilities = classify(loaded.model, clip.audio, device)
+    return {
+        "file": str(path),
+        "answered": True,
+        **decide(loaded.labels, probabilities, threshold),
+        "probabilities": {label: round(float(p), 4) for label, p in zip(loaded.labels, probabilities)},
+        "audio": {"seconds": round(clip.seconds, 3), "sample_rate": clip.source_rate,
+                  "channels": clip.source_channels, "format": clip.source_format},
+    }
+
+
+def classify(model, audio, device):
+    """Class probabilities for one mono 16 kHz clip, normalised as in training."""
+    import torch
+
+    from workers.model import normalize_audio
+
+    samples = torch.from_numpy(audio).to(device)[None, :]
+    values, mask = normalize_audio(samples, torch.tensor([samples.shape[1]], device=device))
+    with torch.no_grad():
+        logits = model(values, attention_mask=mask).float()
+    return torch.softmax(logits, dim=-1)[0].cpu().numpy()
+
+
+def decide(labels: list[str], probabilities, threshold: float) -> dict:
+    """The top emotion when its probability reaches the threshold; otherwise "uncertain" and the
+    emotions that compete: the fewest (2 to 3) that together hold `threshold` of the probability."""
+    order = sorted(range(len(labels)), key=lambda i: -float(probabilities[i]))
+    top = order[0]
+    confidence = float(probabilities[top])
+    if confidence >= threshold:
+        return {"decision": labels[top], "emotion": labels[top], "confidence": round(confidence, 4), "competing": []}
+    competing, total = [], 0.0
+    for i in order[:MAX_COMPETING]:
+        competing.append(labels[i])
+        total += float(probabilities[i])
+        if len(competing) >= 2 and total >= threshold:
+            break
+    return {"decision": "uncertain", "emotion": None, "confidence": round(confidence, 4), "competing": competing}
+
+
+# ---------------------------------------------------------------- output
+
+def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> None:
+    source = loaded.source
+    where = source.get("checkpoint") or f"run {source.get('run_id')}" + (
+        f" (trial {source['trial_id']}, sweep {source['sweep']})" if source.get("trial_id") else "")
+    print(f"model: {where}; abstains below {threshold:.2f}")
+    for result in results:
+        name = result["file"]
+        if not result["answered"]:
+            print(f"{name}: not answered: {result['error']}")
+            continue
+        probabilities = result["probabilities"]
+        if result["decision"] == "uncertain":
+            rivals = ", ".join(f"{e} ({probabilities[e]:.2f})" for e in result["competing"])
+            print(f"{name}: uncertain: {rivals} compete; the top probability {result['confidence']:.2f} is below "
+                  f"{threshold:.2f}, a person should listen")
+        else:
+            print(f"{name}: {result['emotion']} ({result['confidence']:.2f})")
+        ranked = sorted(probabilities.items(), key=lambda item: -item[1])
+        print("    " + "  ".join(f"{e} {p:.2f}" for e, p in ranked) + f"   [{result['audio']['seconds']:.1f} s]")
+    answered = [r for r in results if r["answered"]]
+    uncertain = sum(r["decision"] == "uncertain" for r in answered)
+    print(f"{len(answered)} of {len(results)} file(s) answered ({uncertain} uncertain)"
+          + (f"; {len(results) - len(answered)} could not be analysed" if len(answered) < len(results) else ""))
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
