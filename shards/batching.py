@@ -1,12 +1,16 @@
 """From a shard directory to training batches: holdout, en/zh mixing, length-bucketed batches.
 
 Batches stay int16 with their lengths; normalisation happens on the device (workers.model).
+An epoch is planned up front (`plan_batches`: which rows go together, where each crop starts),
+then collated; so a plan can be resumed part-way and collated on a background thread (`prefetch`).
 """
 from __future__ import annotations
 
+import queue
+import threading
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -90,12 +94,44 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+@dataclass(frozen=True)
+class PlannedBatch:
+    """Which clips form one batch, and where each clip's crop starts (None: whole clips or crop at 0)."""
+
+    rows: np.ndarray
+    crop_starts: np.ndarray | None = None
+
+
+def plan_batches(index: ClipIndex, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+                 max_samples: int = 0) -> list[PlannedBatch]:
+    """Length-bucketed batches over `rows` (shuffled with an rng, sorted without), crops drawn up front.
+
+    All of an epoch's randomness is drawn here, so the rng state before this call fixes the epoch.
+    """
+    lengths = index.num_samples[rows]
+    cropped = np.minimum(lengths, max_samples) if max_samples > 0 else lengths
+    plans = []
+    for positions in bucket_batches(cropped, batch_size, rng):
+        starts = None
+        if max_samples > 0 and rng is not None:
+            slack = np.maximum(lengths[positions] - max_samples, 0)
+            starts = rng.integers(0, slack + 1)
+        plans.append(PlannedBatch(rows[positions], starts))
+    return plans
+
+
 def collate(reader: ShardReader, rows: np.ndarray, max_samples: int = 0,
-            rng: np.random.Generator | None = None) -> Batch:
-    """Pad the clips of `rows` into one int16 array; crop to `max_samples` when set (random crop with rng)."""
+            rng: np.random.Generator | None = None, crop_starts: np.ndarray | None = None) -> Batch:
+    """Pad the clips of `rows` into one int16 array; crop to `max_samples` when set.
+
+    Crops start at `crop_starts` when given, at random with an rng, else at the clip's start.
+    """
     clips = [reader.audio(int(r)) for r in rows]
     if max_samples > 0:
-        clips = [_crop(c, max_samples, rng) for c in clips]
+        if crop_starts is None and rng is not None:
+            crop_starts = rng.integers(0, np.maximum(np.array([len(c) for c in clips]) - max_samples, 0) + 1)
+        starts = crop_starts if crop_starts is not None else np.zeros(len(clips), dtype=np.int64)
+        clips = [c[int(s) : int(s) + max_samples] for c, s in zip(clips, starts)]
     lengths = np.array([len(c) for c in clips], dtype=np.int64)
     audio = np.zeros((len(clips), int(lengths.max(initial=1))), dtype=np.int16)
     for i, clip in enumerate(clips):
@@ -103,18 +139,70 @@ def collate(reader: ShardReader, rows: np.ndarray, max_samples: int = 0,
     return Batch(audio=audio, lengths=lengths, labels=reader.index.label[rows], rows=np.asarray(rows))
 
 
-def _crop(clip: np.ndarray, max_samples: int, rng: np.random.Generator | None) -> np.ndarray:
-    if len(clip) <= max_samples:
-        return clip
-    start = int(rng.integers(0, len(clip) - max_samples + 1)) if rng is not None else 0
-    return clip[start : start + max_samples]
+def collate_planned(reader: ShardReader, plan: PlannedBatch, max_samples: int = 0) -> Batch:
+    return collate(reader, plan.rows, max_samples, crop_starts=plan.crop_starts)
 
 
 def iter_batches(reader: ShardReader, rows: np.ndarray, batch_size: int,
                  rng: np.random.Generator | None = None, max_samples: int = 0) -> Iterator[Batch]:
     """Length-bucketed batches over `rows` (shuffled with an rng, sorted without)."""
-    lengths = reader.index.num_samples[rows]
-    if max_samples > 0:
-        lengths = np.minimum(lengths, max_samples)
-    for positions in bucket_batches(lengths, batch_size, rng):
-        yield collate(reader, rows[positions], max_samples, rng)
+    for plan in plan_batches(reader.index, rows, batch_size, rng, max_samples):
+        yield collate_planned(reader, plan, max_samples)
+
+
+T = TypeVar("T")
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Yield `items` as a background thread produces them, at most `depth` ahead.
+
+    The queue bounds memory (depth items waiting, one in each thread's hands). Collating is numpy
+    copies that release the GIL, so the next batches are ready while the device works on this one.
+    An error in the producer is raised here; closing the iterator early stops the producer.
+    depth <= 0: no thread, items are produced in the caller's thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            put(_Failed(error))
+
+    producer = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = waiting.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        producer.join(timeout=5.0)

@@ -82,3 +82,39 @@ def test_tiny_model_overfits_a_few_clips(batch):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.2
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "weighted_sum"])
+def test_pooling_variants_mask_padding_too(batch, pooling):
+    torch.manual_seed(0)
+    model = EmotionClassifier(build_encoder("tiny"), head_dropout=0.0, pooling=pooling).eval()
+    values, mask = normalize_audio(torch.from_numpy(batch.audio), torch.from_numpy(batch.lengths))
+    shortest = int(np.argmin(batch.lengths))
+    alone_values, alone_mask = normalize_audio(
+        torch.from_numpy(batch.audio[shortest : shortest + 1, : batch.lengths[shortest]]),
+        torch.from_numpy(batch.lengths[shortest : shortest + 1]))
+    with torch.no_grad():
+        in_batch = model(values, attention_mask=mask)[shortest : shortest + 1]
+        alone = model(alone_values, attention_mask=alone_mask)
+    torch.testing.assert_close(alone, in_batch, atol=1e-4, rtol=1e-4)
+
+
+def test_the_pooler_trains_with_the_head_in_a_head_only_stage():
+    model = EmotionClassifier(build_encoder("tiny"), pooling="attentive")
+    set_trainable(model, "head")
+    assert all(p.requires_grad for p in model.pooler.parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_the_xlsr53_config_has_the_checkpoint_architecture():
+    from transformers import Wav2Vec2Model
+
+    from workers.model import xlsr53_encoder_config
+
+    config = xlsr53_encoder_config()
+    with torch.device("meta"):  # shapes only: no 1.3 GB allocation
+        encoder = Wav2Vec2Model(config)
+    num_parameters = sum(p.numel() for p in encoder.parameters())
+    assert 310e6 < num_parameters < 320e6  # XLSR-53 large: ~315M
+    assert list(config.conv_dim) == [512] * 7 and np.prod(config.conv_stride) == 320
+    assert config.do_stable_layer_norm and config.feat_extract_norm == "layer"

@@ -1,11 +1,12 @@
 """A fine-tuned model on disk: safetensors weights plus the configs that rebuild it.
 
-    <dir>/model.safetensors   encoder + head weights
+    <dir>/model.safetensors   encoder + pooler + head weights
     <dir>/encoder_config.json the Wav2Vec2Config (so no hub access is needed to reload)
     <dir>/head.json           labels, head dropout, pooling
+    <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
 A checkpoint describes itself: `load_model(dir)` needs nothing else. Used for a trial's best model
 (Tune storage and MLflow artifact `model/`), for `init_from` (e.g. transfer_zh's English base),
-and by `orchestrator.predict`.
+for resuming a trial (`run_trial(resume_dir=...)`) and by `orchestrator.predict`.
 """
 from __future__ import annotations
 
@@ -21,15 +22,22 @@ from workers.model import EmotionClassifier, build_encoder
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 HEAD_FILE = "head.json"
+TRAIN_STATE_FILE = "train_state.json"
+# Created only when time masking is on; a checkpoint saved with masking off lacks it.
+MASK_EMBEDDING = "encoder.masked_spec_embed"
 
 
-def save_model(model: EmotionClassifier, directory: str | Path, head_dropout: float) -> Path:
+def save_model(model: EmotionClassifier, directory: str | Path, head_dropout: float | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` (or `state_dict`, e.g. a kept best state, in `model`'s architecture) to `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
+    weights = state_dict if state_dict is not None else model.state_dict()
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
     (directory / ENCODER_CONFIG_FILE).write_text(model.encoder.config.to_json_string())
-    (directory / HEAD_FILE).write_text(json.dumps({"labels": model.labels, "head_dropout": head_dropout}))
+    head = {"labels": model.labels, "pooling": model.pooling,
+            "head_dropout": model.head.dropout.p if head_dropout is None else head_dropout}
+    (directory / HEAD_FILE).write_text(json.dumps(head))
     return directory
 
 
@@ -37,14 +45,35 @@ def is_model_dir(directory: str | Path) -> bool:
     return (Path(directory) / WEIGHTS_FILE).exists() and (Path(directory) / ENCODER_CONFIG_FILE).exists()
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> EmotionClassifier:
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu",
+               encoder_overrides: dict | None = None) -> EmotionClassifier:
+    """Rebuild a saved model; `encoder_overrides` replace its encoder's regularisation settings."""
     directory = Path(directory)
     if not is_model_dir(directory):
         raise FileNotFoundError(f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and {ENCODER_CONFIG_FILE})")
     encoder_config = Wav2Vec2Config.from_json_file(str(directory / ENCODER_CONFIG_FILE))
     head = json.loads((directory / HEAD_FILE).read_text())
-    model = EmotionClassifier(build_encoder(encoder_config), num_labels=len(head["labels"]),
-                              head_dropout=head["head_dropout"])
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=str(map_location)))
+    model = EmotionClassifier(build_encoder(encoder_config, encoder_overrides), num_labels=len(head["labels"]),
+                              head_dropout=head["head_dropout"], pooling=head.get("pooling", "mean"))
+    weights = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+    expected = model.state_dict()
+    if MASK_EMBEDDING not in expected:
+        weights.pop(MASK_EMBEDDING, None)
+    elif MASK_EMBEDDING not in weights:
+        weights[MASK_EMBEDDING] = expected[MASK_EMBEDDING]  # masking newly on: keep the fresh embedding
+    model.load_state_dict(weights)
     model.labels = head["labels"]
     return model
+
+
+def save_train_state(directory: str | Path, state: dict) -> Path:
+    path = Path(directory) / TRAIN_STATE_FILE
+    path.write_text(json.dumps(state, indent=1))
+    return path
+
+
+def load_train_state(directory: str | Path) -> dict:
+    path = Path(directory) / TRAIN_STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} has no {TRAIN_STATE_FILE}: it is not a resumable trial checkpoint")
+    return json.loads(path.read_text())

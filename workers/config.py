@@ -10,6 +10,15 @@ import typing
 from dataclasses import dataclass, field
 
 TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all")
+# How frame-level encoder outputs become one vector per clip (workers.model.POOLERS).
+POOLINGS = ("mean", "attentive", "weighted_sum")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# TrialConfig fields written into the encoder's Wav2Vec2Config before the model is built, so a
+# checkpoint's own regularisation is never silently inherited.
+ENCODER_CONFIG_FIELDS = (
+    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop",
+    "mask_time_prob", "mask_time_length", "mask_time_min_masks", "mask_feature_prob", "mask_feature_length",
+)
 
 # Named start checkpoints; anything else is a hub id or a local directory.
 START_MODELS: dict[str, str] = {
@@ -45,10 +54,10 @@ def schedule_stages(name: str, learning_rate: float, batch_size: int) -> list[St
             Stage("head", 1, learning_rate, batch_size),
             Stage("all_but_cnn", 1, learning_rate, batch_size),
         ],
-        # Vanilla: 2 epochs, then lr x0.1 and batch 8 -> 10 for 2 more "to smooth the curve".
+        # Vanilla: 2 epochs, then lr x0.1 and batch 8 -> 10 (x1.25) for 2 more "to smooth the curve".
         "paper_vanilla": [
             Stage("all_but_cnn", 2, learning_rate, batch_size),
-            Stage("all_but_cnn", 2, learning_rate * 0.1, batch_size + 2),
+            Stage("all_but_cnn", 2, learning_rate * 0.1, max(batch_size + 1, round(batch_size * 1.25))),
         ],
         "full": [Stage("all_but_cnn", 2, learning_rate, batch_size)],
         "head_only": [Stage("head", 2, learning_rate, batch_size)],
@@ -74,7 +83,9 @@ class TrialConfig:
     # Share of English clips in each training epoch, 0..1 (None: as the training speakers come).
     english_fraction: float | None = None
     # Model
-    start: str = "tiny"  # 'tiny' (random, built from config), 'finer', 'vanilla', hub id or directory
+    # 'tiny' or 'xlsr53_random' (random weights, built from config), 'finer', 'vanilla', a hub id, or a
+    # local directory (save_pretrained layout; a CTC checkpoint loads its encoder, the CTC head is dropped)
+    start: str = "tiny"
     init_from: str = ""  # a saved emotion model (workers.checkpoint) to start from instead; head included
     head_dropout: float = 0.1
     # Schedule: a named preset scaled by learning_rate and batch_size, or explicit stages.
@@ -84,13 +95,65 @@ class TrialConfig:
     stages: tuple[dict, ...] = ()  # explicit stages (dicts of Stage fields); overrides schedule
     epoch_scale: float = 1.0  # multiplies every stage's length (tiny models need more epochs)
     # The paper's adaptive learning rate and early stopping.
-    eval_every_steps: int = 10
-    lr_decay_patience: int = 2  # rounds of rising val loss tolerated before decaying
+    eval_every_steps: int = 10  # optimizer steps per evaluation round on the validation clips
+    lr_decay_patience: int = 2  # consecutive rounds of rising val loss tolerated; one more decays the lr
     lr_decay_factor: float = 0.1
-    early_stop_patience: int = 0  # rounds without a new best val loss before stopping (0: never)
+    # Rounds without a new best val loss before the current stage ends early (0: never); the next
+    # stage still runs, and the trial ends with the best state whichever stage found it.
+    early_stop_patience: int = 0
     # Run
     seed: int = 0
     num_threads: int = 1  # torch CPU threads; the driver sets it to the trial's CPUs
+
+    # --- Start weights ---
+    start_revision: str = ""  # hub branch, tag or commit of `start` ("": the default branch)
+    # A directory filled by `python -m orchestrator.weights fetch` (Hugging Face cache layout). When
+    # set, hub starts load from it and never touch the network; with HF_HUB_OFFLINE=1 the default
+    # cache works offline too.
+    weights_dir: str = ""
+    # --- Encoder regularisation: written into the start's config before the model is built ---
+    # The paper inherited each checkpoint's values; here they are explicit and logged. Defaults are
+    # Wav2Vec2Config's; `python -m orchestrator.weights show finer` prints a checkpoint's own values.
+    hidden_dropout: float = 0.1  # after attention/feed-forward blocks and on the positional embedding sum
+    attention_dropout: float = 0.1  # on attention probabilities
+    activation_dropout: float = 0.1  # inside the feed-forward block
+    feat_proj_dropout: float = 0.0  # after projecting CNN features to the transformer width
+    layerdrop: float = 0.1  # probability of skipping a whole transformer layer per training step
+    mask_time_prob: float = 0.05  # SpecAugment: share of frames masked during training (0: off)
+    mask_time_length: int = 10  # frames per time mask (20 ms a frame for XLSR-53)
+    mask_time_min_masks: int = 2  # at least this many time masks per clip when masking is on
+    mask_feature_prob: float = 0.0  # SpecAugment over feature channels (0: off)
+    mask_feature_length: int = 10  # channels per feature mask
+    # --- Head ---
+    # 'mean' (the paper's: mean over valid frames), 'attentive' (learned frame weights) or
+    # 'weighted_sum' (learned softmax weights over every layer's output, then mean; needs layerdrop=0).
+    pooling: str = "mean"
+    # --- Optimisation ---
+    weight_decay: float = 0.0  # AdamW; 0 as in the HF Trainer defaults the paper's notebook used
+    max_grad_norm: float = 1.0  # clip the gradient norm per optimizer step (0: no clipping)
+    # Micro-batches per optimizer step. A stage's batch_size stays the clips per step (the paper's
+    # "batch size"); accumulation only splits it to fit memory and leaves the maths unchanged.
+    grad_accum_steps: int = 1
+    # Each stage starts at its own learning rate (the paper: "for both parts ... an initial learning
+    # rate of 1e-4"); False carries the adaptive x0.1 decays over into the next stage.
+    reset_lr_each_stage: bool = True
+    # A head-only stage runs the frozen encoder in eval mode (no dropout/layerdrop/masking), so its
+    # features are deterministic and cacheable. True: train mode, as the HF Trainer of the paper's
+    # notebook did; this turns the frozen-feature cache off.
+    frozen_encoder_dropout: bool = False
+    # --- Speed ---
+    bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the encoder (CUDA only; skipped on CPU, noted in the run's tags)
+    compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
+    prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
+    eval_batch_size: int = 16  # clips per evaluation batch
+    # Head-only stages train from pooled encoder outputs computed once and stored on disk, keyed by
+    # the encoder's weights, the corpus, the rows and the crop (same features as the uncached path).
+    cache_frozen_features: bool = True
+    feature_cache_dir: str = ""  # where (""): $EMOTION_SWEEP_CACHE/features or ~/.cache/emotion-sweep/features
+    # Report the best model as a Tune checkpoint (with train_state.json, for resume) at the next
+    # epoch end whenever the best changed; False: only the final best model is reported.
+    checkpoint_on_best: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -103,6 +166,36 @@ class TrialConfig:
         if overlap:
             raise ValueError(f"speakers {sorted(overlap)} are in both training and a held-out set")
         self.stage_list()  # validate the schedule early
+        self._validate_recipe()
+
+    def _validate_recipe(self) -> None:
+        for name in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop",
+                     "mask_time_prob", "mask_feature_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        if self.pooling == "weighted_sum" and self.layerdrop > 0:
+            raise ValueError(
+                f"pooling='weighted_sum' needs layerdrop=0 (got {self.layerdrop}): a dropped layer leaves no "
+                "output for its weight; set layerdrop=0"
+            )
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        smallest = min(s.batch_size for s in self.stage_list())
+        if self.grad_accum_steps > smallest:
+            raise ValueError(f"grad_accum_steps={self.grad_accum_steps} splits a batch of {smallest} clips into "
+                             "empty micro-batches; use at most the smallest stage batch size")
+        if self.eval_every_steps < 1 or self.eval_batch_size < 1 or self.prefetch_batches < 0:
+            raise ValueError("eval_every_steps and eval_batch_size must be >= 1, prefetch_batches >= 0")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ValueError("max_grad_norm and weight_decay must be >= 0")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
+
+    def encoder_overrides(self) -> dict:
+        """The Wav2Vec2Config values this trial sets on its encoder, whatever the start's config says."""
+        return {"apply_spec_augment": True, **{name: getattr(self, name) for name in ENCODER_CONFIG_FIELDS}}
 
     def stage_list(self) -> list[Stage]:
         stages = [Stage(**s) for s in self.stages] if self.stages else schedule_stages(

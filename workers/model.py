@@ -1,6 +1,8 @@
-"""The paper's model: a wav2vec2 encoder, mean pooling over valid frames, and a small head."""
+"""The paper's model: a wav2vec2 encoder, pooling over valid frames, and a small head."""
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -8,7 +10,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from shards.schema import EMOTIONS
-from workers.config import START_MODELS, TRAINABLE_PARTS
+from workers.config import POOLINGS, START_MODELS, TRAINABLE_PARTS
 
 
 def tiny_encoder_config() -> Wav2Vec2Config:
@@ -40,19 +42,137 @@ def tiny_encoder_config() -> Wav2Vec2Config:
     )
 
 
-def build_encoder(start: str | Wav2Vec2Config) -> Wav2Vec2Model:
+def xlsr53_encoder_config() -> Wav2Vec2Config:
+    """The architecture of facebook/wav2vec2-large-xlsr-53 (~315M parameters), without its weights.
+
+    For benchmarks and GPU sizing: 7 conv layers of 512 channels, strides 5*2^6 = 320 samples a
+    frame (20 ms at 16 kHz), 24 pre-norm transformer layers of width 1024.
+    """
+    return Wav2Vec2Config(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        hidden_act="gelu",
+        conv_dim=(512,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_bias=True,
+        feat_extract_norm="layer",
+        feat_extract_activation="gelu",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16,
+        layer_norm_eps=1e-5,
+        vocab_size=32,
+    )
+
+
+# Starts built from a config with random weights (no download).
+CONFIG_STARTS = {"tiny": tiny_encoder_config, "xlsr53_random": xlsr53_encoder_config}
+
+
+def with_overrides(config: Wav2Vec2Config, overrides: dict | None) -> Wav2Vec2Config:
+    config = copy.deepcopy(config)
+    for name, value in (overrides or {}).items():
+        setattr(config, name, value)
+    return config
+
+
+def build_encoder(start: str | Wav2Vec2Config, overrides: dict | None = None, *, revision: str = "",
+                  weights_dir: str = "") -> Wav2Vec2Model:
     """An encoder from a config, a named start, a hub id or a local directory.
 
-    A CTC checkpoint (e.g. the 'finer' start) loads into Wav2Vec2Model without its CTC head.
+    `overrides` (TrialConfig.encoder_overrides()) are written into the config before the model is
+    built: dropout modules read their rate at construction. A CTC checkpoint (e.g. the 'finer'
+    start) loads into Wav2Vec2Model without its CTC head. Pretrained weights are kept in this
+    process (PRETRAINED), so a reused Tune actor builds its next trial without reading them again.
     """
     if isinstance(start, Wav2Vec2Config):
-        return Wav2Vec2Model(start)
-    if start == "tiny":
-        return Wav2Vec2Model(tiny_encoder_config())
+        return Wav2Vec2Model(with_overrides(start, overrides))
+    if start in CONFIG_STARTS:
+        return Wav2Vec2Model(with_overrides(CONFIG_STARTS[start](), overrides))
+    return PRETRAINED.build(resolve_start(start), overrides, revision=revision, weights_dir=weights_dir)
+
+
+def resolve_start(start: str) -> str:
+    """A named start's hub id; a local directory as an absolute path; anything else as given (a hub id)."""
     source = START_MODELS.get(start, start)
     if Path(source).exists():
-        source = str(Path(source).resolve())
-    return Wav2Vec2Model.from_pretrained(source)
+        return str(Path(source).resolve())
+    return source
+
+
+class PretrainedWeights:
+    """Loaded encoder weights kept in memory (CPU), keyed by source, revision and weights dir.
+
+    Holds at most `capacity` checkpoints (~1.3 GB each for XLSR-53) so a sweep over a couple of
+    starts on a reused worker loads each once. Models get copies: training never touches the cache.
+    """
+
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple[Wav2Vec2Config, dict]] = OrderedDict()
+        self.hits = 0
+        self.loads = 0
+
+    def build(self, source: str, overrides: dict | None, revision: str = "", weights_dir: str = "") -> Wav2Vec2Model:
+        key = (source, revision, str(Path(weights_dir).resolve()) if weights_dir else "")
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            base_config, weights = self._entries[key]
+            return _model_from_weights(with_overrides(base_config, overrides), weights)
+        model, base_config = _load_pretrained(source, overrides, revision, weights_dir)
+        self.loads += 1
+        self._entries[key] = (base_config, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+PRETRAINED = PretrainedWeights()
+
+
+def _load_pretrained(source: str, overrides: dict | None, revision: str, weights_dir: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    options = {"revision": revision or None}
+    if weights_dir:
+        # A pre-fetched directory is the only place to look: no network, no silent download.
+        options.update(cache_dir=weights_dir, local_files_only=True)
+    try:
+        base_config = Wav2Vec2Config.from_pretrained(source, **options)
+        model = Wav2Vec2Model.from_pretrained(source, config=with_overrides(base_config, overrides), **options)
+    except OSError as error:
+        where = f"weights_dir={weights_dir}" if weights_dir else "the Hugging Face cache or the hub"
+        raise OSError(
+            f"could not load encoder weights {source!r} (revision {revision or 'default'}) from {where}: {error}\n"
+            f"Pre-fetch them with `python -m orchestrator.weights fetch <start> --dir DIR` and set weights_dir=DIR, "
+            "or set start to a local directory (save_pretrained layout)."
+        ) from error
+    return model, base_config
+
+
+def _model_from_weights(config: Wav2Vec2Config, weights: dict) -> Wav2Vec2Model:
+    """Build without random initialisation (meta device), then take copies of the cached weights."""
+    with torch.device("meta"):
+        model = Wav2Vec2Model(config)
+    expected = model.state_dict()
+    state = {k: v.clone() for k, v in weights.items() if k in expected}
+    model.load_state_dict(state, strict=False, assign=True)
+    if "masked_spec_embed" in expected and "masked_spec_embed" not in state:
+        # The checkpoint had time masking off and this trial turns it on: a fresh mask embedding,
+        # as from_pretrained would initialise it.
+        model.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        raise RuntimeError(f"cached encoder weights lack {still_meta[:5]}; clear workers.model.PRETRAINED")
+    return model
 
 
 class ClassificationHead(nn.Module):
@@ -68,32 +188,108 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(torch.tanh(self.dense(pooled))))
 
 
+def masked_mean(hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the frames that hold audio ([batch, frames, hidden] -> [batch, hidden])."""
+    if frame_mask is None:
+        return hidden.mean(dim=1)
+    weights = frame_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class MeanPooling(nn.Module):
+    """The paper's pooling: no parameters, so a frozen encoder's pooled outputs can be cached."""
+
+    wants_all_layers = False
+
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        return masked_mean(hidden, frame_mask)
+
+
+class AttentivePooling(nn.Module):
+    """A learned score per frame; the clip vector is the softmax-weighted sum over valid frames."""
+
+    wants_all_layers = False
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(hidden).squeeze(-1).float()
+        if frame_mask is not None:
+            scores = scores.masked_fill(~frame_mask.bool(), float("-inf"))
+        weights = torch.softmax(scores, dim=1).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1)
+
+
+class WeightedLayerSum(nn.Module):
+    """s3prl's weighted sum: softmax weights over every layer's output, then the masked mean.
+
+    Needs layerdrop 0: a skipped layer has no output, and the weights would no longer line up.
+    """
+
+    wants_all_layers = True
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.num_states = num_states
+        self.layer_weights = nn.Parameter(torch.zeros(num_states))
+
+    def forward(self, states: tuple[torch.Tensor, ...], frame_mask: torch.Tensor | None) -> torch.Tensor:
+        if len(states) != self.num_states:
+            raise RuntimeError(f"weighted layer sum expects {self.num_states} hidden states, got {len(states)} "
+                               "(layerdrop must be 0)")
+        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
+        mixed = sum(w * s for w, s in zip(weights, states))
+        return masked_mean(mixed, frame_mask)
+
+
+def build_pooler(pooling: str, config: Wav2Vec2Config) -> nn.Module:
+    if pooling == "mean":
+        return MeanPooling()
+    if pooling == "attentive":
+        return AttentivePooling(config.hidden_size)
+    if pooling == "weighted_sum":
+        if config.layerdrop > 0:
+            raise ValueError(f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {config.layerdrop}); "
+                             "set layerdrop=0")
+        # The embedding output plus one output per transformer layer.
+        return WeightedLayerSum(config.num_hidden_layers + 1)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
 class EmotionClassifier(nn.Module):
-    def __init__(self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1):
+    def __init__(self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1,
+                 pooling: str = "mean"):
         super().__init__()
         self.encoder = encoder
+        self.pooling = pooling
+        self.pooler = build_pooler(pooling, encoder.config)
         self.head = ClassificationHead(encoder.config.hidden_size, num_labels, head_dropout)
         self.labels = list(EMOTIONS)[:num_labels]
 
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Mean of the encoder's last hidden states over the frames that hold audio."""
-        hidden = self.encoder(input_values, attention_mask=attention_mask).last_hidden_state
-        if attention_mask is None:
-            return hidden.mean(dim=1)
-        frame_mask = self.encoder._get_feature_vector_attention_mask(hidden.shape[1], attention_mask)
-        frame_mask = frame_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * frame_mask).sum(dim=1) / frame_mask.sum(dim=1).clamp(min=1.0)
+        """One vector per clip from the encoder's outputs over the frames that hold audio."""
+        all_layers = self.pooler.wants_all_layers
+        outputs = self.encoder(input_values, attention_mask=attention_mask, output_hidden_states=all_layers)
+        hidden = outputs.hidden_states if all_layers else outputs.last_hidden_state
+        num_frames = (hidden[0] if all_layers else hidden).shape[1]
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.encoder._get_feature_vector_attention_mask(num_frames, attention_mask)
+        return self.pooler(hidden, frame_mask)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.pool(input_values, attention_mask))
 
 
 def set_trainable(model: EmotionClassifier, part: str) -> None:
-    """Freeze everything, then unfreeze `part`. The head is always trainable."""
+    """Freeze everything, then unfreeze `part`. The head (and the pooler's weights) always train."""
     if part not in TRAINABLE_PARTS:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
     model.requires_grad_(False)
     model.head.requires_grad_(True)
+    model.pooler.requires_grad_(True)
     encoder = model.encoder
     if part == "transformer":
         encoder.encoder.requires_grad_(True)

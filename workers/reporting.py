@@ -10,13 +10,26 @@ class Reporter(Protocol):
 
 
 class ListReporter:
-    """Collects reports in memory (tests, benchmarks, running a trial without Ray)."""
+    """Collects reports in memory (tests, benchmarks, running a trial without Ray).
 
-    def __init__(self) -> None:
+    With `checkpoint_root`, reported checkpoint directories are copied there as Tune would
+    (`checkpoints[i]` is the copy made for `reports[i]`, or None); the trial deletes its own.
+    """
+
+    def __init__(self, checkpoint_root: Path | None = None) -> None:
         self.reports: list[dict[str, float]] = []
+        self.checkpoints: list[Path | None] = []
+        self.checkpoint_root = Path(checkpoint_root) if checkpoint_root else None
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         self.reports.append(dict(metrics))
+        kept = None
+        if checkpoint_dir is not None and self.checkpoint_root is not None:
+            import shutil
+
+            kept = self.checkpoint_root / f"checkpoint_{len(self.reports) - 1:06d}"
+            shutil.copytree(checkpoint_dir, kept)
+        self.checkpoints.append(kept)
 
 
 class TuneReporter:

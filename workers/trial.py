@@ -27,4 +27,11 @@ def train_emotion(config: dict) -> None:
         )
     else:
         logger = NullLogger()
-    run_trial(trial_config, logger, TuneReporter())
+    # A restored trial (sweep restore, or a retry after a crash) continues from its last checkpoint:
+    # the best model so far and the train_state.json saying where training was.
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_trial(trial_config, logger, TuneReporter())
+        return
+    with checkpoint.as_directory() as resume_dir:
+        run_trial(trial_config, logger, TuneReporter(), resume_dir=resume_dir)
