@@ -58,3 +58,14 @@ def test_shards_are_bounded_and_leave_no_temp_files(tmp_path):
     assert len(manifest["shards"]) > len(DEMO_SPEAKERS)  # the bound split speakers over shards
     assert not list(tmp_path.rglob("*.tmp"))
     assert len(ShardReader(tmp_path)) == len(clips)
+
+
+def test_open_reader_is_shared_until_the_corpus_changes(tmp_path):
+    from shards.reader import open_reader
+
+    build_demo_corpus(tmp_path, seed=0, clips_per_emotion=1)
+    first = open_reader(tmp_path)
+    assert open_reader(tmp_path) is first
+    build_demo_corpus(tmp_path, seed=0, clips_per_emotion=2)  # rewrites the manifest
+    reopened = open_reader(tmp_path)
+    assert reopened is not first and len(reopened) == 2 * len(first)

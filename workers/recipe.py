@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
-from shards.reader import ShardReader
+from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
@@ -233,7 +233,7 @@ def compile_encoder(model: EmotionClassifier, cfg: TrialConfig, device: torch.de
 
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:
-    reader = ShardReader(cfg.data_dir)
+    reader = open_reader(cfg.data_dir)
     known = set(reader.index.speaker)
     for speaker in (*cfg.train_speakers, *(s for group in cfg.eval_sets.values() for s in group)):
         if speaker not in known:
