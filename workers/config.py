@@ -82,6 +82,8 @@ class TrialConfig:
     learning_rate: float = 1e-4
     batch_size: int = 8
     stages: tuple[dict, ...] = ()  # explicit stages (dicts of Stage fields); overrides schedule
+    # No training at all: evaluate the start model (e.g. transfer_zh's zero-shot trial of its base).
+    evaluate_only: bool = False
     epoch_scale: float = 1.0  # multiplies every stage's length (tiny models need more epochs)
     # The paper's adaptive learning rate and early stopping.
     eval_every_steps: int = 10
@@ -105,6 +107,8 @@ class TrialConfig:
         self.stage_list()  # validate the schedule early
 
     def stage_list(self) -> list[Stage]:
+        if self.evaluate_only:
+            return []
         stages = [Stage(**s) for s in self.stages] if self.stages else schedule_stages(
             self.schedule, self.learning_rate, self.batch_size)
         return [dataclasses.replace(s, epochs=s.epochs * self.epoch_scale) for s in stages]

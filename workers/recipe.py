@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -50,13 +51,20 @@ class TrainState:
 
 
 def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter,
-              device: torch.device | None = None) -> dict[str, float]:
-    """Train one configuration and return its final metrics (also logged and reported)."""
+              device: torch.device | None = None,
+              shard_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
+    """Train one configuration and return its final metrics (also logged and reported).
+
+    `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
+    over several processes (workers/distributed.py); None: all of them.
+    """
     started = time.perf_counter()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
     data = load_trial_data(cfg)
+    if shard_rows is not None:
+        data.train_rows = shard_rows(data.train_rows)
     model = build_model(cfg).to(device)
     logger.log_params(cfg.to_dict())
     logger.set_tags({"data_hash": data.reader.content_hash, "train_speakers": ",".join(cfg.train_speakers)})
