@@ -60,19 +60,26 @@ def run_sweep(state: SweepState, address: str | None = None, log=print) -> int:
             results = run_phase(state, plan, phase)
             statuses.update(trial_statuses(results))
             failed += results.num_errors
-            if results.num_terminated + results.num_errors < len(results):
+            # Fewer ended trials than planned: Tune stopped on Ctrl-C (it creates trials lazily, so
+            # unstarted ones are not even in `results`).
+            if results.num_terminated + results.num_errors < len(phase.variants):
                 raise SweepInterrupted
             if phase.name == "pretrain":
+                if results.num_errors:
+                    return _stop_without_base(client, state, statuses, log)
                 state.base_model = base_model_of(results, state, client)
                 log(f"base model for the next phase: {state.base_model}")
-            state.phases_done.append(phase.name)
+            if not results.num_errors:  # a phase with failed trials is restored (and they retried) on --resume
+                state.phases_done.append(phase.name)
             state.save()
     except (KeyboardInterrupt, SweepInterrupted):
         state.status = "interrupted"
         state.save()
-        closed = _close_children(client, state, statuses, default="KILLED")
+        # Tune marks the trials it stops on Ctrl-C as terminated; only a completed tag says finished.
+        closed = _close_children(client, state, {}, default="KILLED")
         client.set_terminated(state.parent_run_id, "KILLED")
-        log(f"\ninterrupted: {closed} running trial run(s) marked KILLED in MLflow. Finish the sweep with:\n"
+        log(f"\ninterrupted: {closed.get('KILLED', 0)} unfinished trial run(s) marked KILLED in MLflow "
+            f"(they continue on resume). Finish the sweep with:\n"
             f"    python -m orchestrator.sweep {state.sweep} --resume {state.directory}")
         return 130
     except BaseException:
@@ -85,6 +92,18 @@ def run_sweep(state: SweepState, address: str | None = None, log=print) -> int:
     state.status = "failed" if failed else "finished"
     state.save()
     return 0
+
+
+def _stop_without_base(client: MlflowClient, state: SweepState, statuses: dict[str, str], log) -> int:
+    state.status = "failed"
+    state.save()
+    _close_children(client, state, statuses, default="FAILED")
+    client.set_terminated(state.parent_run_id, "FAILED")
+    log(f"the pretrain trial (the base every other trial starts from) failed after its retries; its error is "
+        f"on its MLflow run (tag 'error'). Fix the cause and run\n"
+        f"    python -m orchestrator.sweep {state.sweep} --resume {state.directory}\n"
+        f"or give a base with --init-from.")
+    return 1
 
 
 def run_phase(state: SweepState, plan: SweepPlan, phase: Phase):
@@ -173,10 +192,12 @@ def run_config(state: SweepState, plan: SweepPlan, phase: Phase, resources: Reso
 
 
 def max_epochs(variants: tuple[Variant, ...]) -> int:
+    """ASHA's max_t: above any epoch a trial reports (the recipe counts a stage's partial last pass as
+    an epoch), so ASHA never stops a trial just for reaching the end of its schedule."""
     from workers.config import TrialConfig
 
-    lengths = [sum(s.epochs for s in TrialConfig.from_dict(v.values).stage_list()) for v in variants]
-    return max(1, math.ceil(max(lengths, default=1)))
+    lengths = [sum(math.ceil(s.epochs) for s in TrialConfig.from_dict(v.values).stage_list()) for v in variants]
+    return max(lengths, default=0) + 1
 
 
 def trial_name(trial) -> str:
@@ -193,10 +214,7 @@ def base_model_of(results, state: SweepState, client: MlflowClient) -> str:
     """The pretrain trial's model: its Tune checkpoint when local, else its MLflow `model/` artifact."""
     from orchestrator.tracking import find_child_run
 
-    ok = [r for r in results if r.error is None]
-    if not ok:
-        raise RuntimeError("the pretrain trial failed; its error is on its MLflow run (tag 'error')")
-    result = ok[0]
+    result = next(r for r in results if r.error is None)
     checkpoint = result.checkpoint
     if checkpoint is not None and "://" not in state.directory and os.path.isdir(checkpoint.path):
         return checkpoint.path
@@ -217,7 +235,7 @@ def init_ray(address: str | None) -> None:
 
 
 def _close_children(client: MlflowClient, state: SweepState, statuses: dict[str, str], default: str,
-                    drop_orphans: bool = False) -> int:
+                    drop_orphans: bool = False) -> dict[str, int]:
     """No child run stays RUNNING: trials Tune reported on get their status, others `default`.
 
     With `drop_orphans` (a completed sweep), a RUNNING run whose trial Tune never recorded (the

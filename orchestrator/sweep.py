@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.sweep",
         description="Run a named sweep (a module of search_spaces/) on Ray Tune, tracked in MLflow.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Resource flags left out take the stored values on --resume, else the defaults shown.",
     )
     parser.add_argument("name", help="sweep name (e.g. smoke), or 'list' to show the named sweeps")
     what = parser.add_argument_group("what runs")
@@ -48,18 +48,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)")
     how.add_argument("--cpus-per-trial", type=float, default=None,
                      help=f"CPUs per trial, also its torch threads (per worker with --workers-per-trial) "
-                          f"[default {RESOURCE_DEFAULTS['cpus_per_trial']}]")
+                          f"(default {RESOURCE_DEFAULTS['cpus_per_trial']:g})")
     how.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs per trial (per worker with --workers-per-trial); fractions let small trials share "
-                          "a GPU, e.g. 0.5 packs two per GPU [default 0]")
+                          "a GPU, e.g. 0.5 packs two per GPU (default 0)")
     how.add_argument("--workers-per-trial", type=int, default=None,
-                     help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) [default 1]")
+                     help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) (default 1)")
     how.add_argument("--scheduler", choices=("fifo", "asha"), default=None,
-                     help="fifo: every trial runs to the end; asha: stop weak trials early, by epoch [default fifo]")
+                     help="fifo: every trial runs to the end; asha: stop weak trials early, by epoch (default fifo)")
     how.add_argument("--max-failures", type=int, default=None,
-                     help="retries of a failing trial (from its last checkpoint) before it is marked FAILED [default 2]")
+                     help="retries of a failing trial (from its last checkpoint) before it is marked FAILED (default 2)")
     how.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=None,
-                     help="run consecutive trials in the same worker process (saves the ~3 s torch import) [default on]")
+                     help="run consecutive trials in the same worker process (saves the ~3 s torch import) (default on)")
     where = parser.add_argument_group("where")
     where.add_argument("--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray")
     where.add_argument("--storage", default=None,
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
     where.add_argument("--resume", nargs="?", const="latest", default=None, metavar="SWEEP_DIR",
                        help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage")
-    where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus")
+    where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
     return parser.parse_args(argv)
 
 
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(error)) from None
     storage = args.storage or str(paths.default_storage())
     if "://" not in storage:
+        storage = str(Path(storage).resolve())
         # Frequent experiment snapshots: a crashed driver then loses at most this much of Tune's state.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     state = resume_state(args, storage) if args.resume else new_sweep(spec, args, storage)
@@ -263,7 +264,8 @@ def finish(state) -> None:
     _log_best(client, state.parent_run_id, best, plan.metric, plan.mode)
     failed = [r for r in runs if r.info.status == "FAILED"]
     if failed:
-        print(f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag 'error').")
+        print(f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag 'error'). "
+              f"`--resume {state.directory}` retries them.")
     client.set_terminated(state.parent_run_id, "FAILED" if failed else "FINISHED")
     uri = state.tracking_uri
     print("Open the runs in the MLflow UI:")
@@ -295,11 +297,16 @@ def _log_best(client, parent_run_id: str, best: dict, metric: str, mode: str) ->
     """The best trial's metrics as `best/...` on the parent (best over all scenarios)."""
     if not best:
         return
+    from mlflow.entities import Metric
+
     sign = 1 if mode == "max" else -1
     top = max(best.values(), key=lambda r: sign * r.data.metrics[metric])
-    for key, value in top.data.metrics.items():
-        if "/" in key and not key.startswith("trial/"):
-            client.log_metric(parent_run_id, f"best/{key}", float(value))
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"best/{k}", float(v), now, 0) for k, v in top.data.metrics.items()
+               if "/" in k and not k.startswith("trial/")]
+    for start in range(0, len(metrics), 500):
+        client.log_batch(parent_run_id, metrics=metrics[start:start + 500])
+    client.set_tag(parent_run_id, "best_trial_id", top.data.tags.get("trial_id", ""))
 
 
 if __name__ == "__main__":

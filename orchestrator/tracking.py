@@ -60,14 +60,24 @@ def reopen_parent(client: MlflowClient, parent_run_id: str) -> None:
 
 
 def close_open_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                        trial_status: dict[str, str], default: str) -> int:
-    """Give every child run still RUNNING a final status: its trial's, else `default`. Returns how many."""
-    closed = 0
+                        trial_status: dict[str, str], default: str) -> dict[str, int]:
+    """Give every child run still RUNNING a final status; returns how many got which.
+
+    A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's
+    status from `trial_status` (trial id -> status), else `default`.
+    """
+    from workers.trial import COMPLETED, STATE_TAG
+
+    closed: dict[str, int] = {}
     for run in child_runs(client, experiment_id, parent_run_id):
         if run.info.status != "RUNNING":
             continue
-        client.set_terminated(run.info.run_id, trial_status.get(run.data.tags.get(TRIAL_TAG, ""), default))
-        closed += 1
+        if run.data.tags.get(STATE_TAG) == COMPLETED:
+            status = "FINISHED"
+        else:
+            status = trial_status.get(run.data.tags.get(TRIAL_TAG, ""), default)
+        client.set_terminated(run.info.run_id, status)
+        closed[status] = closed.get(status, 0) + 1
     return closed
 
 
@@ -85,6 +95,12 @@ class CloseChildRuns(tune.Callback):
         self.tags = tags
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        from workers.trial import COMPLETED, STATE_TAG
+
+        run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is not None and run.data.tags.get(STATE_TAG) != COMPLETED:
+            # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
+            MlflowClient(self.tracking_uri).set_tag(run.info.run_id, "stopped_early", "true")
         self._close(trial, "FINISHED")
 
     def on_trial_recover(self, iteration, trials, trial, **info):

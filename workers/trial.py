@@ -56,9 +56,26 @@ def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: 
     if cfg.init_from:
         cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
     with _checkpoint_dir(checkpoint) as resume_dir:
-        final = call_recipe(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
-    logger.set_tags({"ended_at": f"{time.time():.3f}", STATE_TAG: COMPLETED})
-    return final
+        return call_recipe(cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)),
+                           resume_dir=resume_dir, **hooks)
+
+
+class MarkCompleted:
+    """Marks the run completed just before the final report (the one with the held-out sets' metrics).
+
+    Before, not after: a scheduler (ASHA) may stop the trial on that very report, and then
+    `tune.report` never returns.
+    """
+
+    def __init__(self, reporter, logger, eval_sets: tuple[str, ...]):
+        self.reporter = reporter
+        self.logger = logger
+        self.final_keys = [f"{name}/accuracy" for name in eval_sets]
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        if all(key in metrics for key in self.final_keys):
+            self.logger.set_tags({"ended_at": f"{time.time():.3f}", STATE_TAG: COMPLETED})
+        self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
 
 
 def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
@@ -124,7 +141,8 @@ def call_recipe(cfg, logger, reporter, resume_dir: Path | None = None, **hooks) 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
     """A local directory for `init_from`: as given, or an MLflow artifact fetched once per node."""
-    if "://" not in init_from or init_from.startswith("file://"):
+    remote = init_from.startswith(("runs:/", "models:/")) or ("://" in init_from and not init_from.startswith("file://"))
+    if not remote:
         return init_from.removeprefix("file://")
     import fcntl
 
