@@ -246,10 +246,9 @@ def check_config(scenario: str, values: dict) -> None:
         raise PlanError(f"invalid config in scenario {scenario!r}: {error}") from None
 
 
-def fill_init_from(plan: SweepPlan, model: str) -> SweepPlan:
-    """The plan with the base model in place of the pretrain placeholder (after the pretrain phase)."""
-    phases = tuple(Phase(p.name, tuple(_with_init_from(v, model, True) for v in p.variants)) for p in plan.phases)
-    return SweepPlan(plan.sweep, plan.metric, plan.mode, phases, plan.folds, plan.tuned)
+def fill_init_from(phase: Phase, model: str) -> Phase:
+    """The phase with the base model in place of the pretrain placeholder (after the pretrain phase)."""
+    return Phase(phase.name, tuple(_with_init_from(v, model, True) for v in phase.variants))
 
 
 def _with_init_from(variant: Variant, model: str, only_placeholder: bool) -> Variant:

@@ -10,35 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-
 from mlflow.tracking import MlflowClient
 
 from orchestrator.plan import Phase, SweepPlan, Variant, fill_init_from
-from orchestrator.state import SweepState
+from orchestrator.state import Resources, SweepState
 from workers.distributed import DISTRIBUTED_KEY
 from workers.trial import TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
 
-SCHEDULERS = ("fifo", "asha")
 
 
 class SweepInterrupted(Exception):
     """The driver was interrupted (Ctrl-C) before every trial ended."""
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 1  # >1: a Ray Train TorchTrainer per trial; cpus/gpus are then per worker
-    max_concurrent: int | None = None
-    scheduler: str = "fifo"
-    max_failures: int = 2
-    reuse_actors: bool = True
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Resources":
-        return cls(**values)
 
 
 def run_sweep(state: SweepState, address: str | None = None, log=print) -> int:
@@ -56,7 +38,7 @@ def run_sweep(state: SweepState, address: str | None = None, log=print) -> int:
             if phase.name in state.phases_done:
                 continue
             if phase.name != "pretrain" and state.base_model:
-                phase = fill_init_from(SweepPlan(plan.sweep, plan.metric, plan.mode, (phase,)), state.base_model).phases[0]
+                phase = fill_init_from(phase, state.base_model)
             results = run_phase(state, plan, phase)
             statuses.update(trial_statuses(results))
             failed += results.num_errors

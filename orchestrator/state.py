@@ -18,6 +18,23 @@ import pyarrow.fs
 STATE_FILE = "sweep.json"
 
 
+@dataclass(frozen=True)
+class Resources:
+    """How trials are placed and scheduled (the driver's resource flags)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # >1: a Ray Train TorchTrainer per trial; cpus/gpus are then per worker
+    max_concurrent: int | None = None
+    scheduler: str = "fifo"  # fifo | asha
+    max_failures: int = 2
+    reuse_actors: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Resources":
+        return cls(**values)
+
+
 @dataclass
 class SweepState:
     directory: str  # the sweep directory (path or URI)

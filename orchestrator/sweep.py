@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import os
 import shlex
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from orchestrator import paths
 
+from orchestrator.state import Resources
+
 TABLE_LIMIT = 40
-RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "workers_per_trial": 1, "max_concurrent": None,
-                     "scheduler": "fifo", "max_failures": 2, "reuse_actors": True}
+RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--data", type=Path, default=None,
                       help="shard directory (from orchestrator.ingest); default: the built-in demo corpus")
     what.add_argument("--num-samples", type=int, default=None,
-                      help="samples of each scenario's search space (grid points run once per sample)")
+                      help="draws of each scenario's random domains, each crossed with its grid; "
+                           "identical configurations run once")
     what.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4")
     what.add_argument("--folds", choices=("loso", "emobox"), default=None,

@@ -23,7 +23,14 @@ def train_emotion_distributed(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from workers.reporting import TuneReporter
+    from workers.trial import TRACKING_KEY, open_logger, replay_if_completed, trial_values
+
     context = tune.get_context()
+    _, tags = trial_values(config)
+    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    if replay_if_completed(logger, TuneReporter(), tune.get_checkpoint()):
+        return
     settings = config[DISTRIBUTED_KEY]
     gpus = float(settings.get("gpus_per_worker", 0.0))
     trainer = TorchTrainer(
