@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Variant:
             "config_id": self.config_id,
             "start": str(self.values.get("start", "")),
             "train_speakers": ",".join(self.values.get("train_speakers", ())),
-            "test_speakers": ",".join(s for speakers in eval_sets.values() for s in speakers),
+            "test_speakers": ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
         }
         if self.fold:
             tags["fold"] = self.fold
@@ -106,6 +106,8 @@ def build_plan(spec: SweepSpec, speakers: dict[str, dict], *, place: dict | None
     `explicit_speakers`: the user set train_speakers/eval_sets, so no named plan replaces them.
     """
     validate_keys(spec)
+    if folds and explicit_speakers:
+        raise PlanError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
     default = default_split(spec, speakers, explicit_speakers)
     splits = fold_splits(folds, default, spec.fold_language, speakers) if folds else [default]
     phases = []

@@ -150,6 +150,8 @@ def test_unknown_keys_and_bad_values_are_clear_errors():
         plan_of("smoke", overrides={"english_fraction": 2.0})
     with pytest.raises(SpeakerLeakError):
         plan_of("smoke", overrides={"train_speakers": ("0015",)}, explicit_speakers=True)
+    with pytest.raises(PlanError, match="--folds chooses the speakers"):
+        plan_of("smoke", overrides={"train_speakers": ("0011",)}, explicit_speakers=True, folds="loso")
     with pytest.raises(ValueError, match="no preset 'huge'"):
         search_spaces.load("smoke").with_preset("huge")
 
