@@ -87,7 +87,8 @@ class TrialProgress(tune.Callback):
             if trial.status == "RUNNING":
                 result = trial.last_result or {}
                 epoch = f"epoch {result['epoch']}  " if "epoch" in result else ""
-                lines.append(f"          {trial.trial_id} {self._describe(trial)}  {epoch}{self._metric_text(result)}".rstrip())
+                line = f"          {trial.trial_id} {self._describe(trial)}  {epoch}{self._metric_text(result)}"
+                lines.append(line.rstrip())
         return "\n".join(lines)
 
     # --- helpers

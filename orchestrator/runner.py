@@ -102,7 +102,8 @@ def run_phase(state: SweepState, plan: SweepPlan, phase: Phase):
     else:
         print(f"phase {phase.name}: {len(phase.variants)} trial(s)", flush=True)
         tuner = tune.Tuner(trainable, param_space=param_space(state, phase, resources),
-                           tune_config=tune_config(plan, phase, resources), run_config=run_config(state, plan, phase, resources))
+                           tune_config=tune_config(plan, phase, resources),
+                           run_config=run_config(state, plan, phase, resources))
     return tuner.fit()
 
 

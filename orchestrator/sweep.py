@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--max-failures", type=int, default=None,
                      help="retries of a failing trial (from its last checkpoint) before it is marked FAILED (default 2)")
     how.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=None,
-                     help="run consecutive trials in the same worker process (a fresh one pays ~4 s of torch/transformers imports) (default on)")
+                     help="run consecutive trials in the same worker process; a fresh one pays ~4 s of "
+                          "torch/transformers imports (default on)")
     where = parser.add_argument_group("where")
     where.add_argument("--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray")
     where.add_argument("--storage", default=None,
