@@ -2,7 +2,7 @@
 
     python -m orchestrator.predict --run <trial run id> a.wav b.flac
     python -m orchestrator.predict --run <sweep parent run id> a.wav        # its best trial (val/accuracy)
-    python -m orchestrator.predict --checkpoint ray_results/<sweep>/<trial>/checkpoint_000000 *.wav --json
+    python -m orchestrator.predict --checkpoint ray_results/<sweep>/<phase>/<trial> *.wav --json
 
 The paper's ethics section proposes abstaining when the model is unsure: below the confidence
 threshold (top probability, default 0.8) the answer is "uncertain", with the emotions that compete.

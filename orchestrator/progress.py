@@ -1,32 +1,126 @@
-"""One line per trial state change on the driver's console."""
+"""The driver's console: one line per trial state change, and a periodic status block.
+
+Plain lines only (no cursor tricks), so a terminal and a CI log read the same:
+
+    [  41.2s] 8f1c2_00003 started   mixed english_fraction=0.5
+    [  63.0s] status: 2 running, 3 pending, 4 finished, 0 failed | best val/accuracy 0.512 (8f1c2_00001 zh_only)
+              8f1c2_00003 mixed english_fraction=0.5  epoch 2  val/accuracy 0.431
+"""
 from __future__ import annotations
 
+import statistics
 import time
 
 from ray import tune
 
+from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
+
+STATUS_EVERY_SECONDS = 30.0
+
 
 class TrialProgress(tune.Callback):
-    def __init__(self, metric: str, tuned: list[str]):
+    def __init__(self, metric: str, mode: str, tuned: list[str], status_every_seconds: float = STATUS_EVERY_SECONDS):
         self.metric = metric
+        self.mode = mode
         self.tuned = tuned
+        self.status_every_seconds = status_every_seconds
+        self._reset()
+
+    def _reset(self) -> None:
         self.started = time.perf_counter()
+        self.last_status = self.started
+        self.trial_started: dict[str, float] = {}
+        self.overheads: list[float] = []  # trial wall time minus run_trial's own time, seconds
+        self.walls: list[float] = []
 
-    def _line(self, trial, state: str, extra: str = "") -> None:
-        knobs = " ".join(f"{k}={trial.config.get(k)}" for k in self.tuned)
-        print(f"[{time.perf_counter() - self.started:7.1f}s] {trial.trial_id} {state:9s} {knobs} {extra}".rstrip(), flush=True)
+    def setup(self, **info):
+        self._reset()  # also after Tuner.restore, which brings back a pickled copy of this callback
 
+    # --- one line per state change
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.trial_started[trial.trial_id] = time.perf_counter()
         self._line(trial, "started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result:
-            value = result.get(self.metric)
-            shown = f"{self.metric}={value:.3f}" if isinstance(value, float) else f"val/loss={result.get('val/loss', float('nan')):.3f}"
-            self._line(trial, "epoch", f"epoch={result['epoch']} {shown}")
+        if "epoch" in result and "trial_seconds" not in result:
+            self._line(trial, "epoch", f"epoch={result['epoch']} {self._metric_text(result)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, "finished")
+        result = trial.last_result or {}
+        self._record_overhead(trial, result)
+        tests = " ".join(f"{k}={v:.3f}" for k, v in sorted(result.items())
+                         if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy"))
+        self._line(trial, "finished", f"{self._metric_text(result)} {tests}".strip())
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._line(trial, "retrying", "(failed; continues from its last checkpoint)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "FAILED", "(error on its MLflow run)")
+        self._line(trial, "FAILED", "(error on its MLflow run, tag 'error')")
+
+    # --- the live table
+    def on_step_end(self, iteration, trials, **info):
+        now = time.perf_counter()
+        if now - self.last_status >= self.status_every_seconds:
+            self.last_status = now
+            print(self.status(trials), flush=True)
+
+    def on_experiment_end(self, trials, **info):
+        print(self.status(trials), flush=True)
+        if self.overheads:
+            print(f"per-trial overhead (wall time outside run_trial): median {statistics.median(self.overheads):.2f}s, "
+                  f"max {max(self.overheads):.2f}s over {len(self.overheads)} trials; "
+                  f"median trial wall time {statistics.median(self.walls):.1f}s", flush=True)
+
+    def status(self, trials) -> str:
+        counts = {"RUNNING": 0, "PENDING": 0, "PAUSED": 0, "TERMINATED": 0, "ERROR": 0}
+        for trial in trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        head = (f"[{self._elapsed():7.1f}s] status: {counts['RUNNING']} running, "
+                f"{counts['PENDING'] + counts['PAUSED']} pending, {counts['TERMINATED']} finished, "
+                f"{counts['ERROR']} failed")
+        best = self._best(trials)
+        if best is not None:
+            head += f" | best {self.metric} {best.last_result[self.metric]:.3f} ({best.trial_id} {self._describe(best)})"
+        lines = [head]
+        for trial in trials:
+            if trial.status == "RUNNING":
+                result = trial.last_result or {}
+                epoch = f"epoch {result['epoch']}  " if "epoch" in result else ""
+                line = f"          {trial.trial_id} {self._describe(trial)}  {epoch}{self._metric_text(result)}"
+                lines.append(line.rstrip())
+        return "\n".join(lines)
+
+    # --- helpers
+    def _best(self, trials):
+        scored = [t for t in trials if isinstance((t.last_result or {}).get(self.metric), (int, float))]
+        if not scored:
+            return None
+        pick = max if self.mode == "max" else min
+        return pick(scored, key=lambda t: t.last_result[self.metric])
+
+    def _record_overhead(self, trial, result: dict) -> None:
+        started = self.trial_started.get(trial.trial_id)
+        if started is None or "trial_seconds" not in result:
+            return
+        wall = time.perf_counter() - started
+        self.walls.append(wall)
+        self.overheads.append(wall - float(result["trial_seconds"]))
+
+    def _describe(self, trial) -> str:
+        variant = (trial.config or {}).get(VARIANT_KEY) or {}
+        values = variant.get(VALUES_KEY, trial.config or {})
+        tags = variant.get(TAGS_KEY, {})
+        parts = [tags.get("scenario", ""), tags.get("fold", "")]
+        parts += [f"{k}={values.get(k)}" for k in self.tuned if k in values]
+        return " ".join(p for p in parts if p)
+
+    def _metric_text(self, result: dict) -> str:
+        value = result.get(self.metric)
+        return f"{self.metric}={value:.3f}" if isinstance(value, (int, float)) else ""
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _line(self, trial, state: str, extra: str = "") -> None:
+        print(f"[{self._elapsed():7.1f}s] {trial.trial_id} {state:9s} {self._describe(trial)} {extra}".rstrip(), flush=True)

@@ -49,6 +49,38 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
                               max_results=10_000)
 
 
+def open_parent(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def reopen_parent(client: MlflowClient, parent_run_id: str) -> None:
+    """A resumed sweep continues its parent run instead of starting a second one."""
+    client.update_run(parent_run_id, status="RUNNING")
+    client.set_tag(parent_run_id, "resumed", str(int(client.get_run(parent_run_id).data.tags.get("resumed", "0")) + 1))
+
+
+def close_open_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                        trial_status: dict[str, str], default: str) -> dict[str, int]:
+    """Give every child run still RUNNING a final status; returns how many got which.
+
+    A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's
+    status from `trial_status` (trial id -> status), else `default`.
+    """
+    from workers.trial import COMPLETED, STATE_TAG
+
+    closed: dict[str, int] = {}
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status != "RUNNING":
+            continue
+        if run.data.tags.get(STATE_TAG) == COMPLETED:
+            status = "FINISHED"
+        else:
+            status = trial_status.get(run.data.tags.get(TRIAL_TAG, ""), default)
+        client.set_terminated(run.info.run_id, status)
+        closed[status] = closed.get(status, 0) + 1
+    return closed
+
+
 class CloseChildRuns(tune.Callback):
     """Marks each trial's child run FINISHED or FAILED when Tune is done with the trial.
 
@@ -63,7 +95,20 @@ class CloseChildRuns(tune.Callback):
         self.tags = tags
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        from workers.trial import COMPLETED, STATE_TAG
+
+        run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is not None and run.data.tags.get(STATE_TAG) != COMPLETED:
+            # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
+            MlflowClient(self.tracking_uri).set_tag(run.info.run_id, "stopped_early", "true")
         self._close(trial, "FINISHED")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run is not None:
+            client = MlflowClient(self.tracking_uri)
+            client.set_tag(run.info.run_id, "retries", str(int(run.data.tags.get("retries", "0")) + 1))
+            client.set_tag(run.info.run_id, "last_error", _error_text(trial, "trial failed")[-2000:])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
@@ -72,11 +117,17 @@ class CloseChildRuns(tune.Callback):
         client = MlflowClient(self.tracking_uri)
         run = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
         if run is None:
-            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **self.tags}
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **self.tags, **_variant_tags(trial)}
             run = client.create_run(self.experiment_id, tags=tags, run_name=str(trial))
         if error:
             client.set_tag(run.info.run_id, "error", _error_text(trial, error))
         client.set_terminated(run.info.run_id, status)
+
+
+def _variant_tags(trial) -> dict[str, str]:
+    from workers.trial import TAGS_KEY, VARIANT_KEY
+
+    return {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
 
 
 def _error_text(trial, fallback: str) -> str:

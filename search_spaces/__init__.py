@@ -1,12 +1,33 @@
 """Named sweeps: one small declarative module each, exposing `SWEEP: SweepSpec`.
 
-`python -m orchestrator.sweep NAME` loads `search_spaces.NAME`.
+`python -m orchestrator.sweep NAME` loads `search_spaces.NAME`. A sweep is data: fixed values, a
+Tune search space, the scenarios it compares, the split plan it trains and tests on, and presets.
+A preset is either a dict of overrides or a function from the spec to a new spec (torchtitan's
+"a named config starts from a base and changes a few fields"); see `SweepSpec.override`.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from typing import Callable, Union
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One arm of a comparison (e.g. finer vs vanilla): its fixed values and what it tunes."""
+
+    name: str  # the MLflow `scenario` tag
+    values: dict = field(default_factory=dict)  # TrialConfig values of this scenario
+    space: dict = field(default_factory=dict)  # Tune domains tuned only here (beside SweepSpec.space)
+    # Languages of the plan's training speakers this scenario trains on (None: all of them).
+    train_languages: tuple[str, ...] | None = None
+    points: tuple[dict, ...] = ()  # explicit configurations run besides the sampled ones (e.g. the paper's)
+    num_samples: int | None = None  # samples of this scenario's space (None: the sweep's)
+
+
+Preset = Union[dict, Callable[["SweepSpec"], "SweepSpec"]]
 
 
 @dataclass(frozen=True)
@@ -20,8 +41,81 @@ class SweepSpec:
     metric: str = "val/accuracy"  # ranks trials; held-out test sets are reported, never tuned on
     mode: str = "max"
     num_samples: int = 1
-    presets: dict[str, dict] = field(default_factory=dict)  # e.g. "tiny": overrides for CPU runs
+    presets: dict[str, Preset] = field(default_factory=dict)  # e.g. "tiny": overrides for CPU runs
     default_preset: str | None = None  # applied when no --preset is given
+    # Arms compared within the sweep; none: one scenario named after the sweep.
+    scenarios: tuple[Scenario, ...] = ()
+    # Trained once before the scenarios; every scenario trial starts from its model (`init_from`).
+    # Skipped when the driver is given --init-from.
+    pretrain: Scenario | None = None
+    # Named split plan from the corpus's speakers ('paper', 'transfer'; shards.splits); None: the
+    # base's own train_speakers and eval_sets.
+    plan: str | None = None
+    test_sets: tuple[str, ...] = ()  # keep only these held-out sets of the plan (empty: all)
+    fold_language: str = "en"  # whose speakers rotate under --folds
+
+    def all_scenarios(self) -> tuple[Scenario, ...]:
+        return self.scenarios or (Scenario(self.name),)
+
+    def replace(self, **changes) -> "SweepSpec":
+        return dataclasses.replace(self, **changes)
+
+    def override(self, values: dict) -> "SweepSpec":
+        """The same sweep with `values` applied to every trial (presets and --set).
+
+        A plain value fixes the field for every scenario (and stops tuning it); a Tune domain
+        (e.g. tune.grid_search([...])) becomes the sweep-wide search space for the field.
+        """
+        fixed = {k: v for k, v in values.items() if not _is_domain(v)}
+        tuned = {k: v for k, v in values.items() if _is_domain(v)}
+        touched = set(values)
+
+        def strip(scenario: Scenario | None) -> Scenario | None:
+            if scenario is None:
+                return None
+            return dataclasses.replace(
+                scenario,
+                values=_without(scenario.values, touched),
+                space=_without(scenario.space, touched),
+                # A point keeps its own value for a key that is still tuned, not for a fixed one.
+                points=tuple(_without(p, set(fixed)) for p in scenario.points),
+            )
+
+        return dataclasses.replace(
+            self,
+            base={**_without(self.base, tuned), **fixed},
+            space={**_without(self.space, touched), **tuned},
+            scenarios=tuple(strip(s) for s in self.scenarios),
+            pretrain=strip(self.pretrain),
+        )
+
+    def with_preset(self, name: str | None) -> "SweepSpec":
+        name = name or self.default_preset
+        if name is None:
+            return self
+        if name not in self.presets:
+            raise ValueError(f"sweep {self.name!r} has no preset {name!r}; presets: {', '.join(self.presets) or 'none'}")
+        preset = self.presets[name]
+        return preset(self) if callable(preset) else self.override(preset)
+
+    def keys(self) -> set[str]:
+        """Every TrialConfig key the sweep names (for validation)."""
+        keys = set(self.base) | set(self.space)
+        for scenario in (*self.scenarios, *([self.pretrain] if self.pretrain else [])):
+            keys |= set(scenario.values) | set(scenario.space)
+            for point in scenario.points:
+                keys |= set(point)
+        return keys
+
+
+def _is_domain(value) -> bool:
+    from ray.tune.search.sample import Domain
+
+    return isinstance(value, Domain) or (isinstance(value, dict) and set(value) == {"grid_search"})
+
+
+def _without(values: dict, keys: set[str]) -> dict:
+    return {k: v for k, v in values.items() if k not in keys}
 
 
 def available() -> list[str]:

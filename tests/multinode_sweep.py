@@ -30,7 +30,7 @@ def recording_train_emotion(config: dict) -> None:
     import ray
     from ray import tune
 
-    from workers.trial import train_emotion
+    from workers.trial import train_emotion, trial_values
 
     trial_id = tune.get_context().get_trial_id()
     records = Path(os.environ[RECORDS_ENV]) / f"{trial_id}.jsonl"
@@ -40,7 +40,8 @@ def recording_train_emotion(config: dict) -> None:
         with open(records, "a") as out:
             out.write(json.dumps({"trial_id": trial_id, "node_id": node_id, "pid": os.getpid(), **values}) + "\n")
 
-    record(event="start", data_dir=config["data_dir"], config_bytes=len(pickle.dumps(config)))
+    values, _ = trial_values(config)
+    record(event="start", data_dir=values["data_dir"], config_bytes=len(pickle.dumps(config)))
     memory_map = pyarrow.memory_map
 
     def recording_memory_map(path, *args, **kwargs):

@@ -162,9 +162,12 @@ def test_parent_run_uses_its_best_trial(smoke_sweep, audio_files, capsys):
 def test_tune_checkpoint_directory_loads_and_an_ambiguous_one_is_refused(smoke_sweep, audio_files, capsys):
     _, _, storage = smoke_sweep
     paths, _ = audio_files
-    trial_dir = next(p for p in storage.glob("*/*") if (p / "checkpoint_000000").is_dir())
+    # <storage>/<sweep>/<phase>/<trial>/checkpoint_*: a trial reports a checkpoint whenever its best
+    # changed, and its final (best) model last.
+    trial_dir = next(p.parent for p in sorted(storage.rglob("checkpoint_000000")) if p.is_dir())
+    latest = sorted(trial_dir.glob("checkpoint_*"))[-1]
     code, result = run_json(capsys, "--checkpoint", trial_dir, paths["wav16_mono"])
-    assert code == 0 and result["model"]["checkpoint"] == str(trial_dir / "checkpoint_000000")
+    assert code == 0 and result["model"]["checkpoint"] == str(latest)
 
     experiment_dir = trial_dir.parent
     assert predict.main(["--checkpoint", str(experiment_dir), str(paths["wav16_mono"])]) == 1

@@ -93,6 +93,8 @@ class TrialConfig:
     learning_rate: float = 1e-4
     batch_size: int = 8
     stages: tuple[dict, ...] = ()  # explicit stages (dicts of Stage fields); overrides schedule
+    # No training at all: evaluate the start model (e.g. transfer_zh's zero-shot trial of its base).
+    evaluate_only: bool = False
     epoch_scale: float = 1.0  # multiplies every stage's length (tiny models need more epochs)
     # The paper's adaptive learning rate and early stopping.
     eval_every_steps: int = 10  # optimizer steps per evaluation round on the validation clips
@@ -182,7 +184,7 @@ class TrialConfig:
             )
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
-        smallest = min(s.batch_size for s in self.stage_list())
+        smallest = min((s.batch_size for s in self.stage_list()), default=self.grad_accum_steps)
         if self.grad_accum_steps > smallest:
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} splits a batch of {smallest} clips into "
                              "empty micro-batches; use at most the smallest stage batch size")
@@ -198,6 +200,8 @@ class TrialConfig:
         return {"apply_spec_augment": True, **{name: getattr(self, name) for name in ENCODER_CONFIG_FIELDS}}
 
     def stage_list(self) -> list[Stage]:
+        if self.evaluate_only:
+            return []
         stages = [Stage(**s) for s in self.stages] if self.stages else schedule_stages(
             self.schedule, self.learning_rate, self.batch_size)
         return [dataclasses.replace(s, epochs=s.epochs * self.epoch_scale) for s in stages]

@@ -19,6 +19,7 @@ import time
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -166,14 +167,17 @@ class Trial:
 
 
 def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter, device: torch.device | None = None,
-              resume_dir: str | Path | None = None) -> dict[str, float]:
+              resume_dir: str | Path | None = None,
+              shard_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
     """Train one configuration and return its final metrics (also logged and reported).
 
     `resume_dir`: a checkpoint this trial reported earlier (model + train_state.json); training
     continues from the step after the best state it holds.
+    `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
+    over several processes (workers/distributed.py); None: all of them.
     """
     started = time.perf_counter()
-    trial = setup(cfg, logger, device, resume_dir)
+    trial = setup(cfg, logger, device, resume_dir, shard_rows)
     setup_seconds = time.perf_counter() - started
     while trial.state.stage_index < len(trial.stages):
         train_stage(trial, reporter)
@@ -181,7 +185,7 @@ def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter, device: t
 
 
 def setup(cfg: TrialConfig, logger: RunLogger, device: torch.device | None,
-          resume_dir: str | Path | None) -> Trial:
+          resume_dir: str | Path | None, shard_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> Trial:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
@@ -190,6 +194,8 @@ def setup(cfg: TrialConfig, logger: RunLogger, device: torch.device | None,
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     data = load_trial_data(cfg)
+    if shard_rows is not None:
+        data.train_rows = shard_rows(data.train_rows)
     loads_before, hits_before = PRETRAINED.loads, PRETRAINED.hits
     if resume_dir is not None:
         model = load_model(resume_dir, encoder_overrides=cfg.encoder_overrides())

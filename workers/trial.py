@@ -1,37 +1,169 @@
 """The Tune function trainable: turns a Tune config into a typed TrialConfig and runs the recipe.
 
 Kept import-light (torch loads inside the function) so the driver can import it cheaply.
+
+A trial's Tune config is `{VARIANT_KEY: {"values": TrialConfig values, "tags": MLflow tags, ...},
+TRACKING_KEY: where its MLflow run goes}` (flat TrialConfig values also work). On top of the
+recipe, the trial
+- finds or creates its MLflow child run by trial id (a restored trial reuses its run),
+- records where and when it ran (tags `CUDA_VISIBLE_DEVICES`, `started_at`, `ended_at`; one
+  `trial/started_at` metric entry per attempt),
+- never trains twice: a run already marked completed replays its final metrics to Tune,
+- continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
+- fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
 """
 from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from pathlib import Path
 
 # Config keys that are about where results go, not about the recipe.
 TRACKING_KEY = "tracking"
 TAGS_KEY = "tags"
+VARIANT_KEY = "variant"
+VALUES_KEY = "values"
+# Tag set once run_trial returned: a restarted trial with this tag does not train again.
+STATE_TAG = "trial_state"
+COMPLETED = "completed"
+ATTEMPT_METRIC = "trial/started_at"
 
 
 def train_emotion(config: dict) -> None:
     from ray import tune
 
-    from workers.config import TrialConfig
-    from workers.recipe import run_trial
     from workers.reporting import TuneReporter
-    from workers.tracking import MlflowRunLogger, NullLogger, TrackingTarget
 
     context = tune.get_context()
-    recipe_values = {k: v for k, v in config.items() if k not in (TRACKING_KEY,)}
-    trial_config = TrialConfig.from_dict(recipe_values)
-    tracking = config.get(TRACKING_KEY)
-    if tracking:
-        logger = MlflowRunLogger.for_trial(
-            TrackingTarget.from_dict(tracking), context.get_trial_id(), run_name=context.get_trial_name()
-        )
-    else:
-        logger = NullLogger()
-    # A restored trial (sweep restore, or a retry after a crash) continues from its last checkpoint:
-    # the best model so far and the train_state.json saying where training was.
+    values, tags = trial_values(config)
+    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_trial(trial_config, logger, TuneReporter())
+    if replay_if_completed(logger, reporter, checkpoint):
         return
-    with checkpoint.as_directory() as resume_dir:
-        run_trial(trial_config, logger, TuneReporter(), resume_dir=resume_dir)
+    run_recorded(values, logger, reporter, checkpoint, tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri"))
+
+
+def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, **hooks) -> dict:
+    """Run the recipe on `values`, with the attempt and its outcome recorded on the run."""
+    from workers.config import TrialConfig
+
+    cfg = TrialConfig.from_dict(values)
+    record_attempt(logger)
+    if cfg.init_from:
+        cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+    with _checkpoint_dir(checkpoint) as resume_dir:
+        from workers.recipe import run_trial
+
+        return run_trial(cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)),
+                         resume_dir=resume_dir, **hooks)
+
+
+class MarkCompleted:
+    """Marks the run completed just before the final report (the one with the held-out sets' metrics).
+
+    Before, not after: a scheduler (ASHA) may stop the trial on that very report, and then
+    `tune.report` never returns.
+    """
+
+    def __init__(self, reporter, logger, eval_sets: tuple[str, ...]):
+        self.reporter = reporter
+        self.logger = logger
+        self.final_keys = [f"{name}/accuracy" for name in eval_sets]
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        if all(key in metrics for key in self.final_keys):
+            self.logger.set_tags({"ended_at": f"{time.time():.3f}", STATE_TAG: COMPLETED})
+        self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
+
+
+def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
+    """(TrialConfig values, per-trial MLflow tags) from a Tune config, nested or flat."""
+    variant = config.get(VARIANT_KEY)
+    if variant is None:
+        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY)}
+        return values, {k: str(v) for k, v in config.get(TAGS_KEY, {}).items()}
+    return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
+
+
+def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str]):
+    import dataclasses
+
+    from workers.tracking import MlflowRunLogger, NullLogger, TrackingTarget
+
+    if not tracking:
+        return NullLogger()
+    target = TrackingTarget.from_dict(tracking)
+    target = dataclasses.replace(target, tags=target.tags + tuple(tags.items()))
+    logger = MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
+    logger.set_tags(tags)  # a reused run (restore, retry) keeps its tags current
+    return logger
+
+
+def replay_if_completed(logger, reporter, checkpoint) -> bool:
+    """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
+    client = getattr(logger, "client", None)
+    if client is None:
+        return False
+    run = client.get_run(logger.run_id)
+    if run.data.tags.get(STATE_TAG) != COMPLETED:
+        return False
+    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("trial/")}
+    with _checkpoint_dir(checkpoint) as directory:
+        reporter.report(metrics, checkpoint_dir=directory)
+    return True
+
+
+def record_attempt(logger) -> None:
+    now = time.time()
+    logger.set_tags({
+        "started_at": f"{now:.3f}",
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "host": os.uname().nodename,
+        "pid": str(os.getpid()),
+        STATE_TAG: "running",
+    })
+    logger.log_metrics({ATTEMPT_METRIC: now})
+
+
+def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
+    """A local directory for `init_from`: as given, or an MLflow artifact fetched once per node."""
+    remote = init_from.startswith(("runs:/", "models:/")) or ("://" in init_from and not init_from.startswith("file://"))
+    if not remote:
+        return init_from.removeprefix("file://")
+    import fcntl
+
+    import mlflow
+
+    cache_root = Path(os.environ.get("EMOTION_SWEEP_CACHE", Path.home() / ".cache" / "emotion-sweep")) / "models"
+    target = cache_root / hashlib.sha1(init_from.encode()).hexdigest()[:16]
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with open(cache_root / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # trials sharing a node download it once
+        if not (target / "model").exists():
+            partial = Path(f"{target}.partial")
+            partial.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(partial),
+                                                tracking_uri=tracking_uri)
+            downloaded = next(p for p in partial.iterdir())
+            target.mkdir(parents=True, exist_ok=True)
+            downloaded.rename(target / "model")
+            partial.rmdir()
+    return str(target / "model")
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(checkpoint):
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as directory:
+        yield Path(directory)
+
+
+def _replace(cfg, **changes):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,280 @@
+"""From a named sweep to the exact list of trials: scenarios x sampled configs x folds.
+
+The driver expands the search space itself (with Tune's own variant generator) rather than
+leaving it to Tune, because
+- the folds of one configuration must share its sampled values (Tune samples per grid point),
+- scenarios tune different knobs (zero-shot tunes nothing), and
+- transfer_zh's trials can only start once its base exists.
+Tune then runs a grid over these explicit variants: scheduling, resources, retries, resume.
+A plan is plain data, stored with the sweep so `--resume` runs exactly the same trials.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from search_spaces import Scenario, SweepSpec
+from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
+
+PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces with the base model
+FOLD_KINDS = ("loso", "emobox")
+# Values about where the data is, not about the recipe: left out of config_id.
+PLAN_KEYS = ("train_speakers", "eval_sets")
+PLACE_KEYS = ("data_dir", "num_threads")
+SEARCH_SEED = 0  # sampled configurations are reproducible; --num-samples draws more
+
+
+class PlanError(ValueError):
+    """A sweep that cannot be planned: unknown key, bad value, a fold that cannot exist."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trial: its scenario, its fold (if any), and every TrialConfig value it runs with."""
+
+    scenario: str
+    values: dict
+    fold: str = ""
+    config_id: str = ""  # same for every fold of one configuration
+
+    def tags(self) -> dict[str, str]:
+        eval_sets = self.values.get("eval_sets", {})
+        tags = {
+            "scenario": self.scenario,
+            "config_id": self.config_id,
+            "start": str(self.values.get("start", "")),
+            "train_speakers": ",".join(self.values.get("train_speakers", ())),
+            "test_speakers": ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
+        }
+        if self.fold:
+            tags["fold"] = self.fold
+        return tags
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Variant":
+        return cls(values["scenario"], values["values"], values.get("fold", ""), values.get("config_id", ""))
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # 'pretrain' (transfer_zh's base) or 'main'
+    variants: tuple[Variant, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "variants": [v.to_dict() for v in self.variants]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Phase":
+        return cls(values["name"], tuple(Variant.from_dict(v) for v in values["variants"]))
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    sweep: str
+    metric: str
+    mode: str
+    phases: tuple[Phase, ...]
+    folds: str = ""
+    tuned: tuple[str, ...] = ()  # searched keys whose values differ between trials (progress, tables)
+
+    @property
+    def num_trials(self) -> int:
+        return sum(len(p.variants) for p in self.phases)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "phases": [p.to_dict() for p in self.phases]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SweepPlan":
+        return cls(values["sweep"], values["metric"], values["mode"],
+                   tuple(Phase.from_dict(p) for p in values["phases"]), values.get("folds", ""),
+                   tuple(values.get("tuned", ())))
+
+
+def build_plan(spec: SweepSpec, speakers: dict[str, dict], *, place: dict | None = None, folds: str | None = None,
+               init_from: str | None = None, num_samples: int | None = None,
+               explicit_speakers: bool = False) -> SweepPlan:
+    """Every trial of `spec` (preset and --set already applied) on a corpus with `speakers`.
+
+    `place`: values every trial gets but that are not part of the recipe (data_dir, num_threads).
+    `explicit_speakers`: the user set train_speakers/eval_sets, so no named plan replaces them.
+    """
+    validate_keys(spec)
+    if folds and explicit_speakers:
+        raise PlanError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
+    default = default_split(spec, speakers, explicit_speakers)
+    splits = fold_splits(folds, default, spec.fold_language, speakers) if folds else [default]
+    phases = []
+    if spec.pretrain is not None and not init_from:
+        # One base for every fold: the folds rotate the transfer target, not the base's speakers.
+        base = expand(spec, spec.pretrain, [default], speakers, place, 1, folded=False, tuned=False)
+        if len(base) != 1:
+            raise PlanError(f"sweep {spec.name!r}: the pretrain scenario must be one configuration, got {len(base)}")
+        phases.append(Phase("pretrain", base))
+    main = []
+    for scenario in spec.all_scenarios():
+        main.extend(expand(spec, scenario, splits, speakers, place, num_samples, folded=bool(folds)))
+    if init_from:
+        main = [_with_init_from(v, init_from, spec.pretrain is not None) for v in main]
+    phases.append(Phase("main", tuple(main)))
+    searched = set(spec.space).union(*(s.space for s in spec.all_scenarios()))
+    variants = [v for p in phases for v in p.variants]
+    tuned = tuple(k for k in _varying_keys(variants) if k in searched)
+    return SweepPlan(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned)
+
+
+def validate_keys(spec: SweepSpec) -> None:
+    from workers.config import TrialConfig
+
+    unknown = sorted(spec.keys() - set(TrialConfig.field_names()))
+    if unknown:
+        raise PlanError(f"unknown config key(s) {unknown}; valid keys: {', '.join(TrialConfig.field_names())}")
+
+
+def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) -> SplitPlan:
+    """The sweep's named plan on this corpus, or the speakers its base names."""
+    if spec.plan and not explicit:
+        builders = {"paper": paper_plan, "transfer": transfer_plan}
+        if spec.plan not in builders:
+            raise PlanError(f"sweep {spec.name!r} names unknown plan {spec.plan!r}; known: {', '.join(builders)}")
+        try:
+            return builders[spec.plan](speakers)
+        except ValueError as error:
+            raise PlanError(f"sweep {spec.name!r}: {error}") from None
+    from workers.config import TrialConfig
+
+    defaults = TrialConfig()
+    return SplitPlan("base", tuple(spec.base.get("train_speakers", defaults.train_speakers)),
+                     {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()})
+
+
+def fold_splits(kind: str, default: SplitPlan, language: str, speakers: dict[str, dict]) -> list[SplitPlan]:
+    """The default plan with `language`'s speakers rotated by each fold; other languages stay as planned."""
+    if kind not in FOLD_KINDS:
+        raise PlanError(f"unknown --folds {kind!r}; choose one of {', '.join(FOLD_KINDS)}")
+    folds = leave_one_speaker_out(speakers, language) if kind == "loso" else emobox_folds(speakers)
+    merged = [merge_fold(default, fold, language, speakers) for fold in folds]
+    merged = [m for m in merged if m is not None]
+    if not merged:
+        raise PlanError(f"--folds {kind}: no fold holds out a {language!r} speaker of this corpus")
+    return merged
+
+
+def merge_fold(default: SplitPlan, fold: SplitPlan, language: str, speakers: dict[str, dict]) -> SplitPlan | None:
+    def lang(s: str) -> str:
+        return speakers[s]["language"]
+
+    held_out = tuple(s for group in fold.eval_sets.values() for s in group if lang(s) == language)
+    if not held_out:
+        return None
+    train = tuple(s for s in default.train_speakers if lang(s) != language)
+    train += tuple(s for s in fold.train_speakers if lang(s) == language)
+    eval_sets = {name: group for name, group in default.eval_sets.items() if name != f"test_{language}"}
+    eval_sets[f"test_{language}"] = held_out
+    return SplitPlan(fold.name, train, eval_sets)
+
+
+def expand(spec: SweepSpec, scenario: Scenario, splits: list[SplitPlan], speakers: dict[str, dict],
+           place: dict | None, num_samples: int | None, folded: bool, tuned: bool = True) -> tuple[Variant, ...]:
+    """The scenario's configurations (sampled and explicit points), each on every split.
+
+    Configurations that come out equal (a point that a preset reduced to the sampled values)
+    run once.
+    """
+    fixed = {k: v for k, v in {**spec.base, **scenario.values}.items() if k not in PLAN_KEYS}
+    space = {**spec.space, **scenario.space} if tuned else {}
+    samples = scenario.num_samples or num_samples or spec.num_samples
+    configs = [{**fixed, **c} for c in sample_space(space, samples)]
+    for point in scenario.points if tuned else ():
+        missing = sorted(set(space) - set(point))
+        if missing:
+            raise PlanError(f"scenario {scenario.name!r}: point {point} lacks tuned key(s) {missing}")
+        configs.append({**fixed, **point})
+    variants: dict[tuple[str, str], Variant] = {}
+    for config in configs:
+        config_id = config_hash(scenario.name, config)
+        for split in splits:
+            values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
+            check_config(scenario.name, values)
+            fold = split.name if folded else ""
+            variants.setdefault((config_id, fold), Variant(scenario.name, values, fold, config_id))
+    return tuple(variants.values())
+
+
+def sample_space(space: dict, num_samples: int) -> list[dict]:
+    """Tune's own expansion: grid points x num_samples, random domains drawn (seeded, rounded)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    if not space:
+        return [{}]
+    rng = np.random.RandomState(SEARCH_SEED)
+    configs = []
+    for _ in range(num_samples):
+        for _resolved, config in generate_variants(dict(space), random_state=rng):
+            configs.append({k: _round(v) for k, v in config.items()})
+    return configs
+
+
+def split_values(split: SplitPlan, scenario: Scenario, test_sets: tuple[str, ...],
+                 speakers: dict[str, dict]) -> dict:
+    train = split.train_speakers
+    if scenario.train_languages is not None:
+        train = tuple(s for s in train if speakers.get(s, {}).get("language") in scenario.train_languages)
+    if not train:
+        raise PlanError(f"scenario {scenario.name!r}: plan {split.name!r} has no training speaker in "
+                        f"{scenario.train_languages}")
+    eval_sets = {k: v for k, v in split.eval_sets.items() if not test_sets or k in test_sets}
+    return {"train_speakers": train, "eval_sets": eval_sets}
+
+
+def config_hash(scenario: str, config: dict) -> str:
+    recipe = {k: v for k, v in config.items() if k not in (*PLAN_KEYS, *PLACE_KEYS)}
+    text = json.dumps({"scenario": scenario, **recipe}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def check_config(scenario: str, values: dict) -> None:
+    from workers.config import TrialConfig
+
+    try:
+        TrialConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise PlanError(f"invalid config in scenario {scenario!r}: {error}") from None
+
+
+def fill_init_from(phase: Phase, model: str) -> Phase:
+    """The phase with the base model in place of the pretrain placeholder (after the pretrain phase)."""
+    return Phase(phase.name, tuple(_with_init_from(v, model, True) for v in phase.variants))
+
+
+def _with_init_from(variant: Variant, model: str, only_placeholder: bool) -> Variant:
+    current = variant.values.get("init_from", "")
+    if only_placeholder and current != PRETRAIN_PLACEHOLDER:
+        return variant
+    return Variant(variant.scenario, {**variant.values, "init_from": model}, variant.fold, variant.config_id)
+
+
+def _varying_keys(variants: list[Variant]) -> list[str]:
+    keys: list[str] = []
+    for key in sorted({k for v in variants for k in v.values}):
+        seen = {json.dumps(v.values.get(key), sort_keys=True, default=str) for v in variants}
+        if len(seen) > 1:
+            keys.append(key)
+    return keys
+
+
+def _round(value):
+    """Sampled floats to 3 significant digits (1.2345e-4 -> 0.000123): readable, and no 0.8500000000000001."""
+    if isinstance(value, float):
+        return float(f"{value:.3g}")
+    if isinstance(value, np.floating):
+        return float(f"{float(value):.3g}")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

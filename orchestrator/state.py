@@ -1,0 +1,102 @@
+"""What `--resume` needs, stored beside the Tune experiments: `<storage>/<sweep dir>/sweep.json`.
+
+    <storage>/<sweep>-<YYYYmmdd-HHMMSS>-<parent run id[:8]>/
+        sweep.json      this file: the plan, the MLflow parent run, resources, the base model
+        pretrain/       Tune experiment of the pretrain phase (transfer_zh's English base)
+        main/           Tune experiment of every other trial
+Local directories and cloud URIs (s3://, gs://) both work: storage goes through pyarrow.fs,
+as Tune's does.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow.fs
+
+STATE_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How trials are placed and scheduled (the driver's resource flags)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # >1: a Ray Train TorchTrainer per trial; cpus/gpus are then per worker
+    max_concurrent: int | None = None
+    scheduler: str = "fifo"  # fifo | asha
+    max_failures: int = 2
+    reuse_actors: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Resources":
+        return cls(**values)
+
+
+@dataclass
+class SweepState:
+    directory: str  # the sweep directory (path or URI)
+    sweep: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    data_dir: str
+    data_hash: str
+    plan: dict  # orchestrator.plan.SweepPlan.to_dict()
+    resources: dict  # cpus/gpus/workers per trial, max_concurrent, scheduler, max_failures, reuse_actors
+    command: list[str] = field(default_factory=list)
+    git_commit: str = ""
+    base_model: str = ""  # the pretrain phase's model (init_from of the main phase)
+    phases_done: list[str] = field(default_factory=list)
+    status: str = "running"  # running | interrupted | finished | failed
+    created: float = field(default_factory=time.time)
+
+    def save(self) -> None:
+        fs, path = pyarrow.fs.FileSystem.from_uri(_uri(self.directory))
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{STATE_FILE}") as out:
+            out.write(json.dumps(asdict(self), indent=1, default=str).encode())
+
+    @classmethod
+    def load(cls, directory: str) -> "SweepState":
+        fs, path = pyarrow.fs.FileSystem.from_uri(_uri(directory))
+        try:
+            with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
+                values = json.loads(stream.read())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{directory} holds no {STATE_FILE}; is it a sweep directory?") from None
+        values["directory"] = directory  # the directory may have moved
+        return cls(**values)
+
+    def phase_path(self, phase: str) -> str:
+        return f"{self.directory.rstrip('/')}/{phase}"
+
+
+def sweep_dir_name(sweep: str, parent_run_id: str) -> str:
+    return f"{sweep}-{time.strftime('%Y%m%d-%H%M%S')}-{parent_run_id[:8]}"
+
+
+def latest_sweep_dir(storage: str, sweep: str) -> str | None:
+    """The newest sweep directory of `sweep` under `storage` (None: there is none)."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(_uri(storage))
+    try:
+        entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return None
+    candidates = sorted(e.base_name for e in entries
+                        if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(f"{sweep}-"))
+    for name in reversed(candidates):
+        if fs.get_file_info(f"{root}/{name}/{STATE_FILE}").type == pyarrow.fs.FileType.File:
+            return f"{storage.rstrip('/')}/{name}"
+    return None
+
+
+def _uri(location: str) -> str:
+    """pyarrow wants absolute local paths or URIs."""
+    if "://" in location:
+        return location
+    from pathlib import Path
+
+    return str(Path(location).resolve())

@@ -1,0 +1,175 @@
+"""Named sweeps as plans: every sweep loads, its presets plan on the demo speakers, folds and
+scenarios expand into the trials the paper's experiments need. No Ray here; see test_driver.py."""
+from types import SimpleNamespace
+
+import pytest
+from ray import tune
+
+import search_spaces
+from orchestrator import sweep
+from orchestrator.plan import PRETRAIN_PLACEHOLDER, PlanError, build_plan
+from orchestrator.summary import best_per_scenario, fold_rows
+from shards.demo import DEMO_SPEAKERS
+from shards.splits import SpeakerLeakError
+from workers.config import TrialConfig
+
+PLACE = {"data_dir": "/data", "num_threads": 1}
+
+
+def plan_of(name, preset=None, overrides=None, **kwargs):
+    spec = search_spaces.load(name).with_preset(preset).override(overrides or {})
+    return build_plan(spec, DEMO_SPEAKERS, place=PLACE, **kwargs)
+
+
+def language(speaker):
+    return DEMO_SPEAKERS[speaker]["language"]
+
+
+@pytest.mark.parametrize("name", search_spaces.available())
+def test_every_named_sweep_loads_and_plans_with_each_preset(name):
+    spec = search_spaces.load(name)
+    assert spec.name == name and spec.description
+    for preset in [None, *spec.presets]:
+        plan = plan_of(name, preset)
+        assert plan.num_trials >= 1
+        for phase in plan.phases:
+            for variant in phase.variants:
+                config = TrialConfig.from_dict({**variant.values, "init_from": ""})
+                held_out = {s for group in config.eval_sets.values() for s in group}
+                assert not held_out & set(config.train_speakers)
+    tiny = plan_of(name, "tiny")
+    assert tiny.num_trials <= 8  # runs on 2 CPU cores in minutes
+    assert all(v.values["start"] == "tiny" for p in tiny.phases for v in p.variants)
+
+
+def test_list_shows_every_sweep_and_its_presets(capsys):
+    assert sweep.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in search_spaces.available():
+        assert name in out
+    assert "presets: tiny" in out
+
+
+def test_finer_vs_vanilla_tunes_both_starts_on_the_held_out_english_speaker():
+    plan = plan_of("finer_vs_vanilla")
+    variants = plan.phases[-1].variants
+    assert {v.scenario for v in variants} == {"finer", "vanilla"}
+    assert {v.values["start"] for v in variants if v.scenario == "finer"} == {"finer"}
+    assert {v.values["schedule"] for v in variants} == {"paper_finer", "paper_vanilla", "full"}
+    assert len({v.values["learning_rate"] for v in variants}) > 2  # sampled, not fixed
+    # The paper's own recipe runs as a point of each arm.
+    assert any(v.values["learning_rate"] == 1e-4 and v.values["schedule"] == "paper_vanilla"
+               for v in variants if v.scenario == "vanilla")
+    for variant in variants:
+        assert variant.values["train_speakers"] == ("0011", "0012", "0013", "0014")
+        assert variant.values["eval_sets"] == {"test_en": ("0015",)}
+    assert set(plan.tuned) >= {"learning_rate", "batch_size", "schedule"}
+
+
+def test_transfer_zh_fans_out_from_one_base():
+    plan = plan_of("transfer_zh", "tiny")
+    assert [p.name for p in plan.phases] == ["pretrain", "main"]
+    (base,) = plan.phases[0].variants
+    assert base.scenario == "base"
+    assert {language(s) for s in base.values["train_speakers"]} == {"en"}
+    by_scenario = {}
+    for variant in plan.phases[1].variants:
+        by_scenario.setdefault(variant.scenario, []).append(variant)
+        assert variant.values["init_from"] == PRETRAIN_PLACEHOLDER
+        assert variant.values["eval_sets"] == {"test_zh": ("0002",), "test_en": ("0015",)}
+    assert [v.values["evaluate_only"] for v in by_scenario["zero_shot"]] == [True]
+    assert {language(s) for v in by_scenario["zh_only"] for s in v.values["train_speakers"]} == {"zh"}
+    assert sorted(v.values["english_fraction"] for v in by_scenario["mixed"]) == [0.25, 0.5, 0.75]
+    assert {language(s) for s in by_scenario["mixed"][0].values["train_speakers"]} == {"en", "zh"}
+    assert TrialConfig.from_dict({**by_scenario["zero_shot"][0].values, "init_from": ""}).stage_list() == []
+
+
+def test_transfer_zh_paper_scale_tunes_lr_batch_schedule_and_the_english_share():
+    plan = plan_of("transfer_zh")
+    (base,) = plan.phases[0].variants  # the paper's finer recipe
+    assert {k: base.values[k] for k in ("start", "schedule", "learning_rate", "batch_size")} == {
+        "start": "finer", "schedule": "paper_finer", "learning_rate": 1e-4, "batch_size": 8}
+    mixed = [v for v in plan.phases[1].variants if v.scenario == "mixed"]
+    assert {v.values["english_fraction"] for v in mixed} == {0.2, 0.4, 0.6, 0.8, None}
+    assert {v.values["schedule"] for v in mixed} == {"full", "paper_finer", "head_only"}
+    assert len({v.values["batch_size"] for v in mixed}) == 2
+
+
+def test_init_from_skips_the_pretrain_phase():
+    plan = plan_of("transfer_zh", "tiny", init_from="runs:/abc/model")
+    assert [p.name for p in plan.phases] == ["main"]
+    assert {v.values["init_from"] for v in plan.phases[0].variants} == {"runs:/abc/model"}
+
+
+def test_loso_folds_share_each_configuration_and_never_leak_a_speaker():
+    plan = plan_of("finer_vs_vanilla", "tiny", folds="loso")
+    variants = plan.phases[0].variants
+    english = [s for s in DEMO_SPEAKERS if language(s) == "en"]
+    by_config = {}
+    for variant in variants:
+        by_config.setdefault(variant.config_id, []).append(variant)
+        (held_out,) = variant.values["eval_sets"]["test_en"]
+        assert variant.fold == f"loso-{held_out}"
+        assert set(variant.values["train_speakers"]) == set(english) - {held_out}
+    assert len(by_config) == 4 and all(len(folds) == len(english) for folds in by_config.values())
+    for folds in by_config.values():  # a configuration's folds differ only in their speakers
+        recipes = {tuple(sorted((k, str(v)) for k, v in f.values.items() if k not in ("train_speakers", "eval_sets")))
+                   for f in folds}
+        assert len(recipes) == 1
+
+
+def test_transfer_folds_rotate_the_mandarin_speakers_and_keep_the_english_test():
+    plan = plan_of("transfer_zh", "tiny", folds="loso")
+    zh_only = [v for v in plan.phases[1].variants if v.scenario == "zh_only"]
+    assert sorted(v.values["eval_sets"]["test_zh"] for v in zh_only) == [("0001",), ("0002",), ("0003",)]
+    assert all(v.values["eval_sets"]["test_en"] == ("0015",) for v in zh_only)
+    assert len(plan.phases[0].variants) == 1  # one base for every fold
+
+
+def test_emobox_folds_keep_only_folds_that_test_the_fold_language():
+    plan = plan_of("smoke", folds="emobox")
+    assert {v.fold for v in plan.phases[0].variants} == {"emobox-1", "emobox-2", "emobox-4"}
+
+
+def test_set_fixes_a_tuned_key_for_every_trial():
+    plan = plan_of("smoke", overrides={"schedule": "full"})
+    assert {v.values["schedule"] for v in plan.phases[0].variants} == {"full"}
+    assert len(plan.phases[0].variants) == 2 and "schedule" not in plan.tuned
+
+
+def test_a_preset_domain_retunes_a_key():
+    spec = search_spaces.load("smoke").override({"learning_rate": tune.grid_search([1e-3, 2e-3, 3e-3])})
+    plan = build_plan(spec, DEMO_SPEAKERS, place=PLACE)
+    assert {v.values["learning_rate"] for v in plan.phases[0].variants} == {1e-3, 2e-3, 3e-3}
+
+
+def test_unknown_keys_and_bad_values_are_clear_errors():
+    with pytest.raises(PlanError, match="valid keys: .*learning_rate"):
+        plan_of("smoke", overrides={"lr": 1})
+    with pytest.raises(PlanError, match="english_fraction"):
+        plan_of("smoke", overrides={"english_fraction": 2.0})
+    with pytest.raises(SpeakerLeakError):
+        plan_of("smoke", overrides={"train_speakers": ("0015",)}, explicit_speakers=True)
+    with pytest.raises(PlanError, match="--folds chooses the speakers"):
+        plan_of("smoke", overrides={"train_speakers": ("0011",)}, explicit_speakers=True, folds="loso")
+    with pytest.raises(ValueError, match="no preset 'huge'"):
+        search_spaces.load("smoke").with_preset("huge")
+
+
+def _run(config_id, fold, scenario, metrics, status="FINISHED"):
+    tags = {"config_id": config_id, "fold": fold, "scenario": scenario, "trial_id": f"{config_id}-{fold}"}
+    return SimpleNamespace(info=SimpleNamespace(status=status, run_id=f"{config_id}{fold}"),
+                           data=SimpleNamespace(tags=tags, metrics=metrics, params={}))
+
+
+def test_fold_rows_give_mean_and_sample_std_per_configuration():
+    runs = [_run("a", "f1", "finer", {"test_en/accuracy": 0.5, "test_en/macro_f1": 0.4, "val/accuracy": 0.9}),
+            _run("a", "f2", "finer", {"test_en/accuracy": 0.7, "test_en/macro_f1": 0.6, "val/accuracy": 0.8}),
+            _run("b", "f1", "vanilla", {"test_en/accuracy": 0.3, "test_en/macro_f1": 0.2, "val/accuracy": 0.7}),
+            _run("b", "f2", "vanilla", {"test_en/accuracy": 0.9}, status="FAILED")]
+    rows = {r["config_id"]: r for r in fold_rows(runs)}
+    mean, std, n = rows["a"]["stats"]["test_en/accuracy"]
+    assert (round(mean, 6), round(std, 6), n) == (0.6, round(0.2 / 2**0.5, 6), 2)
+    assert rows["b"]["folds"] == 1 and rows["b"]["stats"]["test_en/accuracy"][1] == 0.0
+    best = best_per_scenario(runs, "val/accuracy", "max")
+    assert best["finer"].data.tags["fold"] == "f1" and set(best) == {"finer", "vanilla"}

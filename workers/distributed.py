@@ -1,0 +1,120 @@
+"""One trial on several processes: a Ray Train TorchTrainer inside the Tune trial, data-parallel.
+
+Ray 2.60 (Train V2) runs this as a Tune function trainable that builds a TorchTrainer, named
+after the trial id, and calls `fit()`; `TuneReportCallback` forwards rank 0's reports to Tune.
+Each worker runs the unchanged recipe on its share of the training clips (`shard_rows`);
+gradients are averaged across workers just before every optimizer step. That hook works with
+the freeze schedule (the set of trainable parameters changes between stages, which DDP's fixed
+buckets do not allow) and needs nothing from the recipe but its `shard_rows` seam.
+Gradient clipping then acts on each worker's own gradients before the average.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DISTRIBUTED_KEY = "distributed"
+
+
+def train_emotion_distributed(config: dict) -> None:
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from workers.reporting import TuneReporter
+    from workers.trial import TRACKING_KEY, open_logger, replay_if_completed, trial_values
+
+    context = tune.get_context()
+    _, tags = trial_values(config)
+    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    if replay_if_completed(logger, TuneReporter(), tune.get_checkpoint()):
+        return
+    settings = config[DISTRIBUTED_KEY]
+    gpus = float(settings.get("gpus_per_worker", 0.0))
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={**config, "trial_id": context.get_trial_id(), "trial_name": context.get_trial_name()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(settings["num_workers"]), use_gpu=gpus > 0,
+            resources_per_worker={"CPU": float(settings.get("cpus_per_worker", 1.0)), **({"GPU": gpus} if gpus else {})},
+        ),
+        # Same name and storage on a retry or restore: Train continues from its latest checkpoint.
+        run_config=ray.train.RunConfig(name=context.get_trial_id(), storage_path=settings["storage_path"],
+                                       callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def worker_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from workers.config import TrialConfig
+    from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
+    from workers.tracking import NullLogger
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    values, tags = trial_values(config)
+    values["num_threads"] = max(1, int(config[DISTRIBUTED_KEY].get("cpus_per_worker", 1)))
+    TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
+    tracking = config.get(TRACKING_KEY)
+    logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
+    handle = average_gradients_before_step(world)
+    try:
+        run_recorded(values, logger, TrainReporter(rank), checkpoint=ray.train.get_checkpoint(),
+                     tracking_uri=(tracking or {}).get("tracking_uri"), device=ray.train.torch.get_device(),
+                     shard_rows=lambda rows: shard_rows(rows, rank, world))
+    finally:
+        handle.remove()
+
+
+def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This worker's equal share: every worker must run the same number of steps, or the
+    gradient all-reduce of the longer ones waits forever. Drops at most world-1 clips."""
+    usable = len(rows) // world * world
+    return rows[:usable][rank::world]
+
+
+def average_gradients_before_step(world: int):
+    """Average the gradients of every optimizer's parameters across workers before it steps."""
+    import torch
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def hook(optimizer, args, kwargs):
+        # Every rank's optimizer holds the same parameters, but not every parameter has a gradient on
+        # every rank (layerdrop skips random layers per rank): count a missing one as zero, as DDP
+        # does, so all ranks reduce the same buffer.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if not params:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        flat = _flatten_dense_tensors(grads)  # one collective per step, not one per tensor
+        dist.all_reduce(flat)
+        flat /= world
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    return register_optimizer_step_pre_hook(hook)
+
+
+class TrainReporter:
+    """Reports from a Train worker: every rank reports (Train waits for all); rank 0 brings the checkpoint."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        import ray.train
+
+        checkpoint = None
+        if checkpoint_dir is not None and self.rank == 0:
+            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+        ray.train.report(metrics, checkpoint=checkpoint)
