@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.audio_io import mono_at
 from shards.schema import SAMPLE_RATE
 
 # Below -60 dBFS peak nothing is audible; the model would answer on the noise floor.
@@ -65,8 +66,7 @@ def read_audio(path: str | Path, max_seconds: float | None = None, sample_rate: 
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioFileError(f"could not be decoded ({_short(error)})") from None
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    audio = resample(mono, rate, sample_rate)
+    audio = mono_at(samples, rate, sample_rate).astype(np.float32)
     if len(audio) < MIN_SECONDS * sample_rate:
         raise AudioFileError(f"is {len(audio) / sample_rate:.3f} s long; at least {MIN_SECONDS:g} s of speech is needed")
     if not np.isfinite(audio).all():
@@ -75,14 +75,6 @@ def read_audio(path: str | Path, max_seconds: float | None = None, sample_rate: 
     if peak < SILENCE_PEAK:
         raise AudioFileError(f"is silent (peak {_dbfs(peak)}); there is no speech to analyse")
     return AudioInput(path, audio, int(rate), int(samples.shape[1]), f"{info.format}/{info.subtype}")
-
-
-def resample(audio: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
-    if from_rate == to_rate:
-        return np.ascontiguousarray(audio, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(audio.astype(np.float32), from_rate, to_rate, quality="HQ").astype(np.float32)
 
 
 def _dbfs(peak: float) -> str:

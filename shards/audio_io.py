@@ -87,10 +87,19 @@ def decode_bytes(data: bytes) -> tuple[np.ndarray, int, int]:
         if rate == TARGET_RATE and channels == 1 and subtype == "PCM_16":
             return f.read(dtype="int16"), rate, channels
         samples = f.read(dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1, dtype=np.float64) if channels > 1 else samples[:, 0].astype(np.float64)
-    if rate != TARGET_RATE:
-        mono = soxr.resample(mono, rate, TARGET_RATE, quality="HQ")
-    return to_int16(mono), rate, channels
+    return to_int16(mono_at(samples, rate)), rate, channels
+
+
+def mono_at(samples: np.ndarray, rate: int, target_rate: int = TARGET_RATE) -> np.ndarray:
+    """[frames, channels] floats -> float64 mono at `target_rate`: channels averaged, then soxr (HQ).
+
+    The one conversion for training audio (ingest) and the audio a trained model is asked about
+    (orchestrator.predict), so both see the same signal.
+    """
+    mono = samples.mean(axis=1, dtype=np.float64) if samples.shape[1] > 1 else samples[:, 0].astype(np.float64)
+    if rate != target_rate:
+        mono = soxr.resample(mono, rate, target_rate, quality="HQ")
+    return mono
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 from sweep_stores import finished_smoke_sweep
 
 from orchestrator import predict
-from shards.audio_files import AudioFileError, read_audio, resample
+from shards.audio_files import AudioFileError, read_audio
+from shards.audio_io import mono_at
 from shards.reader import ShardReader
 from shards.schema import EMOTIONS
 
@@ -36,7 +37,7 @@ def audio_files(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("audio")
     reader = ShardReader(demo_dir)
     clip = reader.audio(0).astype(np.float32) / 32768
-    at_44k = resample(clip, 16_000, 44_100)
+    at_44k = mono_at(clip[:, None], 16_000, 44_100).astype(np.float32)
     stereo = lambda x: np.stack([x, 0.6 * x], axis=1)  # noqa: E731 - louder left, as a real recording might be
     files = {
         "wav16_mono": (out / "clip16_mono.wav", clip, 16_000),
