@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         storage = str(Path(storage).resolve())
         # Frequent experiment snapshots: a crashed driver then loses at most this much of Tune's state.
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+        # A local snapshot costs milliseconds; Tune's "snapshotting may become a bottleneck" warning
+        # (cached head-only epochs checkpoint in quick succession) is about cloud storage.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     state = resume_state(args, storage) if args.resume else new_sweep(spec, args, storage)
     if state.status == "finished":
         print(f"sweep {state.directory} already finished; nothing to resume.")
