@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from workers.tracking import PARENT_TAG, TRIAL_TAG
+from workers.tracking import find_trial_run as find_child_run
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:
@@ -35,13 +36,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        max_results=1,
-    )
-    return runs[0] if runs else None
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:

@@ -52,6 +52,17 @@ class TrackingTarget:
                    tuple(tuple(t) for t in values.get("tags", ())))
 
 
+def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The child run of trial `trial_id` under `parent_run_id`, or None: the one definition of a
+    trial's run, shared by the trial (find or create) and the driver (close, resume)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 class MlflowRunLogger:
     """Logs to one MLflow run through MlflowClient (no global active run: safe with actor reuse)."""
 
@@ -67,13 +78,9 @@ class MlflowRunLogger:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(target.tracking_uri)
-        existing = client.search_runs(
-            [target.experiment_id],
-            filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{target.parent_run_id}'",
-            max_results=1,
-        )
-        if existing:
-            run_id = existing[0].info.run_id
+        existing = find_trial_run(client, target.experiment_id, target.parent_run_id, trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
         else:
             tags = {PARENT_TAG: target.parent_run_id, TRIAL_TAG: trial_id, **dict(target.tags)}
