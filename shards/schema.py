@@ -59,6 +59,3 @@ class Clip:
     def seconds(self) -> float:
         return len(self.audio) / self.sample_rate
 
-
-def emotion_index(emotion: str) -> int:
-    return EMOTIONS.index(emotion)

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from shards.batching import PlannedBatch, collate, plan_batches, prefetch
+from shards.batching import PlannedBatch, collate_planned, plan_batches, prefetch
 from shards.reader import ShardReader
 
 
@@ -56,7 +56,7 @@ def split_plan(plan: PlannedBatch, parts: int) -> list[PlannedBatch]:
 
 
 def audio_batch(reader: ShardReader, plan: PlannedBatch, max_samples: int, pin: bool) -> AudioBatch:
-    batch = collate(reader, plan.rows, max_samples, crop_starts=plan.crop_starts)
+    batch = collate_planned(reader, plan, max_samples)
     return AudioBatch(_host(batch.audio, pin), _host(batch.lengths, pin), _host(batch.labels, pin), batch.rows)
 
 
