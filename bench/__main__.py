@@ -10,6 +10,7 @@
 3. step: step time and model FLOP utilisation of an XLSR-53-sized encoder built from config.
 4. sweep: wall time of a sweep's trials with and without the frozen-stage feature cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,18 @@ FIGURES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), default=list(FIGURES), help="figures to measure")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda' or 'auto' (cuda when available)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense peak (bf16 on GPU) for utilisation; default: 790 for H200, measured matmul on CPU")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense peak (bf16 on GPU) for utilisation; default: 790 for H200, measured matmul on CPU",
+    )
     args = parser.parse_args(argv)
     for name in args.only:
         print(f"\n== {name} ==", flush=True)

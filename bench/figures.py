@@ -1,4 +1,5 @@
 """The benchmark figures. Each function measures its alternatives in the same run and prints them."""
+
 from __future__ import annotations
 
 import tempfile
@@ -35,6 +36,7 @@ def _device(args) -> torch.device:
 
 # 1. Loader -----------------------------------------------------------------------------------
 
+
 def loader_throughput(args) -> None:
     import soundfile as sf
 
@@ -70,10 +72,15 @@ def loader_throughput(args) -> None:
             for _ in iter_batches(reader, rows, 8, np.random.default_rng(0)):
                 pass
 
-        timings = {"in-memory ceiling": _timed(from_memory), "memory-mapped shards": _timed(from_shards),
-                   "shards, bucketed + shuffled loader": _timed(full_loader), "WAV files (soundfile)": _timed(from_wav)}
+        timings = {
+            "in-memory ceiling": _timed(from_memory),
+            "memory-mapped shards": _timed(from_shards),
+            "shards, bucketed + shuffled loader": _timed(full_loader),
+            "WAV files (soundfile)": _timed(from_wav),
+        }
     ceiling = len(rows) / timings["in-memory ceiling"]
-    print(f"{len(rows)} clips, {reader.index.num_samples.sum() / SAMPLE_RATE / len(rows):.2f} s mean, batches of 8, one process")
+    mean_seconds = reader.index.num_samples.sum() / SAMPLE_RATE / len(rows)
+    print(f"{len(rows)} clips, {mean_seconds:.2f} s mean, batches of 8, one process")
     for name, seconds in timings.items():
         rate = len(rows) / seconds
         print(f"  {name:36s} {rate:10,.0f} clips/s   {rate / ceiling:5.2f} of ceiling")
@@ -107,11 +114,14 @@ def _trial_consumption(reader) -> None:
     tiny_rate = 8 / _timed(step, repeat=5)
     mean_seconds = ESD_LENGTHS["en"][0]
     xlsr_rate = H200_BF16_PEAK_TFLOPS * 1e12 * 0.4 / (110e9 * mean_seconds)
-    print(f"  one trial consumes: tiny model on this CPU {tiny_rate:,.0f} clips/s; "
-          f"XLSR-53 on an H200 at 40% MFU ~{xlsr_rate:,.0f} clips/s (ESD mean {mean_seconds} s)")
+    print(
+        f"  one trial consumes: tiny model on this CPU {tiny_rate:,.0f} clips/s; "
+        f"XLSR-53 on an H200 at 40% MFU ~{xlsr_rate:,.0f} clips/s (ESD mean {mean_seconds} s)"
+    )
 
 
 # 2. Padding ----------------------------------------------------------------------------------
+
 
 def esd_like_lengths(mean_s: float, max_s: float, count: int, rng: np.random.Generator) -> np.ndarray:
     """Gamma-distributed clip lengths (shape 6) with ESD's mean, clipped at ESD's max."""
@@ -131,8 +141,10 @@ def padding_fraction(args) -> None:
         for batch_size in (8, 32):
             shuffled = [p for p in np.array_split(rng.permutation(len(frames)), len(frames) // batch_size)]
             bucketed = bucket_batches(frames, batch_size, rng)
-            print(f"  {language} (mean {seconds.mean():.1f} s, max {seconds.max():.1f} s) batch {batch_size:2d}: "
-                  f"padded frames {_padded(frames, shuffled):6.1%} shuffled -> {_padded(frames, bucketed):5.1%} bucketed")
+            print(
+                f"  {language} (mean {seconds.mean():.1f} s, max {seconds.max():.1f} s) batch {batch_size:2d}: "
+                f"padded frames {_padded(frames, shuffled):6.1%} shuffled -> {_padded(frames, bucketed):5.1%} bucketed"
+            )
 
 
 def _padded(frames: np.ndarray, batches: list[np.ndarray]) -> float:
@@ -141,6 +153,7 @@ def _padded(frames: np.ndarray, batches: list[np.ndarray]) -> float:
 
 
 # 3. Step time and FLOP utilisation --------------------------------------------------------------
+
 
 def step_time(args) -> None:
     from torch.utils.flop_counter import FlopCounterMode
@@ -177,11 +190,18 @@ def step_time(args) -> None:
     achieved = flops / step_seconds / 1e12
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"  XLSR-53-sized encoder ({params:.0f} M params) on {device}: batch {batch_size} x {seconds:.0f} s")
-    print(f"  {flops / 1e9 / (batch_size * seconds):.0f} GFLOP per audio-second (fwd+bwd, counted; frozen CNN skips its weight grads)")
-    print(f"  step {step_seconds * 1e3:,.0f} ms -> {achieved:.2f} TFLOP/s = {achieved / peak:.0%} of {peak:.2f} TFLOP/s peak")
-    paper_epoch_seconds = 5.4 * 3600
-    print(f"  a paper-scale epoch (5.4 h of audio) at this rate: {paper_epoch_seconds * flops / (batch_size * seconds) / (achieved * 1e12) / 3600:,.1f} h"
-          f"; on an H200 at 100% of peak: {paper_epoch_seconds * flops / (batch_size * seconds) / (H200_BF16_PEAK_TFLOPS * 1e12):.1f} s")
+    flops_per_audio_second = flops / (batch_size * seconds)
+    print(
+        f"  {flops_per_audio_second / 1e9:.0f} GFLOP per audio-second (fwd+bwd, counted; frozen CNN: no weight grads)"
+    )
+    print(
+        f"  step {step_seconds * 1e3:,.0f} ms -> {achieved:.2f} TFLOP/s = {achieved / peak:.0%} of {peak:.2f} TFLOP/s"
+    )
+    paper_epoch_flops = 5.4 * 3600 * flops_per_audio_second  # 5.4 h of English training audio
+    print(
+        f"  a paper-scale epoch (5.4 h of audio) at this rate: {paper_epoch_flops / (achieved * 1e12) / 3600:,.1f} h"
+        f"; on an H200 at 100% of peak: {paper_epoch_flops / (H200_BF16_PEAK_TFLOPS * 1e12):.1f} s"
+    )
 
 
 def _xlsr_config():
@@ -191,9 +211,18 @@ def _xlsr_config():
         return model_module.xlsr53_encoder_config()
     from transformers import Wav2Vec2Config
 
-    return Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                          conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-                          conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)
+    return Wav2Vec2Config(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        conv_dim=(512,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
 
 
 def _cpu_peak_tflops() -> float:
@@ -205,6 +234,7 @@ def _cpu_peak_tflops() -> float:
 
 
 # 4. Sweep with and without the frozen-stage cache ---------------------------------------------
+
 
 def frozen_cache_sweep(args) -> None:
     from orchestrator.paths import ensure_demo_corpus
@@ -224,12 +254,20 @@ def frozen_cache_sweep(args) -> None:
             started = time.perf_counter()
             accuracies = []
             for lr in learning_rates:
-                config = TrialConfig(data_dir=str(data_dir), schedule="head_only", learning_rate=lr, epoch_scale=2.0,
-                                     cache_frozen_features=cached, feature_cache_dir=cache_dir,
-                                     eval_sets={"test_en": ("0015",)})
+                config = TrialConfig(
+                    data_dir=str(data_dir),
+                    schedule="head_only",
+                    learning_rate=lr,
+                    epoch_scale=2.0,
+                    cache_frozen_features=cached,
+                    feature_cache_dir=cache_dir,
+                    eval_sets={"test_en": ("0015",)},
+                )
                 metrics = run_trial(config, NullLogger(), ListReporter())
                 accuracies.append(metrics["val/accuracy"])
             wall = time.perf_counter() - started
             label = "with frozen-stage cache" if cached else "without cache"
-            print(f"  {len(learning_rates)} head-only trials (4 epochs each), {label:24s}: {wall:6.1f} s "
-                  f"(val accuracy {', '.join(f'{a:.2f}' for a in accuracies)})")
+            print(
+                f"  {len(learning_rates)} head-only trials (4 epochs each), {label:24s}: {wall:6.1f} s "
+                f"(val accuracy {', '.join(f'{a:.2f}' for a in accuracies)})"
+            )

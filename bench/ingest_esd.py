@@ -6,6 +6,7 @@ Writes the tree and the shards under a temporary folder (or --work), ingests it 
 and once more (a re-run that reuses every speaker), and prints clips/s and audio seconds/s.
 A share of the clips is written at 22.05 kHz stereo to include the resampling path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ def main() -> None:
         work = args.work or Path(scratch)
         speakers = [f"{n:04d}" for n in range(1, args.speakers + 1)]
         started = time.perf_counter()
-        clips = write_esd_tree(work / "esd", speakers, args.clips_per_emotion, split_folders=False,
-                               seconds=args.seconds)
+        clips = write_esd_tree(
+            work / "esd", speakers, args.clips_per_emotion, split_folders=False, seconds=args.seconds
+        )
         rng = np.random.default_rng(0)
         for clip in rng.choice(clips, int(len(clips) * args.resampled_fraction), replace=False):
             audio = synth_audio(args.seconds, seed=1, rate=22_050)
@@ -46,9 +48,11 @@ def main() -> None:
             result = ingest_esd(work / "esd", work / "out", workers=args.workers)
             seconds = time.perf_counter() - started
             audio_seconds = result.manifest["total_seconds"]
-            print(f"{run}: {result.manifest['num_clips']} clips in {seconds:.2f} s = "
-                  f"{result.manifest['num_clips'] / seconds:.0f} clips/s, {audio_seconds / seconds:.0f} audio s/s "
-                  f"(workers={args.workers}, processed {len(result.processed)} speakers, reused {len(result.reused)})")
+            print(
+                f"{run}: {result.manifest['num_clips']} clips in {seconds:.2f} s = "
+                f"{result.manifest['num_clips'] / seconds:.0f} clips/s, {audio_seconds / seconds:.0f} audio s/s "
+                f"(workers={args.workers}, processed {len(result.processed)} speakers, reused {len(result.reused)})"
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the head's own disk (SQLite needs file locks that NFS/EFS does not reliably give
 consistent snapshot to the bucket (cluster.yaml runs it from cron) and `start` restores that snapshot
 on a fresh head, so losing the head loses at most the minutes since the last backup.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 STATE_DIR = Path.home() / ".emotion-sweep"
 DEFAULT_PIDFILE = STATE_DIR / "mlflow-server.pid"
@@ -47,8 +48,10 @@ def resolve_host(host: str, detect: Callable[[], str] = node_ip) -> str:
     except ValueError:
         raise SystemExit(f"--host must be an IP address or 'auto', got {address!r}") from None
     if ip.is_unspecified or not (ip.is_private or ip.is_loopback):
-        raise SystemExit(f"refusing to bind MLflow to {address}: only a private (VPC) or loopback "
-                         "address keeps the tracking server off the internet")
+        raise SystemExit(
+            f"refusing to bind MLflow to {address}: only a private (VPC) or loopback "
+            "address keeps the tracking server off the internet"
+        )
     return address
 
 
@@ -59,15 +62,26 @@ def as_uri(location: str) -> str:
 
 def server_command(host: str, port: int, db: Path, artifacts: str, num_workers: int) -> list[str]:
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{db}",  # db is absolute: four slashes in all
-        "--artifacts-destination", as_uri(artifacts),
-        "--host", host, "--port", str(port), "--workers", str(num_workers),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{db}",  # db is absolute: four slashes in all
+        "--artifacts-destination",
+        as_uri(artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(num_workers),
     ]
 
 
-def launch(host: str, port: int, db: Path, artifacts: str, num_workers: int = 2,
-           log: Path = DEFAULT_LOG) -> subprocess.Popen:
+def launch(
+    host: str, port: int, db: Path, artifacts: str, num_workers: int = 2, log: Path = DEFAULT_LOG
+) -> subprocess.Popen:
     """Start the server in its own session (it outlives the ssh session of `ray up`); returns at once."""
     db = db.expanduser().resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -75,13 +89,19 @@ def launch(host: str, port: int, db: Path, artifacts: str, num_workers: int = 2,
     # The job runner serves MLflow's GenAI jobs, which sweeps never use; it costs seven processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "ab") as log_file:
-        return subprocess.Popen(server_command(host, port, db, artifacts, num_workers), env=env,
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            server_command(host, port, db, artifacts, num_workers),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def wait_healthy(url: str, timeout_s: float = 120.0, process: subprocess.Popen | None = None,
-                 log: Path | None = None) -> None:
+def wait_healthy(
+    url: str, timeout_s: float = 120.0, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     """Poll `url`/health until it answers OK; fail early if the server process died."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -138,8 +158,7 @@ def copy_file(source: str, destination: str) -> None:
     destination_fs, destination_path = fs.FileSystem.from_uri(as_uri(destination))
     if isinstance(destination_fs, fs.LocalFileSystem):
         destination_fs.create_dir(str(Path(destination_path).parent), recursive=True)
-    fs.copy_files(source_path, destination_path, source_filesystem=source_fs,
-                  destination_filesystem=destination_fs)
+    fs.copy_files(source_path, destination_path, source_filesystem=source_fs, destination_filesystem=destination_fs)
 
 
 def file_exists(location: str) -> bool:
@@ -202,14 +221,23 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m deploy.mlflow_server", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.mlflow_server",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     start_parser = commands.add_parser("start", help="start (or restart) the server and wait until it is healthy")
-    start_parser.add_argument("--host", default="auto", help="private or loopback IP to bind; 'auto': this node's cluster IP")
+    start_parser.add_argument(
+        "--host", default="auto", help="private or loopback IP to bind; 'auto': this node's cluster IP"
+    )
     start_parser.add_argument("--port", type=int, default=5000)
-    start_parser.add_argument("--db", type=Path, required=True, help="SQLite file of the tracking store (head's local disk)")
-    start_parser.add_argument("--artifacts", required=True, help="where artifacts go: s3://bucket/prefix or a local dir")
+    start_parser.add_argument(
+        "--db", type=Path, required=True, help="SQLite file of the tracking store (head's local disk)"
+    )
+    start_parser.add_argument(
+        "--artifacts", required=True, help="where artifacts go: s3://bucket/prefix or a local dir"
+    )
     start_parser.add_argument("--backup", default=None, help="snapshot to restore when --db does not exist yet")
     start_parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     start_parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /health")

@@ -1,6 +1,7 @@
 """A report as a list of blocks, rendered to Markdown (images beside it) and to one HTML file
 (images embedded), so the same content reads in a repository viewer, a browser and the MLflow UI.
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,8 +76,13 @@ def _flatten(blocks: list) -> list:
 
 
 NUMERIC = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?( ± [\d.]+)?%?$|^–$")
-STATUS_CLASSES = {"FAILED": "failed", "RUNNING": "running", "KILLED": "failed", "SCHEDULED": "running",
-                  "FINISHED": "finished"}
+STATUS_CLASSES = {
+    "FAILED": "failed",
+    "RUNNING": "running",
+    "KILLED": "failed",
+    "SCHEDULED": "running",
+    "FINISHED": "finished",
+}
 
 
 def to_markdown(document: Document) -> str:
@@ -98,15 +104,23 @@ def _markdown_lines(blocks: list) -> list[str]:
             lines.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
             lines.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-            lines += (["", f"*{block.caption}*"] if block.caption else [])  # a blank line ends a GFM table
+            lines += ["", f"*{block.caption}*"] if block.caption else []  # a blank line ends a GFM table
             lines.append("")
         elif isinstance(block, Figure):
             lines += [" ".join(f"![{Path(f).stem}]({f})" for f in block.files)]
-            lines += ([f"*{block.caption}*"] if block.caption else [])
+            lines += [f"*{block.caption}*"] if block.caption else []
             lines.append("")
         elif isinstance(block, Details):
-            lines += [f"<details><summary>{html.escape(block.summary)}</summary>", "", "```",
-                      block.text.rstrip(), "```", "", "</details>", ""]
+            lines += [
+                f"<details><summary>{html.escape(block.summary)}</summary>",
+                "",
+                "```",
+                block.text.rstrip(),
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
     return lines
 
 
@@ -114,9 +128,10 @@ def to_html(document: Document, base_dir: Path) -> str:
     """One self-contained page: every image is embedded as a data URI."""
     body = [f"<h1>{_inline(document.title)}</h1>", *_html_blocks(document.blocks, base_dir)]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(document.title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body) + "\n</body></html>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
     )
 
 
@@ -137,12 +152,15 @@ def _html_blocks(blocks: list, base_dir: Path) -> list[str]:
             body.append(_html_table(block))
         elif isinstance(block, Figure):
             images = "".join(
-                f'<img src="{_data_uri(base_dir / f)}" alt="{html.escape(Path(f).stem)}">' for f in block.files)
+                f'<img src="{_data_uri(base_dir / f)}" alt="{html.escape(Path(f).stem)}">' for f in block.files
+            )
             caption = f"<figcaption>{_inline(block.caption)}</figcaption>" if block.caption else ""
             body.append(f'<figure><div class="images">{images}</div>{caption}</figure>')
         elif isinstance(block, Details):
-            body.append(f"<details><summary>{_inline(block.summary)}</summary>"
-                        f"<pre>{html.escape(block.text.rstrip())}</pre></details>")
+            body.append(
+                f"<details><summary>{_inline(block.summary)}</summary>"
+                f"<pre>{html.escape(block.text.rstrip())}</pre></details>"
+            )
     return body
 
 
@@ -157,8 +175,10 @@ def _html_table(table: Table) -> str:
             cells.append(f'<td class="{" ".join(css)}">{_inline(cell)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     caption = f"<caption>{_inline(table.caption)}</caption>" if table.caption else ""
-    return (f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _numeric_columns(table: Table) -> list[bool]:

@@ -6,6 +6,7 @@
 
 Progress goes to stderr, the summary to stdout (`--json` for a machine-readable one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,27 +25,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.ingest",
         description="Ingest a raw emotion corpus into Arrow shards + manifest.json + splits.json, "
-                    "or verify a shard directory.",
+        "or verify a shard directory.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{esd,verify}")
     esd = commands.add_parser(
         "esd",
         help="ingest an ESD download (Zhou et al. 2022)",
         description="Ingest an ESD download. Accepts SSSS/<Emotion>/[train|evaluation|test/]SSSS_NNNNNN.wav at "
-                    "any depth (e.g. under 'Emotion Speech Dataset/'), SSSS/SSSS.txt transcripts in any "
-                    "common encoding. Bad files are skipped and listed, never fatal. Re-running reuses every "
-                    "speaker whose sources are unchanged.")
+        "any depth (e.g. under 'Emotion Speech Dataset/'), SSSS/SSSS.txt transcripts in any "
+        "common encoding. Bad files are skipped and listed, never fatal. Re-running reuses every "
+        "speaker whose sources are unchanged.",
+    )
     esd.add_argument("path", type=Path, help="the folder ESD was extracted into")
     esd.add_argument("--out", type=Path, required=True, help="data directory to write (pass it to sweeps as --data)")
     esd.add_argument("--verify", action="store_true", help="afterwards, re-read every shard against the manifest")
-    esd.add_argument("--workers", type=int, default=None,
-                     help=f"decoder processes (default: all {os.cpu_count()} cores, or 1 when there are too few "
-                          "files to pay for starting processes)")
-    esd.add_argument("--max-shard-mb", type=float, default=256.0, help="audio per shard in MiB; bounds the shard size (default: 256)")
+    esd.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"decoder processes (default: all {os.cpu_count()} cores, or 1 when there are too few "
+        "files to pay for starting processes)",
+    )
+    esd.add_argument(
+        "--max-shard-mb", type=float, default=256.0, help="audio per shard in MiB; bounds the shard size (default: 256)"
+    )
     esd.add_argument("--json", action="store_true", help="print the summary as JSON")
-    verify = commands.add_parser("verify", help="re-read every shard of a data directory against its manifest",
-                                 description="Check hashes, row counts and every row against the manifest; "
-                                             "exit status 1 on any mismatch.")
+    verify = commands.add_parser(
+        "verify",
+        help="re-read every shard of a data directory against its manifest",
+        description="Check hashes, row counts and every row against the manifest; exit status 1 on any mismatch.",
+    )
     verify.add_argument("data", type=Path, help="data directory (holds manifest.json)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser.parse_args(argv)
@@ -63,8 +73,13 @@ def run_esd(args: argparse.Namespace) -> int:
     if (args.workers is not None and args.workers < 1) or args.max_shard_mb <= 0:
         raise SystemExit("--workers must be at least 1 and --max-shard-mb positive")
     try:
-        result = ingest_esd(args.path, args.out, workers=args.workers,
-                            max_shard_bytes=int(args.max_shard_mb * 1024 * 1024), progress=_progress)
+        result = ingest_esd(
+            args.path,
+            args.out,
+            workers=args.workers,
+            max_shard_bytes=int(args.max_shard_mb * 1024 * 1024),
+            progress=_progress,
+        )
     except KeyboardInterrupt:
         _progress("interrupted: finished speakers are kept; run the same command again to continue")
         return 130
@@ -73,8 +88,13 @@ def run_esd(args: argparse.Namespace) -> int:
     summary = summarize(result)
     problems = _verify(args.out) if args.verify else []
     if args.json:
-        print(json.dumps({**summary, **({"verify": _verify_report(args.out, problems)} if args.verify else {})},
-                         indent=1, ensure_ascii=False))
+        print(
+            json.dumps(
+                {**summary, **({"verify": _verify_report(args.out, problems)} if args.verify else {})},
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
     else:
         print(format_summary(summary))
         if args.verify:
@@ -123,9 +143,14 @@ def summarize(result) -> dict:
         "num_clips": manifest["num_clips"],
         "hours": round(manifest["total_seconds"] / 3600, 3),
         "num_shards": len(manifest["shards"]),
-        "speakers": {s: {**meta, "counts": manifest["counts"].get(s, {}),
-                         "minutes": round(seconds_by_speaker.get(s, 0.0) / 60, 2)}
-                     for s, meta in manifest["speakers"].items()},
+        "speakers": {
+            s: {
+                **meta,
+                "counts": manifest["counts"].get(s, {}),
+                "minutes": round(seconds_by_speaker.get(s, 0.0) / 60, 2),
+            }
+            for s, meta in manifest["speakers"].items()
+        },
         "skipped": manifest.get("skipped", []),
         "num_label_disagreements": len(manifest.get("label_disagreements", [])),
         "num_missing_transcripts": len(manifest.get("missing_transcripts", [])),
@@ -140,27 +165,45 @@ def summarize(result) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"ingested {summary['num_clips']} clips, {summary['hours']:.2f} h, {len(summary['speakers'])} speakers, "
-             f"{summary['num_shards']} shards -> {summary['out']}", ""]
-    header = f"{'speaker':8s}{'lang':5s}{'gender':8s}" + "".join(f"{e:>9s}" for e in EMOTIONS) + f"{'clips':>8s}{'min':>8s}"
+    lines = [
+        f"ingested {summary['num_clips']} clips, {summary['hours']:.2f} h, {len(summary['speakers'])} speakers, "
+        f"{summary['num_shards']} shards -> {summary['out']}",
+        "",
+    ]
+    header = (
+        f"{'speaker':8s}{'lang':5s}{'gender':8s}" + "".join(f"{e:>9s}" for e in EMOTIONS) + f"{'clips':>8s}{'min':>8s}"
+    )
     lines.append(header)
     for speaker, info in summary["speakers"].items():
         counts = [info["counts"].get(e, 0) for e in EMOTIONS]
-        lines.append(f"{speaker:8s}{info['language']:5s}{info['gender']:8s}" + "".join(f"{n:9d}" for n in counts)
-                     + f"{sum(counts):8d}{info['minutes']:8.1f}")
+        lines.append(
+            f"{speaker:8s}{info['language']:5s}{info['gender']:8s}"
+            + "".join(f"{n:9d}" for n in counts)
+            + f"{sum(counts):8d}{info['minutes']:8.1f}"
+        )
     lines.append("")
     lines.extend(_skipped_lines(summary["skipped"]))
     if summary["num_label_disagreements"]:
-        lines.append(f"{summary['num_label_disagreements']} clips whose folder disagrees with the transcript or "
-                     "utterance number (the folder's label is kept): manifest.json 'label_disagreements'")
+        lines.append(
+            f"{summary['num_label_disagreements']} clips whose folder disagrees with the transcript or "
+            "utterance number (the folder's label is kept): manifest.json 'label_disagreements'"
+        )
     if summary["num_missing_transcripts"]:
-        lines.append(f"{summary['num_missing_transcripts']} clips without a transcript line (kept, empty text): "
-                     "manifest.json 'missing_transcripts'")
+        lines.append(
+            f"{summary['num_missing_transcripts']} clips without a transcript line (kept, empty text): "
+            "manifest.json 'missing_transcripts'"
+        )
     encodings = sorted(set(summary["transcript_encodings"].values()))
     lines.append(f"transcripts: {len(summary['transcript_encodings'])} files ({', '.join(encodings) or 'none'})")
-    done = (f"decoded {summary['num_decoded_files']} files in {summary['decode_seconds']:.1f} s "
-            f"({summary['files_per_second']:.0f} files/s)" if summary["num_decoded_files"] else "nothing to decode")
-    lines.append(f"speakers reused: {len(summary['reused_speakers'])}, processed: {len(summary['processed_speakers'])}; {done}")
+    done = (
+        f"decoded {summary['num_decoded_files']} files in {summary['decode_seconds']:.1f} s "
+        f"({summary['files_per_second']:.0f} files/s)"
+        if summary["num_decoded_files"]
+        else "nothing to decode"
+    )
+    lines.append(
+        f"speakers reused: {len(summary['reused_speakers'])}, processed: {len(summary['processed_speakers'])}; {done}"
+    )
     lines.append(f"split plans: {summary['out']}/{summary['split_plans']}")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """Default locations: everything under the current directory unless a flag says otherwise."""
+
 from __future__ import annotations
 
 import os
@@ -35,6 +36,8 @@ def ensure_demo_corpus(seed: int = 0, log=print) -> Path:
         return out
     log(f"building the demo corpus in {out} (once) ...")
     manifest = build_demo_corpus(out, seed=seed)
-    log(f"demo corpus: {manifest['num_clips']} clips, {manifest['total_seconds'] / 60:.1f} min, "
-        f"{len(manifest['speakers'])} speakers")
+    log(
+        f"demo corpus: {manifest['num_clips']} clips, {manifest['total_seconds'] / 60:.1f} min, "
+        f"{len(manifest['speakers'])} speakers"
+    )
     return out

@@ -8,6 +8,7 @@ leaving it to Tune, because
 Tune then runs a grid over these explicit variants: scheduling, resources, retries, resume.
 A plan is plain data, stored with the sweep so `--resume` runs exactly the same trials.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ class Variant:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Variant":
+    def from_dict(cls, values: dict) -> Variant:
         return cls(values["scenario"], values["values"], values.get("fold", ""), values.get("config_id", ""))
 
 
@@ -70,7 +71,7 @@ class Phase:
         return {"name": self.name, "variants": [v.to_dict() for v in self.variants]}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Phase":
+    def from_dict(cls, values: dict) -> Phase:
         return cls(values["name"], tuple(Variant.from_dict(v) for v in values["variants"]))
 
 
@@ -91,15 +92,27 @@ class SweepPlan:
         return {**asdict(self), "phases": [p.to_dict() for p in self.phases]}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SweepPlan":
-        return cls(values["sweep"], values["metric"], values["mode"],
-                   tuple(Phase.from_dict(p) for p in values["phases"]), values.get("folds", ""),
-                   tuple(values.get("tuned", ())))
+    def from_dict(cls, values: dict) -> SweepPlan:
+        return cls(
+            values["sweep"],
+            values["metric"],
+            values["mode"],
+            tuple(Phase.from_dict(p) for p in values["phases"]),
+            values.get("folds", ""),
+            tuple(values.get("tuned", ())),
+        )
 
 
-def build_plan(spec: SweepSpec, speakers: dict[str, dict], *, place: dict | None = None, folds: str | None = None,
-               init_from: str | None = None, num_samples: int | None = None,
-               explicit_speakers: bool = False) -> SweepPlan:
+def build_plan(
+    spec: SweepSpec,
+    speakers: dict[str, dict],
+    *,
+    place: dict | None = None,
+    folds: str | None = None,
+    init_from: str | None = None,
+    num_samples: int | None = None,
+    explicit_speakers: bool = False,
+) -> SweepPlan:
     """Every trial of `spec` (preset and --set already applied) on a corpus with `speakers`.
 
     `place`: values every trial gets but that are not part of the recipe (data_dir, num_threads).
@@ -150,8 +163,11 @@ def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) ->
     from workers.config import TrialConfig
 
     defaults = TrialConfig()
-    return SplitPlan("base", tuple(spec.base.get("train_speakers", defaults.train_speakers)),
-                     {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()})
+    return SplitPlan(
+        "base",
+        tuple(spec.base.get("train_speakers", defaults.train_speakers)),
+        {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()},
+    )
 
 
 def fold_splits(kind: str, default: SplitPlan, language: str, speakers: dict[str, dict]) -> list[SplitPlan]:
@@ -180,8 +196,16 @@ def merge_fold(default: SplitPlan, fold: SplitPlan, language: str, speakers: dic
     return SplitPlan(fold.name, train, eval_sets)
 
 
-def expand(spec: SweepSpec, scenario: Scenario, splits: list[SplitPlan], speakers: dict[str, dict],
-           place: dict | None, num_samples: int | None, folded: bool, tuned: bool = True) -> tuple[Variant, ...]:
+def expand(
+    spec: SweepSpec,
+    scenario: Scenario,
+    splits: list[SplitPlan],
+    speakers: dict[str, dict],
+    place: dict | None,
+    num_samples: int | None,
+    folded: bool,
+    tuned: bool = True,
+) -> tuple[Variant, ...]:
     """The scenario's configurations (sampled and explicit points), each on every split.
 
     Configurations that come out equal (a point that a preset reduced to the sampled values)
@@ -221,14 +245,14 @@ def sample_space(space: dict, num_samples: int) -> list[dict]:
     return configs
 
 
-def split_values(split: SplitPlan, scenario: Scenario, test_sets: tuple[str, ...],
-                 speakers: dict[str, dict]) -> dict:
+def split_values(split: SplitPlan, scenario: Scenario, test_sets: tuple[str, ...], speakers: dict[str, dict]) -> dict:
     train = split.train_speakers
     if scenario.train_languages is not None:
         train = tuple(s for s in train if speakers.get(s, {}).get("language") in scenario.train_languages)
     if not train:
-        raise PlanError(f"scenario {scenario.name!r}: plan {split.name!r} has no training speaker in "
-                        f"{scenario.train_languages}")
+        raise PlanError(
+            f"scenario {scenario.name!r}: plan {split.name!r} has no training speaker in {scenario.train_languages}"
+        )
     eval_sets = {k: v for k, v in split.eval_sets.items() if not test_sets or k in test_sets}
     return {"train_speakers": train, "eval_sets": eval_sets}
 

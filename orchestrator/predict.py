@@ -13,6 +13,7 @@ wav2vec2's attention grows with the square of the length); cut long recordings i
 Exit status: 0 when at least one file was answered (an "uncertain" answer counts), 1 when no file
 could be answered or the model could not be loaded, 2 for bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,22 +47,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.predict",
         description="Predict the emotion of audio files with a trial's model; abstain ('uncertain') below a "
-                    "confidence threshold. Reads WAV, FLAC, OGG, MP3, ... at any sample rate, mono or stereo.",
+        "confidence threshold. Reads WAV, FLAC, OGG, MP3, ... at any sample rate, mono or stereo.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_ID",
-                        help="MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best "
-                             f"trial by {RANK_METRIC}")
-    source.add_argument("--checkpoint", type=Path, metavar="DIR",
-                        help="a saved model directory, or a Tune trial/checkpoint directory holding one")
+    source.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help=f"MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best trial by {RANK_METRIC}",
+    )
+    source.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="a saved model directory, or a Tune trial/checkpoint directory holding one",
+    )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files to analyse")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
-    parser.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD,
-                        help="answer 'uncertain' when the top probability is below this (the paper's ethics "
-                             "section: 0.8)")
-    parser.add_argument("--max-seconds", type=_positive, default=DEFAULT_MAX_SECONDS,
-                        help="refuse longer files (the model knows single utterances; cut recordings first)")
+    parser.add_argument(
+        "--threshold",
+        type=_probability,
+        default=DEFAULT_THRESHOLD,
+        help="answer 'uncertain' when the top probability is below this (the paper's ethics section: 0.8)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=_positive,
+        default=DEFAULT_MAX_SECONDS,
+        help="refuse longer files (the model knows single utterances; cut recordings first)",
+    )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return parser.parse_args(argv)
@@ -77,23 +91,42 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     try:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if args.device == "auto" else args.device)
+        device = torch.device(
+            "cuda"
+            if args.device == "auto" and torch.cuda.is_available()
+            else "cpu"
+            if args.device == "auto"
+            else args.device
+        )
         loaded.model.to(device).eval()
     except (RuntimeError, AssertionError) as error:  # unknown device string, or no such GPU here
-        print(f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr)
+        print(
+            f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr
+        )
         return 1
     results = [answer_file(loaded, path, device, args.threshold, args.max_seconds) for path in args.files]
     answered = sum(r["answered"] for r in results)
     if args.json:
-        print(json.dumps({"model": loaded.source, "threshold": args.threshold, "max_seconds": args.max_seconds,
-                          "labels": loaded.labels, "answered": answered, "files": results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": loaded.source,
+                    "threshold": args.threshold,
+                    "max_seconds": args.max_seconds,
+                    "labels": loaded.labels,
+                    "answered": answered,
+                    "files": results,
+                },
+                indent=2,
+            )
+        )
     else:
         print_text(loaded, results, args.threshold)
     return 0 if answered else 1
 
 
 # ---------------------------------------------------------------- the model
+
 
 def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
     if args.checkpoint is not None:
@@ -116,22 +149,33 @@ def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
         sweep = runs.load_sweep(client, run)
         trial = runs.best(sweep.trials)
         if trial is None:
-            raise ModelLoadError(f"run {run_id} is the parent run of sweep {sweep.name} and none of its "
-                                 f"{len(sweep.trials)} trial run(s) finished; pass a trial's run id")
-        print(f"predict: run {run_id} is the parent run of sweep {sweep.name}; using its best trial {trial.trial_id} "
-              f"(run {trial.run_id}, {RANK_METRIC} {trial.metric(RANK_METRIC):.3f})", file=sys.stderr)
+            raise ModelLoadError(
+                f"run {run_id} is the parent run of sweep {sweep.name} and none of its "
+                f"{len(sweep.trials)} trial run(s) finished; pass a trial's run id"
+            )
+        print(
+            f"predict: run {run_id} is the parent run of sweep {sweep.name}; using its best trial {trial.trial_id} "
+            f"(run {trial.run_id}, {RANK_METRIC} {trial.metric(RANK_METRIC):.3f})",
+            file=sys.stderr,
+        )
         source = {"run_id": trial.run_id, "parent_run_id": run_id}
         run = runs.get_run(client, trial.run_id)
     tags = run.data.tags
-    source.update({"trial_id": tags.get("trial_id", ""), "sweep": tags.get("sweep", ""),
-                   RANK_METRIC: run.data.metrics.get(RANK_METRIC)})
+    source.update(
+        {
+            "trial_id": tags.get("trial_id", ""),
+            "sweep": tags.get("sweep", ""),
+            RANK_METRIC: run.data.metrics.get(RANK_METRIC),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(client.download_artifacts(run.info.run_id, "model", tmp))
         except Exception as error:  # no such artifact, or the artifact store is unreachable
-            raise ModelLoadError(f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "
-                                 f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}"
-                                 ) from None
+            raise ModelLoadError(
+                f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "
+                f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}"
+            ) from None
         print(f"predict: loading model of run {run.info.run_id}", file=sys.stderr)
         return _load(local, source)
 
@@ -146,8 +190,9 @@ def find_model_dir(path: Path) -> Path:
         raise ModelLoadError(f"--checkpoint {path} is not a directory")
     found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
     if not found:
-        raise ModelLoadError(f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and "
-                             "encoder_config.json)")
+        raise ModelLoadError(
+            f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and encoder_config.json)"
+        )
     if len({p.parent for p in found}) > 1:
         shown = "\n  ".join(str(p) for p in found[:5])
         raise ModelLoadError(f"{path} holds {len(found)} checkpoints of several trials; pass one of them:\n  {shown}")
@@ -160,11 +205,14 @@ def _load(directory: Path, source: dict) -> LoadedModel:
     try:
         model = load_model(directory)
     except Exception as error:  # corrupt weights, a config of another version, ...
-        raise ModelLoadError(f"cannot load the model in {directory}: {str(error).strip().splitlines()[0][:200]}") from None
+        raise ModelLoadError(
+            f"cannot load the model in {directory}: {str(error).strip().splitlines()[0][:200]}"
+        ) from None
     return LoadedModel(model, list(model.labels), source)
 
 
 # ---------------------------------------------------------------- one file
+
 
 def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_seconds: float) -> dict:
     try:
@@ -177,8 +225,12 @@ def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_s
         "answered": True,
         **decide(loaded.labels, probabilities, threshold),
         "probabilities": {label: round(float(p), 4) for label, p in zip(loaded.labels, probabilities)},
-        "audio": {"seconds": round(clip.seconds, 3), "sample_rate": clip.source_rate,
-                  "channels": clip.source_channels, "format": clip.source_format},
+        "audio": {
+            "seconds": round(clip.seconds, 3),
+            "sample_rate": clip.source_rate,
+            "channels": clip.source_channels,
+            "format": clip.source_format,
+        },
     }
 
 
@@ -214,10 +266,12 @@ def decide(labels: list[str], probabilities, threshold: float) -> dict:
 
 # ---------------------------------------------------------------- output
 
+
 def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> None:
     source = loaded.source
     where = source.get("checkpoint") or f"run {source.get('run_id')}" + (
-        f" (trial {source['trial_id']}, sweep {source['sweep']})" if source.get("trial_id") else "")
+        f" (trial {source['trial_id']}, sweep {source['sweep']})" if source.get("trial_id") else ""
+    )
     print(f"model: {where}; abstains below {threshold:.2f}")
     for result in results:
         name = result["file"]
@@ -227,16 +281,20 @@ def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> No
         probabilities = result["probabilities"]
         if result["decision"] == "uncertain":
             rivals = ", ".join(f"{e} ({probabilities[e]:.2f})" for e in result["competing"])
-            print(f"{name}: uncertain: {rivals} compete; the top probability {result['confidence']:.2f} is below "
-                  f"{threshold:.2f}, a person should listen")
+            print(
+                f"{name}: uncertain: {rivals} compete; the top probability {result['confidence']:.2f} is below "
+                f"{threshold:.2f}, a person should listen"
+            )
         else:
             print(f"{name}: {result['emotion']} ({result['confidence']:.2f})")
         ranked = sorted(probabilities.items(), key=lambda item: -item[1])
         print("    " + "  ".join(f"{e} {p:.2f}" for e, p in ranked) + f"   [{result['audio']['seconds']:.1f} s]")
     answered = [r for r in results if r["answered"]]
     uncertain = sum(r["decision"] == "uncertain" for r in answered)
-    print(f"{len(answered)} of {len(results)} file(s) answered ({uncertain} uncertain)"
-          + (f"; {len(results) - len(answered)} could not be analysed" if len(answered) < len(results) else ""))
+    print(
+        f"{len(answered)} of {len(results)} file(s) answered ({uncertain} uncertain)"
+        + (f"; {len(results) - len(answered)} could not be analysed" if len(answered) < len(results) else "")
+    )
 
 
 def _probability(text: str) -> float:

@@ -6,6 +6,7 @@ Plain lines only (no cursor tricks), so a terminal and a CI log read the same:
     [  63.0s] status: 2 running, 3 pending, 4 finished, 0 failed | best val/accuracy 0.512 (8f1c2_00001 zh_only)
               8f1c2_00003 mixed english_fraction=0.5  epoch 2  val/accuracy 0.431
 """
+
 from __future__ import annotations
 
 import statistics
@@ -48,8 +49,11 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         self._record_overhead(trial, result)
-        tests = " ".join(f"{k}={v:.3f}" for k, v in sorted(result.items())
-                         if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy"))
+        tests = " ".join(
+            f"{k}={v:.3f}"
+            for k, v in sorted(result.items())
+            if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy")
+        )
         self._line(trial, "finished", f"{self._metric_text(result)} {tests}".strip())
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -68,20 +72,27 @@ class TrialProgress(tune.Callback):
     def on_experiment_end(self, trials, **info):
         print(self.status(trials), flush=True)
         if self.overheads:
-            print(f"per-trial overhead (wall time outside run_trial): median {statistics.median(self.overheads):.2f}s, "
-                  f"max {max(self.overheads):.2f}s over {len(self.overheads)} trials; "
-                  f"median trial wall time {statistics.median(self.walls):.1f}s", flush=True)
+            print(
+                f"per-trial overhead (wall time outside run_trial): median {statistics.median(self.overheads):.2f}s, "
+                f"max {max(self.overheads):.2f}s over {len(self.overheads)} trials; "
+                f"median trial wall time {statistics.median(self.walls):.1f}s",
+                flush=True,
+            )
 
     def status(self, trials) -> str:
         counts = {"RUNNING": 0, "PENDING": 0, "PAUSED": 0, "TERMINATED": 0, "ERROR": 0}
         for trial in trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
-        head = (f"[{self._elapsed():7.1f}s] status: {counts['RUNNING']} running, "
-                f"{counts['PENDING'] + counts['PAUSED']} pending, {counts['TERMINATED']} finished, "
-                f"{counts['ERROR']} failed")
+        head = (
+            f"[{self._elapsed():7.1f}s] status: {counts['RUNNING']} running, "
+            f"{counts['PENDING'] + counts['PAUSED']} pending, {counts['TERMINATED']} finished, "
+            f"{counts['ERROR']} failed"
+        )
         best = self._best(trials)
         if best is not None:
-            head += f" | best {self.metric} {best.last_result[self.metric]:.3f} ({best.trial_id} {self._describe(best)})"
+            head += (
+                f" | best {self.metric} {best.last_result[self.metric]:.3f} ({best.trial_id} {self._describe(best)})"
+            )
         lines = [head]
         for trial in trials:
             if trial.status == "RUNNING":
@@ -123,4 +134,7 @@ class TrialProgress(tune.Callback):
         return time.perf_counter() - self.started
 
     def _line(self, trial, state: str, extra: str = "") -> None:
-        print(f"[{self._elapsed():7.1f}s] {trial.trial_id} {state:9s} {self._describe(trial)} {extra}".rstrip(), flush=True)
+        print(
+            f"[{self._elapsed():7.1f}s] {trial.trial_id} {state:9s} {self._describe(trial)} {extra}".rstrip(),
+            flush=True,
+        )

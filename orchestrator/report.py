@@ -6,6 +6,7 @@
 Writes report.md (images beside it, under images/) and report.html (one self-contained file) and
 logs them to the sweep's parent run as artifacts under report/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.report",
         description="Write a sweep's report (Markdown + HTML: the paper's tables, confusion matrices, "
-                    "transfer and fold plots, knob plots) and log it to the sweep's parent MLflow run.",
+        "transfer and fold plots, knob plots) and log it to the sweep's parent MLflow run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("sweep_or_run", metavar="SWEEP_OR_RUN",
-                        help="a sweep name (its latest parent run) or a run id (a parent, or a trial: its parent)")
+    parser.add_argument(
+        "sweep_or_run",
+        metavar="SWEEP_OR_RUN",
+        help="a sweep name (its latest parent run) or a run id (a parent, or a trial: its parent)",
+    )
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
     parser.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report directory; default: ./reports/<sweep>-<parent run id[:8]>")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report directory; default: ./reports/<sweep>-<parent run id[:8]>"
+    )
     parser.add_argument("--no-log", action="store_true", help="write the files only; do not log them to the parent run")
     return parser.parse_args(argv)
 
@@ -58,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {error}", file=sys.stderr)
         return 1
     if not sweep.trials:
-        print(f"report: run {sweep.parent_id} (sweep {sweep.name}, {sweep.parent_status}) has no trial runs; "
-              "nothing to report", file=sys.stderr)
+        print(
+            f"report: run {sweep.parent_id} (sweep {sweep.name}, {sweep.parent_status}) has no trial runs; "
+            "nothing to report",
+            file=sys.stderr,
+        )
         return 1
     out_dir = (args.out or Path.cwd() / "reports" / f"{sweep.name}-{sweep.parent_id[:8]}").resolve()
-    print(f"report: sweep {sweep.name}, parent run {sweep.parent_id}, {len(sweep.trials)} trial run(s) "
-          f"({_status_summary(sweep)})", file=sys.stderr)
+    print(
+        f"report: sweep {sweep.name}, parent run {sweep.parent_id}, {len(sweep.trials)} trial run(s) "
+        f"({_status_summary(sweep)})",
+        file=sys.stderr,
+    )
     try:
         written = write_report(client, sweep, out_dir)
         if not args.no_log:
@@ -94,8 +105,10 @@ def log_report(client, parent_id: str, out_dir: Path, files: list[str]) -> None:
             folder = str(Path(ARTIFACT_DIR, name).parent)
             client.log_artifact(parent_id, str(out_dir / name), folder)
     except Exception as error:  # e.g. a read-only artifact store
-        raise StoreError(f"wrote the report but could not log it to run {parent_id}: "
-                         f"{str(error).strip().splitlines()[0][:200]} (use --no-log to skip)") from None
+        raise StoreError(
+            f"wrote the report but could not log it to run {parent_id}: "
+            f"{str(error).strip().splitlines()[0][:200]} (use --no-log to skip)"
+        ) from None
 
 
 def build_report(client, sweep: Sweep, out_dir: Path) -> Document:
@@ -114,6 +127,7 @@ def build_report(client, sweep: Sweep, out_dir: Path) -> Document:
 
 # ---------------------------------------------------------------- overview
 
+
 def overview(sweep: Sweep) -> list:
     tags = sweep.parent_tags
     facts = [
@@ -131,24 +145,40 @@ def overview(sweep: Sweep) -> list:
     blocks: list = [Text(" ".join(facts))]
     unfinished = [t for t in sweep.trials if t.status != "FINISHED"]
     if sweep.parent_status == "RUNNING" or unfinished:
-        blocks.append(Text(
-            f"This sweep is partial: {len(unfinished)} of {len(sweep.trials)} trial(s) are not finished "
-            f"({', '.join(f'{t.trial_id} {t.status}' for t in unfinished[:8])}{' …' if len(unfinished) > 8 else ''}). "
-            "Only finished trials are ranked; the others appear in the trial table at the end.", kind="warning"))
-    blocks.append(Text(
-        f"**How runs are selected.** Within each scenario, finished trials are ranked by `{RANK_METRIC}`: accuracy "
-        f"on held-out clips of the *training* speakers (ties: lower `{TIEBREAK_METRIC}`). The held-out-speaker "
-        "test sets never take part in the choice; the test numbers below are those of the selected runs.",
-        kind="note"))
+        listed = ", ".join(f"{t.trial_id} {t.status}" for t in unfinished[:8]) + (" …" if len(unfinished) > 8 else "")
+        blocks.append(
+            Text(
+                f"This sweep is partial: {len(unfinished)} of {len(sweep.trials)} trial(s) are not finished "
+                f"({listed}). "
+                "Only finished trials are ranked; the others appear in the trial table at the end.",
+                kind="warning",
+            )
+        )
+    blocks.append(
+        Text(
+            f"**How runs are selected.** Within each scenario, finished trials are ranked by `{RANK_METRIC}`: accuracy "
+            f"on held-out clips of the *training* speakers (ties: lower `{TIEBREAK_METRIC}`). The held-out-speaker "
+            "test sets never take part in the choice; the test numbers below are those of the selected runs.",
+            kind="note",
+        )
+    )
     return blocks
 
 
 # ---------------------------------------------------------------- best configuration per scenario
 
+
 def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]) -> list:
     test_sets = _sets(t for t in chosen.values() if t)
-    header = ["scenario", "trials", "selected trial", "configuration", RANK_METRIC,
-              *[f"{s}/accuracy" for s in test_sets], *[f"{s}/macro_f1" for s in test_sets]]
+    header = [
+        "scenario",
+        "trials",
+        "selected trial",
+        "configuration",
+        RANK_METRIC,
+        *[f"{s}/accuracy" for s in test_sets],
+        *[f"{s}/macro_f1" for s in test_sets],
+    ]
     rows = []
     for scenario in sorted(chosen, key=_scenario_order):
         trial = chosen[scenario]
@@ -157,12 +187,26 @@ def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
         if trial is None:
             rows.append([scenario, counts, "none finished", "", "–", *["–"] * (2 * len(test_sets))])
             continue
-        rows.append([scenario, counts, trial.trial_id, _config_text(trial, knobs), _num(trial.metric(RANK_METRIC), 3),
-                     *[_num(trial.metric(f"{s}/accuracy"), 3) for s in test_sets],
-                     *[_num(trial.metric(f"{s}/macro_f1"), 3) for s in test_sets]])
-    return [Heading(2, "Best configuration per scenario"),
-            Table(header, rows, caption="trials: finished / all in the scenario; the tables of each selected "
-                                        "trial follow under 'Selected trials in detail'")]
+        rows.append(
+            [
+                scenario,
+                counts,
+                trial.trial_id,
+                _config_text(trial, knobs),
+                _num(trial.metric(RANK_METRIC), 3),
+                *[_num(trial.metric(f"{s}/accuracy"), 3) for s in test_sets],
+                *[_num(trial.metric(f"{s}/macro_f1"), 3) for s in test_sets],
+            ]
+        )
+    return [
+        Heading(2, "Best configuration per scenario"),
+        Table(
+            header,
+            rows,
+            caption="trials: finished / all in the scenario; the tables of each selected "
+            "trial follow under 'Selected trials in detail'",
+        ),
+    ]
 
 
 def selected_details(client, chosen: dict[str, Trial | None], knobs: list[str], out_dir: Path) -> list:
@@ -179,8 +223,10 @@ def scenario_detail(client, scenario: str, trial: Trial, knobs: list[str], out_d
     facts = [f"Run `{trial.run_id}`; start `{start}`; {_config_text(trial, knobs) or 'no tuned knobs'}."]
     if trial.tags.get("train_speakers"):
         facts.append(f"Trained on speakers {trial.tags['train_speakers']}.")
-    facts.append(f"`{RANK_METRIC}` {_num(trial.metric(RANK_METRIC), 3)}, `{TIEBREAK_METRIC}` "
-                 f"{_num(trial.metric(TIEBREAK_METRIC), 3)}.")
+    facts.append(
+        f"`{RANK_METRIC}` {_num(trial.metric(RANK_METRIC), 3)}, `{TIEBREAK_METRIC}` "
+        f"{_num(trial.metric(TIEBREAK_METRIC), 3)}."
+    )
     blocks.append(Text(" ".join(facts)))
     for set_name in trial.test_sets:
         speakers = trial.speakers_of(set_name)
@@ -190,8 +236,12 @@ def scenario_detail(client, scenario: str, trial: Trial, knobs: list[str], out_d
             blocks.append(Text(f"No per-class metrics for `{set_name}`."))
             continue
         ece = trial.metric(f"{set_name}/ece")
-        table = Table(table.header, table.rows, caption=f"{scenario}, trial {trial.trial_id}, on {set_name}"
-                      + (f"; expected calibration error {ece:.3f}" if ece is not None else ""))
+        table = Table(
+            table.header,
+            table.rows,
+            caption=f"{scenario}, trial {trial.trial_id}, on {set_name}"
+            + (f"; expected calibration error {ece:.3f}" if ece is not None else ""),
+        )
         confusion = _fetch_image(client, trial, f"confusion_matrix_{set_name}.png", out_dir, scenario)
         reliability = _fetch_image(client, trial, f"reliability_{set_name}.png", out_dir, scenario)
         side = [table]
@@ -201,8 +251,13 @@ def scenario_detail(client, scenario: str, trial: Trial, knobs: list[str], out_d
             side.append(Text(f"(the run has no `confusion_matrix_{set_name}.png` artifact)"))
         blocks.append(Row(side))
         if reliability:
-            blocks.append(Figure([reliability], caption="calibration: accuracy per confidence bin, and what "
-                                 "abstaining below a threshold costs (share answered) and buys (accuracy)"))
+            blocks.append(
+                Figure(
+                    [reliability],
+                    caption="calibration: accuracy per confidence bin, and what "
+                    "abstaining below a threshold costs (share answered) and buys (accuracy)",
+                )
+            )
     return blocks
 
 
@@ -211,8 +266,10 @@ def paper_table(trial: Trial, set_name: str) -> Table | None:
     emotions = _emotions(trial, set_name)
     if not emotions:
         return None
-    values = {e: [trial.metric(f"{set_name}/{e}/{m}") or 0.0 for m in ("precision", "recall", "f1", "support")]
-              for e in emotions}
+    values = {
+        e: [trial.metric(f"{set_name}/{e}/{m}") or 0.0 for m in ("precision", "recall", "f1", "support")]
+        for e in emotions
+    }
     total = sum(v[3] for v in values.values())
     rows = [[e, _num(p), _num(r), _num(f), f"{int(s)}"] for e, (p, r, f, s) in values.items()]
     accuracy = trial.metric(f"{set_name}/accuracy")
@@ -246,6 +303,7 @@ def _fetch_image(client, trial: Trial, artifact: str, out_dir: Path, scenario: s
 
 # ---------------------------------------------------------------- transfer: English fraction
 
+
 def transfer_section(sweep: Sweep, out_dir: Path) -> list:
     """Mandarin and English held-out accuracy against the share of English in training."""
     finished = [t for t in sweep.trials if t.rankable and t.metric("test_zh/accuracy") is not None]
@@ -257,34 +315,57 @@ def transfer_section(sweep: Sweep, out_dir: Path) -> list:
     for trial in curve:
         by_fraction.setdefault(_as_float(trial.params[TRANSFER_PARAM]), []).append(trial)
     selected = {f: runs.best(ts) for f, ts in sorted(by_fraction.items())}
-    reference_best = {s: runs.best([t for t in references if t.scenario == s])
-                      for s in sorted({t.scenario for t in references}, key=_scenario_order)}
+    reference_best = {
+        s: runs.best([t for t in references if t.scenario == s])
+        for s in sorted({t.scenario for t in references}, key=_scenario_order)
+    }
     image = "images/transfer_english_fraction.png"
     _transfer_plot(by_fraction, selected, reference_best, out_dir / image)
-    rows = [[f"{fraction:g}", str(len(by_fraction[fraction])), trial.trial_id, _num(trial.metric(RANK_METRIC), 3),
-             _num(trial.metric("test_zh/accuracy"), 3), _num(trial.metric("test_en/accuracy"), 3)]
-            for fraction, trial in selected.items()]
-    rows += [[f"{scenario} (reference)", str(sum(t.scenario == scenario for t in references)), trial.trial_id,
-              _num(trial.metric(RANK_METRIC), 3), _num(trial.metric("test_zh/accuracy"), 3),
-              _num(trial.metric("test_en/accuracy"), 3)] for scenario, trial in reference_best.items()]
+    rows = [
+        [
+            f"{fraction:g}",
+            str(len(by_fraction[fraction])),
+            trial.trial_id,
+            _num(trial.metric(RANK_METRIC), 3),
+            _num(trial.metric("test_zh/accuracy"), 3),
+            _num(trial.metric("test_en/accuracy"), 3),
+        ]
+        for fraction, trial in selected.items()
+    ]
+    rows += [
+        [
+            f"{scenario} (reference)",
+            str(sum(t.scenario == scenario for t in references)),
+            trial.trial_id,
+            _num(trial.metric(RANK_METRIC), 3),
+            _num(trial.metric("test_zh/accuracy"), 3),
+            _num(trial.metric("test_en/accuracy"), 3),
+        ]
+        for scenario, trial in reference_best.items()
+    ]
     return [
         Heading(2, "Transfer to Mandarin: English fraction"),
-        Text(f"Held-out Mandarin (`test_zh`) and English (`test_en`) accuracy against `{TRANSFER_PARAM}`, "
-             "the share of English clips in each training epoch. Rising Mandarin accuracy is transfer; falling "
-             "English accuracy is forgetting. Lines join the selected trial at each fraction (best "
-             f"`{RANK_METRIC}`); small dots are the other trials. Runs without an English fraction "
-             "(e.g. zero-shot, Mandarin-only) are drawn as dashed reference lines."),
+        Text(
+            f"Held-out Mandarin (`test_zh`) and English (`test_en`) accuracy against `{TRANSFER_PARAM}`, "
+            "the share of English clips in each training epoch. Rising Mandarin accuracy is transfer; falling "
+            "English accuracy is forgetting. Lines join the selected trial at each fraction (best "
+            f"`{RANK_METRIC}`); small dots are the other trials. Runs without an English fraction "
+            "(e.g. zero-shot, Mandarin-only) are drawn as dashed reference lines."
+        ),
         Figure([image]),
         Table([TRANSFER_PARAM, "trials", "selected trial", RANK_METRIC, "test_zh/accuracy", "test_en/accuracy"], rows),
     ]
 
 
-def _transfer_plot(by_fraction: dict[float, list[Trial]], selected: dict[float, Trial],
-                   references: dict[str, Trial], path: Path) -> None:
+def _transfer_plot(
+    by_fraction: dict[float, list[Trial]], selected: dict[float, Trial], references: dict[str, Trial], path: Path
+) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.6), dpi=100)
-    series = [("test_zh/accuracy", "Mandarin (test_zh)", "tab:red", "o"),
-              ("test_en/accuracy", "English (test_en)", "tab:blue", "s")]
+    series = [
+        ("test_zh/accuracy", "Mandarin (test_zh)", "tab:red", "o"),
+        ("test_en/accuracy", "English (test_en)", "tab:blue", "s"),
+    ]
     for key, label, colour, marker in series:
         dots = [(f, t.metric(key)) for f, ts in by_fraction.items() for t in ts if t.metric(key) is not None]
         if dots:
@@ -295,7 +376,7 @@ def _transfer_plot(by_fraction: dict[float, list[Trial]], selected: dict[float, 
     styles = ["--", ":", "-."]
     labels = []
     for i, (scenario, trial) in enumerate(references.items()):
-        for key, label, colour, _ in series:
+        for key, _label, colour, _ in series:
             value = trial.metric(key)
             if value is None:
                 continue
@@ -305,8 +386,16 @@ def _transfer_plot(by_fraction: dict[float, list[Trial]], selected: dict[float, 
     for below, above in zip(labels, labels[1:]):  # keep the labels at the right edge from overlapping
         above[0] = max(above[0], below[0] + 0.045)
     for y, text, colour in labels:
-        ax.annotate(text, (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=8, color=colour)
+        ax.annotate(
+            text,
+            (1.0, y),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color=colour,
+        )
     ax.set_xlabel(f"{TRANSFER_PARAM} (share of English clips in training)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.02)
@@ -314,8 +403,15 @@ def _transfer_plot(by_fraction: dict[float, list[Trial]], selected: dict[float, 
     margin = max(0.05, (fractions[-1] - fractions[0]) * 0.05)
     ax.set_xlim(fractions[0] - margin, fractions[-1] + margin)
     ax.axhline(0.2, color="gray", linewidth=0.8, linestyle=(0, (1, 3)))
-    ax.annotate("chance (5 emotions)", (0.01, 0.2), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                textcoords="offset points", fontsize=7, color="gray")
+    ax.annotate(
+        "chance (5 emotions)",
+        (0.01, 0.2),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="gray",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Transfer (Mandarin) against forgetting (English)")
@@ -324,6 +420,7 @@ def _transfer_plot(by_fraction: dict[float, list[Trial]], selected: dict[float, 
 
 
 # ---------------------------------------------------------------- folds
+
 
 def fold_section(sweep: Sweep, out_dir: Path) -> list:
     folded = [t for t in sweep.trials if t.fold is not None and t.config_id is not None]
@@ -339,25 +436,35 @@ def fold_section(sweep: Sweep, out_dir: Path) -> list:
     stats: dict[str, dict[str, list[float]]] = {}
     for config_id, trials in sorted(configs.items(), key=lambda item: _natural(item[0])):
         done = [t for t in trials if t.rankable]
-        stats[config_id] = {s: [t.metric(f"{s}/accuracy") for t in done if t.metric(f"{s}/accuracy") is not None]
-                            for s in sets}
-        rows.append([config_id, *[trials[0].params.get(k, "") for k in config_knobs], f"{len(done)}/{len(trials)}",
-                     *[_mean_std(stats[config_id][s]) for s in sets]])
+        stats[config_id] = {
+            s: [t.metric(f"{s}/accuracy") for t in done if t.metric(f"{s}/accuracy") is not None] for s in sets
+        }
+        rows.append(
+            [
+                config_id,
+                *[trials[0].params.get(k, "") for k in config_knobs],
+                f"{len(done)}/{len(trials)}",
+                *[_mean_std(stats[config_id][s]) for s in sets],
+            ]
+        )
     scored = {c: statistics.fmean(v["val"]) for c, v in stats.items() if v["val"]}
     image = "images/folds.png"
     _fold_plot(configs, sets, out_dir / image)
     blocks = [
         Heading(2, "Folds: mean and spread per configuration"),
-        Text("Each configuration runs on every fold (a different speaker split). Cells are mean ± standard "
-             "deviation over the finished folds (sample std, n-1; '–' with fewer than two); points in the plot "
-             "are single folds, the black bar is the mean ± std."),
+        Text(
+            "Each configuration runs on every fold (a different speaker split). Cells are mean ± standard "
+            "deviation over the finished folds (sample std, n-1; '–' with fewer than two); points in the plot "
+            "are single folds, the black bar is the mean ± std."
+        ),
         Table(header, rows, caption="folds: finished / all"),
         Figure([image]),
     ]
     if scored:
         winner = max(scored, key=scored.get)
-        blocks.insert(2, Text(f"Best configuration by mean `{RANK_METRIC}` over folds: **{winner}** "
-                              f"({scored[winner]:.3f})."))
+        blocks.insert(
+            2, Text(f"Best configuration by mean `{RANK_METRIC}` over folds: **{winner}** ({scored[winner]:.3f}).")
+        )
     return blocks
 
 
@@ -378,13 +485,20 @@ def _fold_plot(configs: dict[str, list[Trial]], sets: list[str], path: Path) -> 
                 values.append(value)
                 k = folds.index(trial.fold)
                 offset = (k - (len(folds) - 1) / 2) * min(0.12, 0.6 / len(folds))  # side by side, in fold order
-                ax.scatter(x + offset, value, color=colours(k % 10), s=22, zorder=3,
-                           label=None if trial.fold in labelled else f"fold {trial.fold}")
+                ax.scatter(
+                    x + offset,
+                    value,
+                    color=colours(k % 10),
+                    s=22,
+                    zorder=3,
+                    label=None if trial.fold in labelled else f"fold {trial.fold}",
+                )
                 labelled.add(trial.fold)
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                ax.errorbar(x, statistics.fmean(values), yerr=spread, fmt="_", color="black", markersize=18,
-                            capsize=4, zorder=4)
+                ax.errorbar(
+                    x, statistics.fmean(values), yerr=spread, fmt="_", color="black", markersize=18, capsize=4, zorder=4
+                )
         ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_ylim(0, 1.02)
@@ -399,6 +513,7 @@ def _fold_plot(configs: dict[str, list[Trial]], sets: list[str], path: Path) -> 
 
 
 # ---------------------------------------------------------------- knobs
+
 
 def tuned_knobs(trials: list[Trial]) -> list[str]:
     """Config values that differ among the trials (bookkeeping and speaker splits left out)."""
@@ -424,12 +539,16 @@ def knob_section(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
     sets = ["val", *_sets(finished)]
     image = "images/knobs.png"
     _knob_plot(finished, plotted, sets, {t.run_id for t in chosen.values() if t}, out_dir / image)
-    left_out = f" (not plotted: {', '.join(f'`{k}`' for k in knobs[MAX_KNOB_ROWS:])})" if len(knobs) > MAX_KNOB_ROWS else ""
+    left_out = (
+        f" (not plotted: {', '.join(f'`{k}`' for k in knobs[MAX_KNOB_ROWS:])})" if len(knobs) > MAX_KNOB_ROWS else ""
+    )
     return blocks + [
-        Text(f"Knobs that vary among the trials: {', '.join(f'`{k}`' for k in knobs)}{left_out}. Each row puts one "
-             "knob on the x axis and colours the points by the other knobs; each column is one set's accuracy of "
-             "every finished trial. Stars mark the trials selected above. `val` is what ranks; the held-out "
-             "columns show whether that choice carries over to unseen speakers."),
+        Text(
+            f"Knobs that vary among the trials: {', '.join(f'`{k}`' for k in knobs)}{left_out}. Each row puts one "
+            "knob on the x axis and colours the points by the other knobs; each column is one set's accuracy of "
+            "every finished trial. Stars mark the trials selected above. `val` is what ranks; the held-out "
+            "columns show whether that choice carries over to unseen speakers."
+        ),
         Figure([image]),
     ]
 
@@ -437,15 +556,18 @@ def knob_section(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
 def _knob_plot(trials: list[Trial], knobs: list[str], sets: list[str], selected: set[str], path: Path) -> None:
     plt = _pyplot()
     colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(len(knobs), len(sets), figsize=(3.5 * len(sets) + 2.6, 3.3 * len(knobs)),
-                             dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        len(knobs), len(sets), figsize=(3.5 * len(sets) + 2.6, 3.3 * len(knobs)), dpi=100, squeeze=False
+    )
     for row, knob in enumerate(knobs):
         levels = sorted({t.params.get(knob, "") for t in trials}, key=_level_order)
         continuous = _numeric_knob(trials, knob) and len(levels) > MAX_LEVELS
         others = [k for k in knobs if k != knob and len({t.params.get(k) for t in trials}) <= MAX_LEVELS]
         if len({_group(t, others) for t in trials}) > 10:
             others = others[:1]
-        groups = [_group(t, others) for t in sorted(trials, key=lambda t: [_level_order(t.params.get(k, "")) for k in others])]
+        groups = [
+            _group(t, others) for t in sorted(trials, key=lambda t: [_level_order(t.params.get(k, "")) for k in others])
+        ]
         groups = list(dict.fromkeys(groups))
         for col, set_name in enumerate(sets):
             ax = axes[row][col]
@@ -475,8 +597,9 @@ def _knob_plot(trials: list[Trial], knobs: list[str], sets: list[str], selected:
                 if min(values) > 0 and max(values) / min(values) >= 10:
                     ax.set_xscale("log")
             else:
-                ax.set_xticks(range(len(levels)), [_short_level(v) for v in levels],
-                              rotation=20 if len(levels) > 3 else 0)
+                ax.set_xticks(
+                    range(len(levels)), [_short_level(v) for v in levels], rotation=20 if len(levels) > 3 else 0
+                )
                 ax.set_xlim(-0.5, len(levels) - 0.5)
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
@@ -486,8 +609,16 @@ def _knob_plot(trials: list[Trial], knobs: list[str], sets: list[str], selected:
             ax.set_title(f"{set_name}/accuracy", fontsize=10)
         handles, labels = axes[row][0].get_legend_handles_labels()
         if labels:
-            axes[row][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=8,
-                                 title=", ".join(others) or None, title_fontsize=8, frameon=False)
+            axes[row][-1].legend(
+                handles,
+                labels,
+                loc="upper left",
+                bbox_to_anchor=(1.03, 1.0),
+                fontsize=8,
+                title=", ".join(others) or None,
+                title_fontsize=8,
+                frameon=False,
+            )
     fig.tight_layout()
     _save(fig, path)
 
@@ -523,34 +654,62 @@ def _group(trial: Trial, knobs: list[str]) -> str:
 
 # ---------------------------------------------------------------- all trials
 
+
 def trials_section(sweep: Sweep, knobs: list[str]) -> list:
     ordered = runs.ranked(sweep.trials)
     sets = _sets(ordered)
     scenario_column = len(sweep.scenarios) > 1
     error_column = any(t.error for t in ordered)
-    header = ["rank", "trial", "status", *(["scenario"] if scenario_column else []), *knobs, RANK_METRIC,
-              *[f"{s}/accuracy" for s in sets], "minutes", *(["error"] if error_column else [])]
+    header = [
+        "rank",
+        "trial",
+        "status",
+        *(["scenario"] if scenario_column else []),
+        *knobs,
+        RANK_METRIC,
+        *[f"{s}/accuracy" for s in sets],
+        "minutes",
+        *(["error"] if error_column else []),
+    ]
     rows = []
     rank = 0
     for trial in ordered:
         rank += trial.rankable
         minutes = (trial.end_time - trial.start_time) / 60_000 if trial.end_time and trial.start_time else None
-        rows.append([str(rank) if trial.rankable else "–", trial.trial_id, trial.status,
-                     *([trial.scenario] if scenario_column else []), *[trial.params.get(k, "") for k in knobs],
-                     _num(trial.metric(RANK_METRIC), 3), *[_num(trial.metric(f"{s}/accuracy"), 3) for s in sets],
-                     _num(minutes, 1), *([_clip(trial.error_line, 60)] if error_column else [])])
-    blocks: list = [Heading(2, "All trials"),
-                    Text(f"Best first by `{RANK_METRIC}`; unfinished trials last (a running trial shows its latest "
-                         "values)." + (" Failed trials' errors are below the table." if error_column else "")),
-                    Table(header, rows)]
+        rows.append(
+            [
+                str(rank) if trial.rankable else "–",
+                trial.trial_id,
+                trial.status,
+                *([trial.scenario] if scenario_column else []),
+                *[trial.params.get(k, "") for k in knobs],
+                _num(trial.metric(RANK_METRIC), 3),
+                *[_num(trial.metric(f"{s}/accuracy"), 3) for s in sets],
+                _num(minutes, 1),
+                *([_clip(trial.error_line, 60)] if error_column else []),
+            ]
+        )
+    blocks: list = [
+        Heading(2, "All trials"),
+        Text(
+            f"Best first by `{RANK_METRIC}`; unfinished trials last (a running trial shows its latest "
+            "values)." + (" Failed trials' errors are below the table." if error_column else "")
+        ),
+        Table(header, rows),
+    ]
     for trial in ordered:
         if trial.error:
-            blocks.append(Details(f"{trial.trial_id} ({trial.status}): {_clip(trial.error_line, 120)}",
-                                  "\n".join(trial.error.strip().splitlines()[-25:])))
+            blocks.append(
+                Details(
+                    f"{trial.trial_id} ({trial.status}): {_clip(trial.error_line, 120)}",
+                    "\n".join(trial.error.strip().splitlines()[-25:]),
+                )
+            )
     return blocks
 
 
 # ---------------------------------------------------------------- small helpers
+
 
 def _sets(trials) -> list[str]:
     """Held-out test sets present in any of the trials, by name."""

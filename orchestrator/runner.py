@@ -6,17 +6,18 @@ with `Tuner.restore(..., resume_errored=True)`: finished trials stay finished, u
 continue from their last checkpoint. MLflow keeps one parent run per sweep (reopened on resume)
 and one child run per trial (found again by its trial id).
 """
+
 from __future__ import annotations
 
 import math
 import os
+
 from mlflow.tracking import MlflowClient
 
 from orchestrator.plan import Phase, SweepPlan, Variant, fill_init_from
 from orchestrator.state import Resources, SweepState
 from workers.distributed import DISTRIBUTED_KEY
 from workers.trial import TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
-
 
 
 class SweepInterrupted(Exception):
@@ -60,9 +61,11 @@ def run_sweep(state: SweepState, address: str | None = None, log=print) -> int:
         # Tune marks the trials it stops on Ctrl-C as terminated; only a completed tag says finished.
         closed = _close_children(client, state, {}, default="KILLED")
         client.set_terminated(state.parent_run_id, "KILLED")
-        log(f"\ninterrupted: {closed.get('KILLED', 0)} unfinished trial run(s) marked KILLED in MLflow "
+        log(
+            f"\ninterrupted: {closed.get('KILLED', 0)} unfinished trial run(s) marked KILLED in MLflow "
             f"(they continue on resume). Finish the sweep with:\n"
-            f"    python -m orchestrator.sweep {state.sweep} --resume {state.directory}")
+            f"    python -m orchestrator.sweep {state.sweep} --resume {state.directory}"
+        )
         return 130
     except BaseException:
         state.status = "failed"
@@ -81,10 +84,12 @@ def _stop_without_base(client: MlflowClient, state: SweepState, statuses: dict[s
     state.save()
     _close_children(client, state, statuses, default="FAILED")
     client.set_terminated(state.parent_run_id, "FAILED")
-    log(f"the pretrain trial (the base every other trial starts from) failed after its retries; its error is "
+    log(
+        f"the pretrain trial (the base every other trial starts from) failed after its retries; its error is "
         f"on its MLflow run (tag 'error'). Fix the cause and run\n"
         f"    python -m orchestrator.sweep {state.sweep} --resume {state.directory}\n"
-        f"or give a base with --init-from.")
+        f"or give a base with --init-from."
+    )
     return 1
 
 
@@ -101,9 +106,12 @@ def run_phase(state: SweepState, plan: SweepPlan, phase: Phase):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         print(f"phase {phase.name}: {len(phase.variants)} trial(s)", flush=True)
-        tuner = tune.Tuner(trainable, param_space=param_space(state, phase, resources),
-                           tune_config=tune_config(plan, phase, resources),
-                           run_config=run_config(state, plan, phase, resources))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(state, phase, resources),
+            tune_config=tune_config(plan, phase, resources),
+            run_config=run_config(state, plan, phase, resources),
+        )
     return tuner.fit()
 
 
@@ -126,13 +134,20 @@ def param_space(state: SweepState, phase: Phase, resources: Resources) -> dict:
     sweep_tags = {"sweep": state.sweep, "data_hash": state.data_hash, "git_commit": state.git_commit}
     space = {
         VARIANT_KEY: tune.grid_search([{VALUES_KEY: v.values, TAGS_KEY: v.tags()} for v in phase.variants]),
-        TRACKING_KEY: {"tracking_uri": state.tracking_uri, "experiment_id": state.experiment_id,
-                       "parent_run_id": state.parent_run_id, "tags": sorted(sweep_tags.items())},
+        TRACKING_KEY: {
+            "tracking_uri": state.tracking_uri,
+            "experiment_id": state.experiment_id,
+            "parent_run_id": state.parent_run_id,
+            "tags": sorted(sweep_tags.items()),
+        },
     }
     if resources.workers_per_trial > 1:
-        space[DISTRIBUTED_KEY] = {"num_workers": resources.workers_per_trial, "cpus_per_worker": resources.cpus_per_trial,
-                                  "gpus_per_worker": resources.gpus_per_trial,
-                                  "storage_path": state.phase_path(f"{phase.name}-train")}
+        space[DISTRIBUTED_KEY] = {
+            "num_workers": resources.workers_per_trial,
+            "cpus_per_worker": resources.cpus_per_trial,
+            "gpus_per_worker": resources.gpus_per_trial,
+            "storage_path": state.phase_path(f"{phase.name}-train"),
+        }
     return space
 
 
@@ -144,30 +159,39 @@ def tune_config(plan: SweepPlan, phase: Phase, resources: Resources):
         from ray.tune.schedulers import ASHAScheduler
 
         # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs(phase.variants), grace_period=1, reduction_factor=2)
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs(phase.variants), grace_period=1, reduction_factor=2
+        )
     return tune.TuneConfig(
-        metric=plan.metric, mode=plan.mode, num_samples=1, scheduler=scheduler,
-        max_concurrent_trials=resources.max_concurrent, reuse_actors=resources.reuse_actors,
-        trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+        metric=plan.metric,
+        mode=plan.mode,
+        num_samples=1,
+        scheduler=scheduler,
+        max_concurrent_trials=resources.max_concurrent,
+        reuse_actors=resources.reuse_actors,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_dirname,
     )
 
 
 def run_config(state: SweepState, plan: SweepPlan, phase: Phase, resources: Resources):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from orchestrator.progress import TrialProgress
     from orchestrator.tracking import CloseChildRuns
-
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     sweep_tags = {"sweep": state.sweep, "data_hash": state.data_hash, "git_commit": state.git_commit}
     return tune.RunConfig(
         name=phase.name,
         storage_path=state.directory,
         # JSON and CSV results as Tune writes them by default, without TensorBoard files (MLflow has the curves).
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),
-                   CloseChildRuns(state.tracking_uri, state.experiment_id, state.parent_run_id, sweep_tags),
-                   TrialProgress(plan.metric, plan.mode, list(plan.tuned))],
+        callbacks=[
+            JsonLoggerCallback(),
+            CSVLoggerCallback(),
+            CloseChildRuns(state.tracking_uri, state.experiment_id, state.parent_run_id, sweep_tags),
+            TrialProgress(plan.metric, plan.mode, list(plan.tuned)),
+        ],
         failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         verbose=0,
@@ -213,12 +237,14 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="WARNING")
+    ray.init(
+        address=address, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+    )
 
 
-def _close_children(client: MlflowClient, state: SweepState, statuses: dict[str, str], default: str,
-                    drop_orphans: bool = False) -> dict[str, int]:
+def _close_children(
+    client: MlflowClient, state: SweepState, statuses: dict[str, str], default: str, drop_orphans: bool = False
+) -> dict[str, int]:
     """No child run stays RUNNING: trials Tune reported on get their status, others `default`.
 
     With `drop_orphans` (a completed sweep), a RUNNING run whose trial Tune never recorded (the
@@ -230,7 +256,9 @@ def _close_children(client: MlflowClient, state: SweepState, statuses: dict[str,
     if drop_orphans:
         for run in child_runs(client, state.experiment_id, state.parent_run_id):
             if run.info.status == "RUNNING" and run.data.tags.get("trial_id") not in statuses:
-                client.set_tag(run.info.run_id, "orphan", "trial unknown to the resumed sweep; it ran again under a new id")
+                client.set_tag(
+                    run.info.run_id, "orphan", "trial unknown to the resumed sweep; it ran again under a new id"
+                )
                 client.set_terminated(run.info.run_id, "KILLED")
                 client.delete_run(run.info.run_id)
     return close_open_children(client, state.experiment_id, state.parent_run_id, statuses, default)

@@ -3,6 +3,7 @@
 Shared by `orchestrator.report` and `orchestrator.predict`. Only MLflow's client is needed here
 (no Ray, no torch), so reading results stays cheap.
 """
+
 from __future__ import annotations
 
 import ast
@@ -174,8 +175,9 @@ def find_parent(client, ref: str, experiment: str | None = None):
     found = _call(client.get_experiment_by_name, experiment_name)
     if found is None:
         names = sorted(e.name for e in _call(client.search_experiments, max_results=200))
-        raise StoreError(f"no sweep or run {ref!r} in {client.tracking_uri}; experiments there: "
-                         f"{', '.join(names) or 'none'}")
+        raise StoreError(
+            f"no sweep or run {ref!r} in {client.tracking_uri}; experiments there: {', '.join(names) or 'none'}"
+        )
     for run in _iter_runs(client, found.experiment_id, order_by=["attributes.start_time DESC"]):
         tags = run.data.tags
         if PARENT_TAG in tags:
@@ -183,15 +185,16 @@ def find_parent(client, ref: str, experiment: str | None = None):
         if experiment and ref != experiment and tags.get("sweep") != ref:
             continue
         return run
-    raise StoreError(f"experiment {experiment_name!r} has no sweep parent run"
-                     + (f" for sweep {ref!r}" if experiment and ref != experiment else ""))
+    raise StoreError(
+        f"experiment {experiment_name!r} has no sweep parent run"
+        + (f" for sweep {ref!r}" if experiment and ref != experiment else "")
+    )
 
 
 def load_sweep(client, parent) -> Sweep:
     experiment = _call(client.get_experiment, parent.info.experiment_id)
     default_scenario = parent.data.tags.get("sweep") or experiment.name
-    runs = _iter_runs(client, parent.info.experiment_id,
-                      filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    runs = _iter_runs(client, parent.info.experiment_id, filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     trials = [_trial(run, default_scenario) for run in runs]
     return Sweep(
         tracking_uri=client.tracking_uri,
@@ -225,8 +228,14 @@ def _trial(run, default_scenario: str) -> Trial:
 def _iter_runs(client, experiment_id: str, filter_string: str = "", order_by: list[str] | None = None):
     page_token = None
     while True:
-        page = _call(client.search_runs, [experiment_id], filter_string=filter_string, order_by=order_by,
-                     max_results=1000, page_token=page_token)
+        page = _call(
+            client.search_runs,
+            [experiment_id],
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=1000,
+            page_token=page_token,
+        )
         yield from page
         page_token = page.token
         if not page_token:

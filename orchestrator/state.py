@@ -7,6 +7,7 @@
 Local directories and cloud URIs (s3://, gs://) both work: storage goes through pyarrow.fs,
 as Tune's does.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ class Resources:
     reuse_actors: bool = True
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Resources":
+    def from_dict(cls, values: dict) -> Resources:
         return cls(**values)
 
 
@@ -60,7 +61,7 @@ class SweepState:
             out.write(json.dumps(asdict(self), indent=1, default=str).encode())
 
     @classmethod
-    def load(cls, directory: str) -> "SweepState":
+    def load(cls, directory: str) -> SweepState:
         fs, path = pyarrow.fs.FileSystem.from_uri(_uri(directory))
         try:
             with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
@@ -85,8 +86,9 @@ def latest_sweep_dir(storage: str, sweep: str) -> str | None:
         entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     except (FileNotFoundError, OSError):
         return None
-    candidates = sorted(e.base_name for e in entries
-                        if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(f"{sweep}-"))
+    candidates = sorted(
+        e.base_name for e in entries if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(f"{sweep}-")
+    )
     for name in reversed(candidates):
         if fs.get_file_info(f"{root}/{name}/{STATE_FILE}").type == pyarrow.fs.FileType.File:
             return f"{storage.rstrip('/')}/{name}"

@@ -6,6 +6,7 @@
   F1, support; accuracy; macro and weighted averages): the child runs'
   `classification_report_<set>.txt` artifacts hold exactly that.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,12 +23,18 @@ def fold_rows(runs: list) -> list[dict]:
             groups[run.data.tags.get("config_id", "")].append(run)
     rows = []
     for config_id, members in sorted(groups.items()):
-        row = {"config_id": config_id, "scenario": members[0].data.tags.get("scenario", ""),
-               "folds": len(members), "stats": {}}
+        row = {
+            "config_id": config_id,
+            "scenario": members[0].data.tags.get("scenario", ""),
+            "folds": len(members),
+            "stats": {},
+        }
         sets = sorted({k.split("/")[0] for r in members for k in r.data.metrics if k.endswith("/accuracy")})
         for set_name in sets:
             for stat in FOLD_STATS:
-                values = [r.data.metrics[f"{set_name}/{stat}"] for r in members if f"{set_name}/{stat}" in r.data.metrics]
+                values = [
+                    r.data.metrics[f"{set_name}/{stat}"] for r in members if f"{set_name}/{stat}" in r.data.metrics
+                ]
                 if values:
                     row["stats"][f"{set_name}/{stat}"] = (_mean(values), _std(values), len(values))
         rows.append(row)
@@ -36,8 +43,9 @@ def fold_rows(runs: list) -> list[dict]:
 
 def log_folds(client, parent_run_id: str, rows: list[dict], params_of: dict[str, str]) -> str:
     """Fold statistics as parent-run metrics and a text table; returns the table."""
-    from mlflow.entities import Metric
     import time
+
+    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = []
@@ -46,7 +54,7 @@ def log_folds(client, parent_run_id: str, rows: list[dict], params_of: dict[str,
             metrics.append(Metric(f"folds/{row['config_id']}/{key}_mean", mean, now, 0))
             metrics.append(Metric(f"folds/{row['config_id']}/{key}_std", std, now, 0))
     for start in range(0, len(metrics), 500):
-        client.log_batch(parent_run_id, metrics=metrics[start:start + 500])
+        client.log_batch(parent_run_id, metrics=metrics[start : start + 500])
     table = fold_table(rows, params_of)
     client.log_text(parent_run_id, table, "folds.txt")
     return table
@@ -91,8 +99,10 @@ def paper_tables(client, best: dict[str, object], metric: str, tuned: list[str])
     for scenario, run in best.items():
         knobs = " ".join(f"{k}={run.data.params.get(k)}" for k in tuned if k in run.data.params)
         fold = f" fold={run.data.tags['fold']}" if run.data.tags.get("fold") else ""
-        blocks.append(f"== {scenario}: trial {run.data.tags.get('trial_id')}{fold} {knobs} "
-                      f"({metric}={run.data.metrics[metric]:.3f})")
+        blocks.append(
+            f"== {scenario}: trial {run.data.tags.get('trial_id')}{fold} {knobs} "
+            f"({metric}={run.data.metrics[metric]:.3f})"
+        )
         for artifact in sorted(a.path for a in client.list_artifacts(run.info.run_id)):
             if artifact.startswith("classification_report_test") and artifact.endswith(".txt"):
                 set_name = artifact.removeprefix("classification_report_").removesuffix(".txt")

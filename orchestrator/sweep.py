@@ -1,11 +1,12 @@
 """Fan out a named sweep of fine-tuning trials with Ray Tune; every trial is an MLflow run.
 
-    python -m orchestrator.sweep smoke                        # local Ray, demo corpus, tiny model, ./mlruns
-    python -m orchestrator.sweep transfer_zh --preset tiny    # the paper's transfer study, CPU-sized
-    python -m orchestrator.sweep finer_vs_vanilla --folds loso --gpus-per-trial 0.5
-    python -m orchestrator.sweep transfer_zh --resume         # finish the newest interrupted transfer_zh
-    python -m orchestrator.sweep list                         # the named sweeps
+python -m orchestrator.sweep smoke                        # local Ray, demo corpus, tiny model, ./mlruns
+python -m orchestrator.sweep transfer_zh --preset tiny    # the paper's transfer study, CPU-sized
+python -m orchestrator.sweep finer_vs_vanilla --folds loso --gpus-per-trial 0.5
+python -m orchestrator.sweep transfer_zh --resume         # finish the newest interrupted transfer_zh
+python -m orchestrator.sweep list                         # the named sweeps
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 
 from orchestrator import paths
-
 from orchestrator.state import Resources
 
 TABLE_LIMIT = 40
@@ -34,45 +34,102 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("name", help="sweep name (e.g. smoke), or 'list' to show the named sweeps")
     what = parser.add_argument_group("what runs")
     what.add_argument("--preset", default=None, help="a preset of the sweep (e.g. 'tiny': tiny model, CPU, minutes)")
-    what.add_argument("--data", type=Path, default=None,
-                      help="shard directory (from orchestrator.ingest); default: the built-in demo corpus")
-    what.add_argument("--num-samples", type=int, default=None,
-                      help="draws of each scenario's random domains, each crossed with its grid; "
-                           "identical configurations run once")
-    what.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4")
-    what.add_argument("--folds", choices=("loso", "emobox"), default=None,
-                      help="run every configuration on each leave-one-speaker-out or EmoBox fold of the sweep's "
-                           "fold language; mean and std per configuration go on the parent run")
-    what.add_argument("--init-from", default=None, metavar="RUN_ID|DIR",
-                      help="start from this fine-tuned model (an MLflow run id with a model/ artifact, runs:/ URI, "
-                           "or a saved model directory); transfer_zh then skips training its English base")
+    what.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="shard directory (from orchestrator.ingest); default: the built-in demo corpus",
+    )
+    what.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="draws of each scenario's random domains, each crossed with its grid; identical configurations run once",
+    )
+    what.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4",
+    )
+    what.add_argument(
+        "--folds",
+        choices=("loso", "emobox"),
+        default=None,
+        help="run every configuration on each leave-one-speaker-out or EmoBox fold of the sweep's "
+        "fold language; mean and std per configuration go on the parent run",
+    )
+    what.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN_ID|DIR",
+        help="start from this fine-tuned model (an MLflow run id with a model/ artifact, runs:/ URI, "
+        "or a saved model directory); transfer_zh then skips training its English base",
+    )
     how = parser.add_argument_group("resources and scheduling")
-    how.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)")
-    how.add_argument("--cpus-per-trial", type=float, default=None,
-                     help=f"CPUs per trial, also its torch threads (per worker with --workers-per-trial) "
-                          f"(default {RESOURCE_DEFAULTS['cpus_per_trial']:g})")
-    how.add_argument("--gpus-per-trial", type=float, default=None,
-                     help="GPUs per trial (per worker with --workers-per-trial); fractions let small trials share "
-                          "a GPU, e.g. 0.5 packs two per GPU (default 0)")
-    how.add_argument("--workers-per-trial", type=int, default=None,
-                     help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) (default 1)")
-    how.add_argument("--scheduler", choices=("fifo", "asha"), default=None,
-                     help="fifo: every trial runs to the end; asha: stop weak trials early, by epoch (default fifo)")
-    how.add_argument("--max-failures", type=int, default=None,
-                     help="retries of a failing trial (from its last checkpoint) before it is marked FAILED (default 2)")
-    how.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=None,
-                     help="run consecutive trials in the same worker process; a fresh one pays ~4 s of "
-                          "torch/transformers imports (default on)")
+    how.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)"
+    )
+    how.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help=f"CPUs per trial, also its torch threads (per worker with --workers-per-trial) "
+        f"(default {RESOURCE_DEFAULTS['cpus_per_trial']:g})",
+    )
+    how.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial (per worker with --workers-per-trial); fractions let small trials share "
+        "a GPU, e.g. 0.5 packs two per GPU (default 0)",
+    )
+    how.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=None,
+        help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) (default 1)",
+    )
+    how.add_argument(
+        "--scheduler",
+        choices=("fifo", "asha"),
+        default=None,
+        help="fifo: every trial runs to the end; asha: stop weak trials early, by epoch (default fifo)",
+    )
+    how.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="retries of a failing trial (from its last checkpoint) before it is marked FAILED (default 2)",
+    )
+    how.add_argument(
+        "--reuse-actors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run consecutive trials in the same worker process; a fresh one pays ~4 s of "
+        "torch/transformers imports (default on)",
+    )
     where = parser.add_argument_group("where")
-    where.add_argument("--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray")
-    where.add_argument("--storage", default=None,
-                       help="Tune results, checkpoints and sweep state (dir or URI, e.g. s3://bucket/sweeps); "
-                            "default: ./ray_results")
+    where.add_argument(
+        "--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray"
+    )
+    where.add_argument(
+        "--storage",
+        default=None,
+        help="Tune results, checkpoints and sweep state (dir or URI, e.g. s3://bucket/sweeps); default: ./ray_results",
+    )
     where.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
     where.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
-    where.add_argument("--resume", nargs="?", const="latest", default=None, metavar="SWEEP_DIR",
-                       help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage")
+    where.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="SWEEP_DIR",
+        help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage",
+    )
     where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
     return parser.parse_args(argv)
 
@@ -167,10 +224,15 @@ def new_sweep(spec, args, storage: str):
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:
-        plan = build_plan(spec, manifest["speakers"], folds=args.folds, init_from=init_from,
-                          num_samples=args.num_samples,
-                          place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
-                          explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)))
+        plan = build_plan(
+            spec,
+            manifest["speakers"],
+            folds=args.folds,
+            init_from=init_from,
+            num_samples=args.num_samples,
+            place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
+            explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
+        )
     except PlanError as error:
         raise SystemExit(str(error)) from None
 
@@ -178,20 +240,40 @@ def new_sweep(spec, args, storage: str):
     experiment = args.experiment or spec.name
     experiment_id = ensure_experiment(client, experiment, tracking_uri)
     commit = git_commit()
-    tags = {"sweep": spec.name, "data_hash": manifest["content_hash"], "git_commit": commit,
-            "command": shlex.join(sys.argv), "data_dir": str(data_dir), "preset": args.preset or spec.default_preset or "",
-            "folds": args.folds or "", "init_from": init_from or ""}
+    tags = {
+        "sweep": spec.name,
+        "data_hash": manifest["content_hash"],
+        "git_commit": commit,
+        "command": shlex.join(sys.argv),
+        "data_dir": str(data_dir),
+        "preset": args.preset or spec.default_preset or "",
+        "folds": args.folds or "",
+        "init_from": init_from or "",
+    }
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id = open_parent(client, experiment_id, run_name, tags)
     directory = f"{storage.rstrip('/')}/{sweep_dir_name(spec.name, parent_id)}"
     client.set_tag(parent_id, "sweep_dir", directory)
-    state = SweepState(directory=directory, sweep=spec.name, tracking_uri=tracking_uri, experiment_id=experiment_id,
-                       parent_run_id=parent_id, data_dir=str(data_dir), data_hash=manifest["content_hash"],
-                       plan=plan.to_dict(), resources=resources, command=list(sys.argv), git_commit=commit)
+    state = SweepState(
+        directory=directory,
+        sweep=spec.name,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_id,
+        data_dir=str(data_dir),
+        data_hash=manifest["content_hash"],
+        plan=plan.to_dict(),
+        resources=resources,
+        command=list(sys.argv),
+        git_commit=commit,
+    )
     state.save()
     phases = ", ".join(f"{p.name} {len(p.variants)}" for p in plan.phases)
-    print(f"sweep {spec.name}: {plan.num_trials} trials ({phases}); MLflow parent run {parent_id} "
-          f"in experiment {experiment!r}; state in {directory}", flush=True)
+    print(
+        f"sweep {spec.name}: {plan.num_trials} trials ({phases}); MLflow parent run {parent_id} "
+        f"in experiment {experiment!r}; state in {directory}",
+        flush=True,
+    )
     return state
 
 
@@ -212,9 +294,18 @@ def resume_state(args, storage: str):
         raise SystemExit(str(error)) from None
     if state.sweep != args.name:
         raise SystemExit(f"{directory} is a {state.sweep!r} sweep, not {args.name!r}")
-    ignored = [flag for flag, value in (("--preset", args.preset), ("--set", args.overrides), ("--folds", args.folds),
-                                        ("--num-samples", args.num_samples), ("--init-from", args.init_from),
-                                        ("--data", args.data)) if value]
+    ignored = [
+        flag
+        for flag, value in (
+            ("--preset", args.preset),
+            ("--set", args.overrides),
+            ("--folds", args.folds),
+            ("--num-samples", args.num_samples),
+            ("--init-from", args.init_from),
+            ("--data", args.data),
+        )
+        if value
+    ]
     if ignored:
         print(f"--resume runs the stored plan; ignoring {', '.join(ignored)}")
     state.resources = resources_from(args, state.resources)
@@ -239,7 +330,9 @@ def resolve_init_from(value: str, tracking_uri: str) -> str:
     try:
         artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_id, "model")}
     except MlflowException as error:
-        raise SystemExit(f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})") from None
+        raise SystemExit(
+            f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})"
+        ) from None
     if not any(a.endswith("model.safetensors") for a in artifacts):
         raise SystemExit(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
     return uri
@@ -261,8 +354,12 @@ def finish(state) -> None:
     print(f"\ntrials (best first by {plan.metric}):\n{table}")
     rows = fold_rows(runs)
     if rows:
-        params_of = {r.data.tags.get("config_id"): " ".join(f"{k}={r.data.params.get(k)}" for k in plan.tuned
-                                                              if k in r.data.params) for r in runs}
+        params_of = {
+            r.data.tags.get("config_id"): " ".join(
+                f"{k}={r.data.params.get(k)}" for k in plan.tuned if k in r.data.params
+            )
+            for r in runs
+        }
         print(log_folds(client, state.parent_run_id, rows, params_of))
     best = best_per_scenario(runs, plan.metric, plan.mode)
     tables = paper_tables(client, best, plan.metric, list(plan.tuned))
@@ -271,8 +368,10 @@ def finish(state) -> None:
     _log_best(client, state.parent_run_id, best, plan.metric, plan.mode)
     failed = [r for r in runs if r.info.status == "FAILED"]
     if failed:
-        print(f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag 'error'). "
-              f"`--resume {state.directory}` retries them.")
+        print(
+            f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag 'error'). "
+            f"`--resume {state.directory}` retries them."
+        )
     client.set_terminated(state.parent_run_id, "FAILED" if failed else "FINISHED")
     uri = state.tracking_uri
     print("Open the runs in the MLflow UI:")
@@ -292,8 +391,13 @@ def trials_table(runs: list, plan) -> str:
             row["fold"] = tags.get("fold", "")
         row.update({k: run.data.params.get(k, "") for k in plan.tuned})
         row[plan.metric] = metrics.get(plan.metric)
-        row.update({k: v for k, v in sorted(metrics.items()) if k.startswith("test_") and k.count("/") == 1
-                    and k.endswith("/accuracy")})
+        row.update(
+            {
+                k: v
+                for k, v in sorted(metrics.items())
+                if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy")
+            }
+        )
         row["trial_seconds"] = metrics.get("trial_seconds")
         rows.append(row)
     frame = pd.DataFrame(rows).sort_values(plan.metric, ascending=plan.mode == "min", na_position="last")
@@ -309,10 +413,13 @@ def _log_best(client, parent_run_id: str, best: dict, metric: str, mode: str) ->
     sign = 1 if mode == "max" else -1
     top = max(best.values(), key=lambda r: sign * r.data.metrics[metric])
     now = int(time.time() * 1000)
-    metrics = [Metric(f"best/{k}", float(v), now, 0) for k, v in top.data.metrics.items()
-               if "/" in k and not k.startswith("trial/")]
+    metrics = [
+        Metric(f"best/{k}", float(v), now, 0)
+        for k, v in top.data.metrics.items()
+        if "/" in k and not k.startswith("trial/")
+    ]
     for start in range(0, len(metrics), 500):
-        client.log_batch(parent_run_id, metrics=metrics[start:start + 500])
+        client.log_batch(parent_run_id, metrics=metrics[start : start + 500])
     client.set_tag(parent_run_id, "best_trial_id", top.data.tags.get("trial_id", ""))
 
 

@@ -1,4 +1,5 @@
 """MLflow on the driver side: experiment, parent run, and a Tune callback that closes child runs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,17 +31,17 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-
-
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=10_000)
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
+    )
 
 
 def open_parent(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
@@ -53,8 +54,9 @@ def reopen_parent(client: MlflowClient, parent_run_id: str) -> None:
     client.set_tag(parent_run_id, "resumed", str(int(client.get_run(parent_run_id).data.tags.get("resumed", "0")) + 1))
 
 
-def close_open_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                        trial_status: dict[str, str], default: str) -> dict[str, int]:
+def close_open_children(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str], default: str
+) -> dict[str, int]:
     """Give every child run still RUNNING a final status; returns how many got which.
 
     A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's

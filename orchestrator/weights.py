@@ -8,6 +8,7 @@ trials load from it with `--set weights_dir=/shared/weights` and never touch the
 HF_HUB_OFFLINE=1 nothing else does either. Only the config and one copy of the PyTorch weights are
 fetched (safetensors when the repo has them), not language models or other frameworks' weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.weights",
         description="Pre-fetch start weights (finer, vanilla, any hub id) into a shared directory, or show "
-                    "a fetched checkpoint's regularisation settings next to the trial config's.",
+        "a fetched checkpoint's regularisation settings next to the trial config's.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_parser = commands.add_parser("fetch", help="download config and weights of each start into --dir")
@@ -33,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fetch_parser.add_argument("--revision", default="", help="branch, tag or commit (default: the repo's default)")
     show_parser = commands.add_parser("show", help="print a start's config values that trials set explicitly")
     show_parser.add_argument("start", help="named start, hub id or local directory")
-    show_parser.add_argument("--dir", type=Path, default=None,
-                             help="weights directory to read offline (default: the Hugging Face cache)")
+    show_parser.add_argument(
+        "--dir", type=Path, default=None, help="weights directory to read offline (default: the Hugging Face cache)"
+    )
     show_parser.add_argument("--revision", default="")
     show_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
@@ -52,8 +54,12 @@ def weight_files(files: list[str]) -> list[str]:
     top = [f for f in files if "/" not in f]
     if "config.json" not in top:
         raise ValueError("the repo has no config.json at its top level; is it a transformers model?")
-    safetensors = [f for f in top if f.startswith("model") and (f.endswith(".safetensors") or f == "model.safetensors.index.json")]
-    pytorch = [f for f in top if f.startswith("pytorch_model") and (f.endswith(".bin") or f.endswith(".bin.index.json"))]
+    safetensors = [
+        f for f in top if f.startswith("model") and (f.endswith(".safetensors") or f == "model.safetensors.index.json")
+    ]
+    pytorch = [
+        f for f in top if f.startswith("pytorch_model") and (f.endswith(".bin") or f.endswith(".bin.index.json"))
+    ]
     weights = safetensors if any(f.endswith(".safetensors") for f in safetensors) else pytorch
     if not weights:
         raise ValueError(f"the repo has no PyTorch weights at its top level (files: {', '.join(sorted(top)[:12])})")
@@ -84,17 +90,24 @@ def checkpoint_settings(start: str, directory: Path | None, revision: str = "") 
     return {
         "start": start,
         "source": source,
-        "architecture": {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
-                         "architectures": config.architectures},
-        "fields": {name: {"checkpoint": getattr(config, name, None), "trial_default": getattr(defaults, name)}
-                   for name in ENCODER_CONFIG_FIELDS},
+        "architecture": {
+            "layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size,
+            "architectures": config.architectures,
+        },
+        "fields": {
+            name: {"checkpoint": getattr(config, name, None), "trial_default": getattr(defaults, name)}
+            for name in ENCODER_CONFIG_FIELDS
+        },
     }
 
 
 def print_settings(settings: dict) -> None:
     arch = settings["architecture"]
-    print(f"{settings['start']} ({settings['source']}): {arch['layers']} layers, width {arch['hidden_size']}, "
-          f"saved as {', '.join(arch['architectures'] or ['?'])}")
+    print(
+        f"{settings['start']} ({settings['source']}): {arch['layers']} layers, width {arch['hidden_size']}, "
+        f"saved as {', '.join(arch['architectures'] or ['?'])}"
+    )
     print(f"{'field':22s} {'checkpoint':>12s} {'trial default':>14s}")
     for name, values in settings["fields"].items():
         marker = "" if values["checkpoint"] == values["trial_default"] else "   <- differs (--set to match)"
@@ -116,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = checkpoint_settings(args.start, args.dir, args.revision)
     except OSError as error:
-        raise SystemExit(f"{args.start}: no config found ({error}); fetch it first: "
-                         f"python -m orchestrator.weights fetch {args.start} --dir DIR") from None
+        raise SystemExit(
+            f"{args.start}: no config found ({error}); fetch it first: "
+            f"python -m orchestrator.weights fetch {args.start} --dir DIR"
+        ) from None
     if args.json:
         print(json.dumps(settings, indent=1))
     else:

@@ -5,13 +5,14 @@ Tune search space, the scenarios it compares, the split plan it trains and tests
 A preset is either a dict of overrides or a function from the spec to a new spec (torchtitan's
 "a named config starts from a base and changes a few fields"); see `SweepSpec.override`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Scenario:
     num_samples: int | None = None  # samples of this scenario's space (None: the sweep's)
 
 
-Preset = Union[dict, Callable[["SweepSpec"], "SweepSpec"]]
+Preset = dict | Callable[["SweepSpec"], "SweepSpec"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ class SweepSpec:
     def all_scenarios(self) -> tuple[Scenario, ...]:
         return self.scenarios or (Scenario(self.name),)
 
-    def replace(self, **changes) -> "SweepSpec":
+    def replace(self, **changes) -> SweepSpec:
         return dataclasses.replace(self, **changes)
 
-    def override(self, values: dict) -> "SweepSpec":
+    def override(self, values: dict) -> SweepSpec:
         """The same sweep with `values` applied to every trial (presets and --set).
 
         A plain value fixes the field for every scenario (and stops tuning it); a Tune domain
@@ -89,12 +90,14 @@ class SweepSpec:
             pretrain=strip(self.pretrain),
         )
 
-    def with_preset(self, name: str | None) -> "SweepSpec":
+    def with_preset(self, name: str | None) -> SweepSpec:
         name = name or self.default_preset
         if name is None:
             return self
         if name not in self.presets:
-            raise ValueError(f"sweep {self.name!r} has no preset {name!r}; presets: {', '.join(self.presets) or 'none'}")
+            raise ValueError(
+                f"sweep {self.name!r} has no preset {name!r}; presets: {', '.join(self.presets) or 'none'}"
+            )
         preset = self.presets[name]
         return preset(self) if callable(preset) else self.override(preset)
 

@@ -5,6 +5,7 @@ pre-trained): learning rate, batch size and freeze schedule tuned for each; trai
 plan's 4 English speakers (10% of their clips validate, and rank trials), tested on the held-out
 5th English speaker. The paper's own recipe for each start runs as an extra point.
 """
+
 from dataclasses import replace
 
 from ray import tune
@@ -16,14 +17,16 @@ PAPER_RECIPE = {"learning_rate": 1e-4, "batch_size": 8}
 
 def tiny(spec: SweepSpec) -> SweepSpec:
     """2 CPU cores, a minute or two: the tiny random encoder for both arms, one point each."""
-    tiny_spec = spec.override({
-        "start": "tiny",  # no weights offline: both arms start from the same tiny random encoder
-        "learning_rate": 1e-3,  # a random tiny encoder needs a larger step than XLSR-53
-        "batch_size": 8,
-        "epoch_scale": 3.0,  # a random encoder learns slowly: 6 epochs of "full" get above chance on the demo
-        "eval_every_steps": 15,
-        "schedule": tune.grid_search(["paper_finer", "full"]),
-    })
+    tiny_spec = spec.override(
+        {
+            "start": "tiny",  # no weights offline: both arms start from the same tiny random encoder
+            "learning_rate": 1e-3,  # a random tiny encoder needs a larger step than XLSR-53
+            "batch_size": 8,
+            "epoch_scale": 3.0,  # a random encoder learns slowly: 6 epochs of "full" get above chance on the demo
+            "eval_every_steps": 15,
+            "schedule": tune.grid_search(["paper_finer", "full"]),
+        }
+    )
     return tiny_spec.replace(num_samples=1, scenarios=tuple(replace(s, points=()) for s in tiny_spec.scenarios))
 
 
@@ -37,10 +40,8 @@ SWEEP = SweepSpec(
         "schedule": tune.grid_search(["paper_finer", "paper_vanilla", "full"]),
     },
     scenarios=(
-        Scenario("finer", values={"start": "finer"},
-                 points=({**PAPER_RECIPE, "schedule": "paper_finer"},)),
-        Scenario("vanilla", values={"start": "vanilla"},
-                 points=({**PAPER_RECIPE, "schedule": "paper_vanilla"},)),
+        Scenario("finer", values={"start": "finer"}, points=({**PAPER_RECIPE, "schedule": "paper_finer"},)),
+        Scenario("vanilla", values={"start": "vanilla"}, points=({**PAPER_RECIPE, "schedule": "paper_vanilla"},)),
     ),
     num_samples=2,
     plan="paper",

@@ -1,4 +1,5 @@
 """smoke: the whole path on a CPU in a few minutes: tiny random model, demo corpus, 2 x 2 grid."""
+
 from ray import tune
 
 from search_spaces import SweepSpec

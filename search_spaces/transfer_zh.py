@@ -9,6 +9,7 @@ First an English base is fine-tuned once with the paper's finer recipe (or given
 Every trial is tested on the held-out Mandarin speaker (transfer) and the held-out English
 speaker (forgetting, Appendix B).
 """
+
 from dataclasses import replace
 
 from ray import tune
@@ -30,20 +31,23 @@ def tiny(spec: SweepSpec) -> SweepSpec:
     The base trains with 'full' rather than the finer recipe: a head-only stage teaches a random
     encoder nothing, and the base has to be above chance for the transfer to mean anything.
     """
-    tiny_spec = spec.override({
-        "start": "tiny",
-        "learning_rate": 1e-3,
-        "batch_size": 8,
-        "schedule": "full",
-        "epoch_scale": 1.0,
-        "eval_every_steps": 15,
-    })
+    tiny_spec = spec.override(
+        {
+            "start": "tiny",
+            "learning_rate": 1e-3,
+            "batch_size": 8,
+            "schedule": "full",
+            "epoch_scale": 1.0,
+            "eval_every_steps": 15,
+        }
+    )
     fractions = {"english_fraction": tune.grid_search([0.25, 0.5, 0.75])}
     return tiny_spec.replace(
         num_samples=1,
         pretrain=Scenario("base", values={"epoch_scale": 3.0}, train_languages=("en",)),
-        scenarios=tuple(replace(s, points=(), space=fractions if s.name == "mixed" else {})
-                        for s in tiny_spec.scenarios),
+        scenarios=tuple(
+            replace(s, points=(), space=fractions if s.name == "mixed" else {}) for s in tiny_spec.scenarios
+        ),
     )
 
 
@@ -56,12 +60,17 @@ SWEEP = SweepSpec(
     scenarios=(
         # Evaluates the base on the same English validation clips the base held out.
         Scenario("zero_shot", values={"init_from": BASE_MODEL, "evaluate_only": True}, train_languages=("en",)),
-        Scenario("zh_only", values={"init_from": BASE_MODEL}, train_languages=("zh",),
-                 space=TUNED, points=(PAPER_RECIPE,)),
-        Scenario("mixed", values={"init_from": BASE_MODEL}, train_languages=("en", "zh"),
-                 space={**TUNED, "english_fraction": tune.grid_search([0.2, 0.4, 0.6, 0.8])},
-                 # The paper's mix: all 4 English speakers and the Mandarin one as they come (~0.8).
-                 points=({**PAPER_RECIPE, "english_fraction": None},)),
+        Scenario(
+            "zh_only", values={"init_from": BASE_MODEL}, train_languages=("zh",), space=TUNED, points=(PAPER_RECIPE,)
+        ),
+        Scenario(
+            "mixed",
+            values={"init_from": BASE_MODEL},
+            train_languages=("en", "zh"),
+            space={**TUNED, "english_fraction": tune.grid_search([0.2, 0.4, 0.6, 0.8])},
+            # The paper's mix: all 4 English speakers and the Mandarin one as they come (~0.8).
+            points=({**PAPER_RECIPE, "english_fraction": None},),
+        ),
     ),
     num_samples=2,
     plan="transfer",

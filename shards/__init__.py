@@ -2,6 +2,7 @@
 
 Shared by the driver (ingest, demo corpus) and the workers (streaming batches).
 """
+
 from shards.schema import EMOTIONS, LANGUAGES, SAMPLE_RATE, Clip
 
 __all__ = ["EMOTIONS", "LANGUAGES", "SAMPLE_RATE", "Clip"]

@@ -4,6 +4,7 @@ Any format libsndfile decodes (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...), any sampl
 of channels: channels are averaged, then soxr resamples. Every way a file can be unusable raises
 `AudioFileError` with a message meant for the person who chose the file.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,22 +54,26 @@ def read_audio(path: str | Path, max_seconds: float | None = None, sample_rate: 
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioFileError(f"not a readable audio file ({_short(error)}); "
-                             "use WAV, FLAC, OGG, MP3 or another format libsndfile reads") from None
+        raise AudioFileError(
+            f"not a readable audio file ({_short(error)}); use WAV, FLAC, OGG, MP3 or another format libsndfile reads"
+        ) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioFileError("holds no audio samples")
     header_seconds = info.frames / info.samplerate
     if max_seconds is not None and header_seconds > max_seconds:
         raise AudioFileError(
             f"is {header_seconds:.1f} s long, over the {max_seconds:g} s limit: the model was trained on "
-            "single utterances (ESD clips are 1-5 s); cut it into utterances or raise --max-seconds")
+            "single utterances (ESD clips are 1-5 s); cut it into utterances or raise --max-seconds"
+        )
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioFileError(f"could not be decoded ({_short(error)})") from None
     audio = mono_at(samples, rate, sample_rate).astype(np.float32)
     if len(audio) < MIN_SECONDS * sample_rate:
-        raise AudioFileError(f"is {len(audio) / sample_rate:.3f} s long; at least {MIN_SECONDS:g} s of speech is needed")
+        raise AudioFileError(
+            f"is {len(audio) / sample_rate:.3f} s long; at least {MIN_SECONDS:g} s of speech is needed"
+        )
     if not np.isfinite(audio).all():
         raise AudioFileError("holds invalid samples (NaN or infinity)")
     peak = float(np.abs(audio).max())

@@ -4,6 +4,7 @@ Runs in decoder processes, so it imports nothing heavy and never raises: a bad f
 `Decoded` with `reason` set. Release files (16-bit mono 16 kHz) are read as int16 and stored
 bit-exact; anything else is mixed down to mono and resampled with soxr (high quality).
 """
+
 from __future__ import annotations
 
 import hashlib

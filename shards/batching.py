@@ -4,13 +4,15 @@ Batches stay int16 with their lengths; normalisation happens on the device (work
 An epoch is planned up front (`plan_batches`: which rows go together, where each crop starts),
 then collated; so a plan can be resumed part-way and collated on a background thread (`prefetch`).
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,8 +43,9 @@ def holdout(index: ClipIndex, rows: np.ndarray, fraction: float, seed: int) -> t
     return rows[~is_val], rows[is_val]
 
 
-def mix_languages(index: ClipIndex, rows: np.ndarray, english_fraction: float | None,
-                  rng: np.random.Generator) -> np.ndarray:
+def mix_languages(
+    index: ClipIndex, rows: np.ndarray, english_fraction: float | None, rng: np.random.Generator
+) -> np.ndarray:
     """One epoch's rows with English drawn at `english_fraction` (None: as the rows come).
 
     Each slot of the epoch is English with probability `english_fraction` (exact in expectation);
@@ -72,8 +75,9 @@ def _draw_cycling(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.
     return np.concatenate([rng.permutation(pool) for _ in range(repeats)])[:count]
 
 
-def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
-                   window_batches: int = 32) -> list[np.ndarray]:
+def bucket_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, window_batches: int = 32
+) -> list[np.ndarray]:
     """Positions grouped into batches of similar length.
 
     Shuffle, sort by length within windows of `window_batches` batches, cut into batches, then
@@ -102,8 +106,9 @@ class PlannedBatch:
     crop_starts: np.ndarray | None = None
 
 
-def plan_batches(index: ClipIndex, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-                 max_samples: int = 0) -> list[PlannedBatch]:
+def plan_batches(
+    index: ClipIndex, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, max_samples: int = 0
+) -> list[PlannedBatch]:
     """Length-bucketed batches over `rows` (shuffled with an rng, sorted without), crops drawn up front.
 
     All of an epoch's randomness is drawn here, so the rng state before this call fixes the epoch.
@@ -120,8 +125,13 @@ def plan_batches(index: ClipIndex, rows: np.ndarray, batch_size: int, rng: np.ra
     return plans
 
 
-def collate(reader: ShardReader, rows: np.ndarray, max_samples: int = 0,
-            rng: np.random.Generator | None = None, crop_starts: np.ndarray | None = None) -> Batch:
+def collate(
+    reader: ShardReader,
+    rows: np.ndarray,
+    max_samples: int = 0,
+    rng: np.random.Generator | None = None,
+    crop_starts: np.ndarray | None = None,
+) -> Batch:
     """Pad the clips of `rows` into one int16 array; crop to `max_samples` when set.
 
     Crops start at `crop_starts` when given, at random with an rng, else at the clip's start.
@@ -143,8 +153,9 @@ def collate_planned(reader: ShardReader, plan: PlannedBatch, max_samples: int = 
     return collate(reader, plan.rows, max_samples, crop_starts=plan.crop_starts)
 
 
-def iter_batches(reader: ShardReader, rows: np.ndarray, batch_size: int,
-                 rng: np.random.Generator | None = None, max_samples: int = 0) -> Iterator[Batch]:
+def iter_batches(
+    reader: ShardReader, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, max_samples: int = 0
+) -> Iterator[Batch]:
     """Length-bucketed batches over `rows` (shuffled with an rng, sorted without)."""
     for plan in plan_batches(reader.index, rows, batch_size, rng, max_samples):
         yield collate_planned(reader, plan, max_samples)

@@ -7,6 +7,7 @@ held-out speaker is a real generalisation test. Mandarin-tagged speakers carry l
 which blur the pitch-range cue, so transfer from English is only partial (as in the paper).
 Deterministic for a seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -128,8 +129,15 @@ def synthesize(voice: Voice, emotion: str, rng: np.random.Generator) -> tuple[np
     return wave, " ".join(words)
 
 
-def _syllable(voice: Voice, prosody: Prosody, vowel: str, onset: str, contour_st: np.ndarray,
-              seconds: float, rng: np.random.Generator) -> np.ndarray:
+def _syllable(
+    voice: Voice,
+    prosody: Prosody,
+    vowel: str,
+    onset: str,
+    contour_st: np.ndarray,
+    seconds: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     n = int(seconds * SAMPLE_RATE)
     t = np.linspace(0.0, 1.0, n)
     pitch_st = np.interp(t, [0.0, 0.5, 1.0], contour_st)

@@ -8,6 +8,7 @@ of their speaker's inputs in their names, so re-processing a speaker never overw
 current manifest points at; the new manifest replaces the old one in one rename, and shards no
 manifest points at are removed after that.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -16,20 +17,36 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from shards.audio_io import Decoded, decode_source
-from shards.esd_layout import (UTTERANCES_PER_EMOTION, ID_BLOCK_ORDER, SourceFile, TreeScan, esd_language,
-                               id_block_emotion, id_split, relative, scan_tree)
+from shards.esd_layout import (
+    ID_BLOCK_ORDER,
+    UTTERANCES_PER_EMOTION,
+    SourceFile,
+    TreeScan,
+    esd_language,
+    id_block_emotion,
+    id_split,
+    relative,
+    scan_tree,
+)
 from shards.parallel import map_ordered
 from shards.schema import SAMPLE_RATE, Clip
 from shards.splits import write_plans
 from shards.transcripts import Transcript, TranscriptLine, is_chinese_text, read_speaker_info, read_transcript
-from shards.writer import (DEFAULT_MAX_SHARD_BYTES, MANIFEST_NAME, SHARD_DIR, ShardWriter, file_sha256,
-                           read_manifest, write_atomically)
+from shards.writer import (
+    DEFAULT_MAX_SHARD_BYTES,
+    MANIFEST_NAME,
+    SHARD_DIR,
+    ShardWriter,
+    file_sha256,
+    read_manifest,
+    write_atomically,
+)
 
 # Bump when a change to ingest would change the shards of unchanged sources: forces re-processing.
 INGEST_VERSION = 1
@@ -40,8 +57,10 @@ JOURNAL_FORMAT = "esd-ingest-speaker/1"
 SHARD_FILE = re.compile(r"^(en|zh)-\d{4}(-[0-9a-f]+)?-\d{4}\.arrow$")
 TEMP_FILE = re.compile(r"^\..*\.tmp$")
 MAX_ESD_NUMBER = UTTERANCES_PER_EMOTION * len(ID_BLOCK_ORDER)
-NO_LABEL = ("no emotion: no emotion folder above it, no emotion on its transcript line, and its "
-            f"utterance number is outside ESD's 1-{MAX_ESD_NUMBER}")
+NO_LABEL = (
+    "no emotion: no emotion folder above it, no emotion on its transcript line, and its "
+    f"utterance number is outside ESD's 1-{MAX_ESD_NUMBER}"
+)
 
 
 @dataclass
@@ -75,9 +94,13 @@ class IngestResult:
         return self.num_decoded_files / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
-def ingest_esd(root: str | Path, out_dir: str | Path, workers: int | None = None,
-               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-               progress: Callable[[str], None] | None = None) -> IngestResult:
+def ingest_esd(
+    root: str | Path,
+    out_dir: str | Path,
+    workers: int | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> IngestResult:
     """Ingest the ESD tree under `root` into `out_dir` (shards, manifest.json, splits.json).
 
     workers: decoder processes; None uses every core, or decodes in this process when there is
@@ -95,11 +118,17 @@ def ingest_esd(root: str | Path, out_dir: str | Path, workers: int | None = None
         transcripts, transcript_report = _read_transcripts(scan)
         genders, info_file = _read_genders(scan)
         inputs, unknown_language = _speaker_inputs(scan, transcripts, max_shard_bytes)
-        progress(f"found {sum(len(f) for f in scan.sources.values())} clip files of {len(scan.sources)} speakers "
-                 f"under {scan.root}")
+        progress(
+            f"found {sum(len(f) for f in scan.sources.values())} clip files of {len(scan.sources)} speakers "
+            f"under {scan.root}"
+        )
         metadata = {s: {"language": i.language, "gender": genders.get(s, "unknown")} for s, i in inputs.items()}
-        writer = ShardWriter(out_dir, speakers=metadata, max_shard_bytes=max_shard_bytes,
-                             speaker_tags={s: i.fingerprint[:10] for s, i in inputs.items()})
+        writer = ShardWriter(
+            out_dir,
+            speakers=metadata,
+            max_shard_bytes=max_shard_bytes,
+            speaker_tags={s: i.fingerprint[:10] for s, i in inputs.items()},
+        )
         journals = _adopt_unchanged(out_dir, inputs, writer)
         result = IngestResult({}, out_dir, reused=list(journals))
         if result.reused:
@@ -121,6 +150,7 @@ def ingest_esd(root: str | Path, out_dir: str | Path, workers: int | None = None
 
 # --- what each speaker is built from -------------------------------------------------------------
 
+
 def _read_transcripts(scan: TreeScan) -> tuple[dict[str, TranscriptLine], list[dict]]:
     """Every transcript line by utterance id (the first file to name an id wins), and a report per file."""
     lines: dict[str, TranscriptLine] = {}
@@ -139,8 +169,12 @@ def _read_transcripts(scan: TreeScan) -> tuple[dict[str, TranscriptLine], list[d
 
 
 def _transcript_entry(rel: str, transcript: Transcript) -> dict:
-    entry = {"path": rel, "encoding": transcript.encoding, "num_lines": len(transcript.lines),
-             "num_without_emotion": sum(1 for line in transcript.lines.values() if line.emotion is None)}
+    entry = {
+        "path": rel,
+        "encoding": transcript.encoding,
+        "num_lines": len(transcript.lines),
+        "num_without_emotion": sum(1 for line in transcript.lines.values() if line.emotion is None),
+    }
     if transcript.unparsed:
         entry["unparsed_lines"] = transcript.unparsed
     if transcript.duplicates:
@@ -160,8 +194,9 @@ def _read_genders(scan: TreeScan) -> tuple[dict[str, str], str | None]:
     return {}, None
 
 
-def _speaker_inputs(scan: TreeScan, transcripts: dict[str, TranscriptLine],
-                    max_shard_bytes: int) -> tuple[dict[str, SpeakerInputs], list[dict]]:
+def _speaker_inputs(
+    scan: TreeScan, transcripts: dict[str, TranscriptLine], max_shard_bytes: int
+) -> tuple[dict[str, SpeakerInputs], list[dict]]:
     inputs, unknown = {}, []
     for speaker in sorted(scan.sources):
         files = scan.sources[speaker]
@@ -171,19 +206,24 @@ def _speaker_inputs(scan: TreeScan, transcripts: dict[str, TranscriptLine],
             texts = " ".join(line.text for _, line in lines if line is not None)
             language = ("zh" if is_chinese_text(texts) else "en") if texts.strip() else None
         if language is None:
-            reason = (f"speaker {speaker} is not an ESD speaker id (0001-0020) and has no transcript "
-                      "to tell its language")
+            reason = (
+                f"speaker {speaker} is not an ESD speaker id (0001-0020) and has no transcript to tell its language"
+            )
             unknown.extend({"path": f.rel, "reason": reason} for f in files)
             continue
-        digest = hashlib.sha256(json.dumps(
-            sorted({u: [line.text, line.emotion] for u, line in lines if line is not None}.items()),
-            ensure_ascii=False).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps(
+                sorted({u: [line.text, line.emotion] for u, line in lines if line is not None}.items()),
+                ensure_ascii=False,
+            ).encode()
+        ).hexdigest()
         settings = {"ingest_version": INGEST_VERSION, "max_shard_bytes": max_shard_bytes, "language": language}
         inputs[speaker] = SpeakerInputs(speaker, language, files, digest, settings)
     return inputs, unknown
 
 
 # --- reuse ---------------------------------------------------------------------------------------
+
 
 def _journal_path(out_dir: Path, speaker: str) -> Path:
     return out_dir / STATE_DIR / f"{speaker}.json"
@@ -211,8 +251,11 @@ def _reusable_journal(out_dir: Path, inputs: SpeakerInputs) -> dict | None:
         journal = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if (journal.get("format") != JOURNAL_FORMAT or journal.get("settings") != inputs.settings
-            or journal.get("transcript_digest") != inputs.transcript_digest):
+    if (
+        journal.get("format") != JOURNAL_FORMAT
+        or journal.get("settings") != inputs.settings
+        or journal.get("transcript_digest") != inputs.transcript_digest
+    ):
         return None
     recorded = journal["files"]
     if set(recorded) != {f.rel for f in inputs.files}:
@@ -238,8 +281,10 @@ def _reusable_journal(out_dir: Path, inputs: SpeakerInputs) -> dict | None:
 
 # --- decoding ------------------------------------------------------------------------------------
 
-def _decode(todo: list[SpeakerInputs], workers: int | None,
-            progress: Callable[[str], None]) -> Iterator[tuple[SpeakerInputs, list[Decoded]]]:
+
+def _decode(
+    todo: list[SpeakerInputs], workers: int | None, progress: Callable[[str], None]
+) -> Iterator[tuple[SpeakerInputs, list[Decoded]]]:
     """Decode every file of the speakers to do on all cores; yield each speaker once all its files are in."""
     jobs = [(str(f.path), f.rel) for inputs in todo for f in inputs.files]
     if not jobs:
@@ -279,8 +324,10 @@ class _Meter:
             self.last = now
             rate = self.done / (now - self.started)
             left = (self.total - self.done) / rate if rate > 0 else 0.0
-            self.report(f"decoded {self.done}/{self.total} files ({100 * self.done / self.total:.0f}%), "
-                        f"{rate:.0f} files/s, {left:.0f} s left, at speaker {speaker}")
+            self.report(
+                f"decoded {self.done}/{self.total} files ({100 * self.done / self.total:.0f}%), "
+                f"{rate:.0f} files/s, {left:.0f} s left, at speaker {speaker}"
+            )
 
     def finish(self) -> None:
         seconds = time.perf_counter() - self.started
@@ -289,8 +336,14 @@ class _Meter:
 
 # --- one speaker's shards and journal ------------------------------------------------------------
 
-def _write_speaker(writer: ShardWriter, inputs: SpeakerInputs, decoded: list[Decoded],
-                   transcripts: dict[str, TranscriptLine], out_dir: Path) -> dict:
+
+def _write_speaker(
+    writer: ShardWriter,
+    inputs: SpeakerInputs,
+    decoded: list[Decoded],
+    transcripts: dict[str, TranscriptLine],
+    out_dir: Path,
+) -> dict:
     """Add a speaker's good clips to the writer, flush its shards, and journal them."""
     journal = {
         "format": JOURNAL_FORMAT,
@@ -298,13 +351,20 @@ def _write_speaker(writer: ShardWriter, inputs: SpeakerInputs, decoded: list[Dec
         "settings": inputs.settings,
         "transcript_digest": inputs.transcript_digest,
         "files": {f.rel: [f.size, f.mtime_ns, r.sha256] for f, r in zip(inputs.files, decoded)},
-        "shards": [], "counts": {}, "utterances": {}, "skipped": [], "label_disagreements": [],
+        "shards": [],
+        "counts": {},
+        "utterances": {},
+        "skipped": [],
+        "label_disagreements": [],
         "missing_transcripts": [],
     }
     kept: dict[str, Decoded] = {}
     for source, result in zip(inputs.files, decoded):
-        reason = (result.reason or _duplicate_reason(kept.get(source.utterance_id), result)
-                  or _add_clip(writer, inputs, source, result, transcripts.get(source.utterance_id), journal))
+        reason = (
+            result.reason
+            or _duplicate_reason(kept.get(source.utterance_id), result)
+            or _add_clip(writer, inputs, source, result, transcripts.get(source.utterance_id), journal)
+        )
         if reason:
             journal["skipped"].append({"path": source.rel, "reason": reason})
         else:
@@ -315,8 +375,14 @@ def _write_speaker(writer: ShardWriter, inputs: SpeakerInputs, decoded: list[Dec
     return journal
 
 
-def _add_clip(writer: ShardWriter, inputs: SpeakerInputs, source: SourceFile, result: Decoded,
-              line: TranscriptLine | None, journal: dict) -> str | None:
+def _add_clip(
+    writer: ShardWriter,
+    inputs: SpeakerInputs,
+    source: SourceFile,
+    result: Decoded,
+    line: TranscriptLine | None,
+    journal: dict,
+) -> str | None:
     """Add one decoded clip to the writer and its records to the journal; or say why it cannot be."""
     emotion, label_from, disagreement = _label(source, line)
     if emotion is None:
@@ -326,8 +392,17 @@ def _add_clip(writer: ShardWriter, inputs: SpeakerInputs, source: SourceFile, re
     if line is None:
         journal["missing_transcripts"].append(source.utterance_id)
     split = source.folder_split or id_split(source.number)
-    writer.add(Clip(source.utterance_id, inputs.speaker, inputs.language, emotion, split,
-                    line.text if line else "", result.audio))
+    writer.add(
+        Clip(
+            source.utterance_id,
+            inputs.speaker,
+            inputs.language,
+            emotion,
+            split,
+            line.text if line else "",
+            result.audio,
+        )
+    )
     journal["utterances"][source.utterance_id] = _utterance_record(source, result, emotion, split, label_from)
     journal["counts"][emotion] = journal["counts"].get(emotion, 0) + 1
     return None
@@ -343,8 +418,11 @@ def _duplicate_reason(kept: Decoded | None, result: Decoded) -> str | None:
 def _label(source: SourceFile, line: TranscriptLine | None) -> tuple[str | None, str | None, dict | None]:
     """The label (the folder's, else the transcript's, else the utterance number's) and any disagreement."""
     in_esd_numbering = 1 <= source.number <= MAX_ESD_NUMBER
-    votes = {"folder": source.folder_emotion, "transcript": line.emotion if line else None,
-             "utterance_number": id_block_emotion(source.number) if in_esd_numbering else None}
+    votes = {
+        "folder": source.folder_emotion,
+        "transcript": line.emotion if line else None,
+        "utterance_number": id_block_emotion(source.number) if in_esd_numbering else None,
+    }
     named = {k: v for k, v in votes.items() if v is not None}
     if not named:
         return None, None, None
@@ -373,8 +451,14 @@ def _utterance_record(source: SourceFile, result: Decoded, emotion: str, split: 
 
 # --- the manifest and the data directory ---------------------------------------------------------
 
-def _esd_manifest_section(scan: TreeScan, journals: dict[str, dict], transcript_report: list[dict],
-                          info_file: str | None, unknown_language: list[dict]) -> dict:
+
+def _esd_manifest_section(
+    scan: TreeScan,
+    journals: dict[str, dict],
+    transcript_report: list[dict],
+    info_file: str | None,
+    unknown_language: list[dict],
+) -> dict:
     speakers = sorted(journals)
     utterances = {u: r for s in speakers for u, r in journals[s]["utterances"].items()}
     skipped = scan.skipped + unknown_language + [x for s in speakers for x in journals[s]["skipped"]]

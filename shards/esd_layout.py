@@ -7,6 +7,7 @@ Files are found by name, at any depth, so every copy in circulation reads the sa
 The emotion comes from the nearest folder named after one; the official split from a split
 folder below it, or else from the utterance number (ESD_SPLIT_OFFSETS).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,14 @@ TRANSCRIPT_NAME = re.compile(r"^(\d{4})\.txt$", re.IGNORECASE)
 INFO_SUFFIXES = {".txt", ".md"}
 MAX_INFO_BYTES = 1 << 20
 SPLIT_FOLDERS = {"train": "train", "evaluation": "evaluation", "eval": "evaluation", "test": "test"}
-EMOTION_FOLDERS = {e.lower(): e for e in EMOTIONS} | {"surprised": "Surprise", "中立": "Neutral", "生气": "Angry",
-                                                      "快乐": "Happy", "伤心": "Sad", "惊喜": "Surprise"}
+EMOTION_FOLDERS = {e.lower(): e for e in EMOTIONS} | {
+    "surprised": "Surprise",
+    "中立": "Neutral",
+    "生气": "Angry",
+    "快乐": "Happy",
+    "伤心": "Sad",
+    "惊喜": "Surprise",
+}
 MACOS_METADATA_DIR = "__MACOSX"
 
 
@@ -108,7 +115,9 @@ def scan_tree(root: str | Path) -> TreeScan:
     visited: set[str] = set()
 
     def unreadable(error: OSError) -> None:  # os.walk would otherwise skip such a folder silently
-        scan.skipped.append({"path": relative(root, Path(error.filename)), "reason": f"unreadable folder: {error.strerror}"})
+        scan.skipped.append(
+            {"path": relative(root, Path(error.filename)), "reason": f"unreadable folder: {error.strerror}"}
+        )
 
     for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(folder)
@@ -119,14 +128,19 @@ def scan_tree(root: str | Path) -> TreeScan:
         subfolders.sort()
         if MACOS_METADATA_DIR in subfolders:
             subfolders.remove(MACOS_METADATA_DIR)
-            scan.skipped.append({"path": relative(root, Path(folder, MACOS_METADATA_DIR)),
-                                 "reason": "macOS archive metadata folder, not audio"})
+            scan.skipped.append(
+                {
+                    "path": relative(root, Path(folder, MACOS_METADATA_DIR)),
+                    "reason": "macOS archive metadata folder, not audio",
+                }
+            )
         for name in sorted(files):
             try:
                 _classify(scan, Path(folder, name))
             except OSError as error:  # a dangling link, a file gone mid-scan, no permission
-                scan.skipped.append({"path": relative(root, Path(folder, name)),
-                                     "reason": f"unreadable: {error.strerror or error}"})
+                scan.skipped.append(
+                    {"path": relative(root, Path(folder, name)), "reason": f"unreadable: {error.strerror or error}"}
+                )
     for files in scan.sources.values():
         files.sort(key=lambda f: (f.number, f.rel))
     return scan
@@ -148,8 +162,11 @@ def _classify(scan: TreeScan, path: Path) -> None:
         source = SourceFile(path, rel, clip[1], int(clip[2]), emotion, split, stat.st_size, stat.st_mtime_ns)
         scan.sources.setdefault(source.speaker, []).append(source)
     elif suffix in AUDIO_SUFFIXES:
-        reason = ("macOS metadata file ('._' prefix), not audio" if path.name.startswith("._")
-                  else "file name is not SSSS_NNNNNN (speaker_utterance), so speaker and utterance are unknown")
+        reason = (
+            "macOS metadata file ('._' prefix), not audio"
+            if path.name.startswith("._")
+            else "file name is not SSSS_NNNNNN (speaker_utterance), so speaker and utterance are unknown"
+        )
         scan.skipped.append({"path": rel, "reason": reason})
     elif TRANSCRIPT_NAME.match(path.name):
         scan.transcripts.setdefault(path.name[:4], []).append(path)

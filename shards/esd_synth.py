@@ -3,6 +3,7 @@
 The tree follows the release: `SSSS/<Emotion>/[<split>/]SSSS_NNNNNN.wav` plus `SSSS/SSSS.txt`,
 utterance numbers in ESD's emotion blocks, and transcripts in the speaker's language.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,9 +53,15 @@ def transcript_text(speaker: str, number: int) -> str:
     return f"Author of the danger trail, line {number}."
 
 
-def write_esd_tree(root: str | Path, speakers: list[str], clips_per_emotion: int, split_folders: bool,
-                   seconds: float = 0.12, top: str = "Emotion Speech Dataset",
-                   encodings: dict[str, str] | None = None) -> list[SynthClip]:
+def write_esd_tree(
+    root: str | Path,
+    speakers: list[str],
+    clips_per_emotion: int,
+    split_folders: bool,
+    seconds: float = 0.12,
+    top: str = "Emotion Speech Dataset",
+    encodings: dict[str, str] | None = None,
+) -> list[SynthClip]:
     """Write the tree; return every clip as written. `encodings`: transcript codec per speaker (default utf-8)."""
     base = Path(root) / top if top else Path(root)
     clips = []

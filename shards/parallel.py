@@ -6,21 +6,28 @@ library) kills its worker process and breaks the pool; the items that were in fl
 retried one at a time in a single-worker pool, so the culprit is found and reported, and the rest
 of the run goes on in parallel.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 CHUNKS_AHEAD_PER_WORKER = 4
 
 
-def map_ordered(fn: Callable[[Item], Result], items: Sequence[Item], workers: int,
-                on_crash: Callable[[Item], Result], chunksize: int = 0) -> Iterator[Result]:
+def map_ordered(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    workers: int,
+    on_crash: Callable[[Item], Result],
+    chunksize: int = 0,
+) -> Iterator[Result]:
     """fn(item) for every item, in order; an item whose worker died yields on_crash(item)."""
     if workers <= 1:
         yield from map(fn, items)

@@ -3,6 +3,7 @@
 Shards are opened with `pa.memory_map`, so every trial on a node reads the same pages from the
 page cache, and a clip's audio is a zero-copy `np.int16` view into the map.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ class ShardReader:
         # One block per Arrow record batch: binary views stay zero-copy only within a batch.
         self._offsets: list[np.ndarray] = []  # per block: int32 byte offsets into the audio
         self._audio: list[np.ndarray] = []  # per block: the audio bytes as one int16 view
-        columns: dict[str, list] = {n: [] for n in ("utterance_id", "speaker", "language", "emotion", "split", "num_samples")}
+        columns: dict[str, list] = {
+            n: [] for n in ("utterance_id", "speaker", "language", "emotion", "split", "num_samples")
+        }
         block_of_row, row_in_block = [], []
         for entry in self.manifest["shards"]:
             shard = pa.ipc.open_file(pa.memory_map(str(self.data_dir / entry["path"]), "r"))

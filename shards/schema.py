@@ -1,4 +1,5 @@
 """The one schema every corpus (demo or real ESD) is written in."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,4 +59,3 @@ class Clip:
     @property
     def seconds(self) -> float:
         return len(self.audio) / self.sample_rate
-

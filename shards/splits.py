@@ -3,6 +3,7 @@
 A plan never lets a test speaker into training; building one that would is an error.
 Plans are data (`SplitPlan`), so they can be written next to the shards as JSON and read back.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,12 @@ class SplitPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SplitPlan":
-        return cls(values["name"], tuple(values["train_speakers"]),
-                   {k: tuple(v) for k, v in values.get("eval_sets", {}).items()})
+    def from_dict(cls, values: dict) -> SplitPlan:
+        return cls(
+            values["name"],
+            tuple(values["train_speakers"]),
+            {k: tuple(v) for k, v in values.get("eval_sets", {}).items()},
+        )
 
     def as_config(self) -> dict:
         """The TrialConfig values this plan sets."""
@@ -123,10 +127,12 @@ def emobox_folds(speakers: dict[str, dict]) -> list[SplitPlan]:
 def named_plans(speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
     """Every plan family a corpus supports: {'paper': [..], 'transfer': [..], 'loso': [..], 'emobox': [..]}."""
     families: dict[str, list[SplitPlan]] = {}
-    for name, build in (("paper", lambda: [paper_plan(speakers)]),
-                        ("transfer", lambda: [transfer_plan(speakers)]),
-                        ("loso", lambda: leave_one_speaker_out(speakers)),
-                        ("emobox", lambda: emobox_folds(speakers))):
+    for name, build in (
+        ("paper", lambda: [paper_plan(speakers)]),
+        ("transfer", lambda: [transfer_plan(speakers)]),
+        ("loso", lambda: leave_one_speaker_out(speakers)),
+        ("emobox", lambda: emobox_folds(speakers)),
+    ):
         try:
             plans = build()
         except SpeakerLeakError:

@@ -6,6 +6,7 @@ the emotions in Chinese. Detection order: a BOM; UTF-16 without one (NUL bytes o
 characters); strict UTF-8; then GB18030 (a superset of GB2312 and GBK) against Latin-1, whichever
 parses more lines into a known emotion, the speaker's language breaking a tie.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -14,13 +15,24 @@ from dataclasses import dataclass, field
 
 # Every way an ESD transcript names an emotion -> the schema's name.
 CHINESE_EMOTIONS = {"中立": "Neutral", "生气": "Angry", "快乐": "Happy", "伤心": "Sad", "惊喜": "Surprise"}
-ENGLISH_EMOTIONS = {"neutral": "Neutral", "angry": "Angry", "happy": "Happy", "sad": "Sad",
-                    "surprise": "Surprise", "surprised": "Surprise"}
+ENGLISH_EMOTIONS = {
+    "neutral": "Neutral",
+    "angry": "Angry",
+    "happy": "Happy",
+    "sad": "Sad",
+    "surprise": "Surprise",
+    "surprised": "Surprise",
+}
 UTTERANCE_LINE = re.compile(r"^\s*(\d{4}_\d{6})[\t ]+(.*)$")
 SPEAKER_LINE = re.compile(r"^\s*(\d{4})\b(.*)$")
 GENDER_WORD = re.compile(r"\b(female|male)\b", re.IGNORECASE)
-BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 @dataclass(frozen=True)

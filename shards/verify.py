@@ -5,6 +5,7 @@ manifest lists utterances, as an ESD ingest does) every row's speaker, language,
 length; then the totals, the per speaker x emotion counts, the content hash and the split plans.
 Works on any shard directory (the demo corpus too).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -99,12 +100,15 @@ def _check_totals(manifest: dict, seen: Counter, counts: dict[str, Counter], tot
         problems.append(f"manifest says {manifest['num_clips']} clips, the shards hold {sum(seen.values())}")
     # Shard seconds are rounded to 1 ms in the manifest.
     if abs(manifest["total_seconds"] - total_samples / SAMPLE_RATE) > 0.001 * (len(manifest["shards"]) + 1):
-        problems.append(f"manifest says {manifest['total_seconds']} s, the shards hold {total_samples / SAMPLE_RATE:.3f} s")
+        problems.append(
+            f"manifest says {manifest['total_seconds']} s, the shards hold {total_samples / SAMPLE_RATE:.3f} s"
+        )
     for speaker in sorted(set(manifest["counts"]) | set(counts)):
         expected = {e: n for e, n in manifest["counts"].get(speaker, {}).items() if n}
         if expected != dict(counts.get(speaker, {})):
-            problems.append(f"speaker {speaker}: counts per emotion {dict(counts.get(speaker, {}))}, "
-                            f"the manifest says {expected}")
+            problems.append(
+                f"speaker {speaker}: counts per emotion {dict(counts.get(speaker, {}))}, the manifest says {expected}"
+            )
     content_hash = hashlib.sha256("".join(e["sha256"] for e in manifest["shards"]).encode()).hexdigest()
     if content_hash != manifest["content_hash"]:
         problems.append("content_hash does not match the shards' hashes")
@@ -120,6 +124,9 @@ def _check_plans(data_dir: Path, manifest: dict) -> list[str]:
     except (SpeakerLeakError, ValueError, KeyError) as error:
         return [f"{SPLITS_NAME}: {error}"]
     known = set(manifest["speakers"])
-    return [f"{SPLITS_NAME}: plan {plan.name} names speakers not in the corpus: {sorted(unknown)}"
-            for members in plans.values() for plan in members
-            if (unknown := (set(plan.train_speakers) | {s for g in plan.eval_sets.values() for s in g}) - known)]
+    return [
+        f"{SPLITS_NAME}: plan {plan.name} names speakers not in the corpus: {sorted(unknown)}"
+        for members in plans.values()
+        for plan in members
+        if (unknown := (set(plan.train_speakers) | {s for g in plan.eval_sets.values() for s in g}) - known)
+    ]

@@ -8,6 +8,7 @@ A shard appears under its final name only once complete (write to a temp file, t
 so a reader never sees half a shard. A shard holds at most `max_shard_bytes` of audio (a single
 longer clip gets a shard of its own).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -153,7 +154,7 @@ class ShardWriter:
         self._manifest = manifest
         return manifest
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

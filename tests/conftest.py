@@ -1,4 +1,5 @@
 """Shared fixtures: a small demo corpus on disk, a local Ray, an MLflow store in a temp dir."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,7 @@ def demo_dir(tmp_path_factory):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=True,
-             logging_level="WARNING")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

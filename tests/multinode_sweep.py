@@ -9,6 +9,7 @@ it. The trainable is wrapped so every trial records, from inside its worker proc
 it ran on and each shard file it memory-mapped; the records go to JSON lines under --records.
 The caller sets RAY_TMPDIR so this cluster's sessions and address file stay out of /tmp/ray.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,18 +92,39 @@ def main() -> int:
     try:
         wait_for_tracking_server(args.tracking_uri, args.server_timeout)  # it boots while the nodes do
         workers.trial.train_emotion = recording_train_emotion  # run_sweep imports it at call time
-        code = sweep.main([
-            "smoke", "--address", cluster.address, "--data", args.data,
-            "--tracking-uri", args.tracking_uri, "--storage", args.storage,
-            "--gpus-per-trial", "1", "--cpus-per-trial", "1",
-            "--set", "schedule=full", "--set", "epoch_scale=0.25", "--set", "eval_every_steps=5",
-        ])
-        Path(args.out).write_text(json.dumps({
-            "exit_code": code,
-            "address": cluster.address,
-            "head_node_id": cluster.head_node.node_id,
-            "gpu_node_ids": [node.node_id for node in gpu_nodes],
-        }))
+        code = sweep.main(
+            [
+                "smoke",
+                "--address",
+                cluster.address,
+                "--data",
+                args.data,
+                "--tracking-uri",
+                args.tracking_uri,
+                "--storage",
+                args.storage,
+                "--gpus-per-trial",
+                "1",
+                "--cpus-per-trial",
+                "1",
+                "--set",
+                "schedule=full",
+                "--set",
+                "epoch_scale=0.25",
+                "--set",
+                "eval_every_steps=5",
+            ]
+        )
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "exit_code": code,
+                    "address": cluster.address,
+                    "head_node_id": cluster.head_node.node_id,
+                    "gpu_node_ids": [node.node_id for node in gpu_nodes],
+                }
+            )
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

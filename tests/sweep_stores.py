@@ -6,6 +6,7 @@
   computed by workers.metrics from made-up predictions, for sweep shapes a tiny CPU sweep cannot
   produce in seconds (transfer_zh, folds, partial sweeps).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,21 @@ def finished_smoke_sweep(demo_dir: Path, root: Path) -> tuple[str, str, Path]:
 
         uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
         storage = root / "ray"
-        code = sweep.main(["smoke", "--data", str(demo_dir), "--tracking-uri", uri, "--storage", str(storage),
-                           "--set", "schedule=full", "--set", "epoch_scale=0.25"])
+        code = sweep.main(
+            [
+                "smoke",
+                "--data",
+                str(demo_dir),
+                "--tracking-uri",
+                uri,
+                "--storage",
+                str(storage),
+                "--set",
+                "schedule=full",
+                "--set",
+                "epoch_scale=0.25",
+            ]
+        )
         assert code == 0
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("smoke")
@@ -50,24 +64,43 @@ class FakeTrial:
     with_figures: bool = False
 
 
-def synthetic_sweep(uri: str, sweep_name: str, trials: list[FakeTrial], parent_status: str = "FINISHED",
-                    experiment: str | None = None) -> str:
+def synthetic_sweep(
+    uri: str, sweep_name: str, trials: list[FakeTrial], parent_status: str = "FINISHED", experiment: str | None = None
+) -> str:
     """Write a parent run and its trial runs; returns the parent run id."""
     client = MlflowClient(uri)
     experiment_name = experiment or sweep_name
     found = client.get_experiment_by_name(experiment_name)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment_name, artifact_location=(Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment_name).as_uri())
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(
+            experiment_name,
+            artifact_location=(Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment_name).as_uri(),
+        )
+    )
     common = {"sweep": sweep_name, "data_hash": "f" * 64, "git_commit": "0" * 40}
-    parent = client.create_run(experiment_id, run_name=f"{sweep_name}-synthetic",
-                               tags={**common, "command": f"python -m orchestrator.sweep {sweep_name}"})
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"{sweep_name}-synthetic",
+        tags={**common, "command": f"python -m orchestrator.sweep {sweep_name}"},
+    )
     parent_id = parent.info.run_id
     for number, trial in enumerate(trials):
         tags = {PARENT_TAG: parent_id, TRIAL_TAG: trial.trial_id, **common, **trial.tags}
         run_id = client.create_run(experiment_id, run_name=f"train_emotion_{trial.trial_id}", tags=tags).info.run_id
-        params = {"learning_rate": 1e-4, "batch_size": 8, "schedule": "paper_finer", "english_fraction": None,
-                  "start": "tiny", "seed": 0, "data_dir": "/data", "eval_sets.test_en": ("0015",),
-                  "eval_sets.test_zh": ("0002",), **trial.params}
+        params = {
+            "learning_rate": 1e-4,
+            "batch_size": 8,
+            "schedule": "paper_finer",
+            "english_fraction": None,
+            "start": "tiny",
+            "seed": 0,
+            "data_dir": "/data",
+            "eval_sets.test_en": ("0015",),
+            "eval_sets.test_zh": ("0002",),
+            **trial.params,
+        }
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         metrics = {}
         for set_name, accuracy in trial.accuracy.items():
@@ -76,8 +109,11 @@ def synthetic_sweep(uri: str, sweep_name: str, trials: list[FakeTrial], parent_s
             metrics[f"{set_name}/loss"] = 1.6 * (1.0 - accuracy) + 0.1
             metrics[f"{set_name}/ece"] = 0.05 + 0.1 * (1.0 - accuracy)
             if trial.with_figures and set_name != "val":
-                client.log_figure(run_id, confusion_figure(confusion(y_true, y_pred), f"{set_name} (n={len(y_true)})"),
-                                  f"confusion_matrix_{set_name}.png")
+                client.log_figure(
+                    run_id,
+                    confusion_figure(confusion(y_true, y_pred), f"{set_name} (n={len(y_true)})"),
+                    f"confusion_matrix_{set_name}.png",
+                )
         client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
         if trial.error:
             client.set_tag(run_id, "error", trial.error)
@@ -102,25 +138,54 @@ def transfer_shaped(uri: str) -> str:
     """transfer_zh: zero-shot and Mandarin-only references, a mixed curve over the English fraction,
     one trial still running and one failed."""
     trials = [
-        FakeTrial("zs_0", {"english_fraction": None}, {"val": 0.95, "test_en": 0.90, "test_zh": 0.32},
-                  tags={"scenario": "zero_shot"}, with_figures=True),
-        FakeTrial("zh_0", {"english_fraction": None, "learning_rate": 1e-4}, {"val": 0.90, "test_en": 0.45, "test_zh": 0.34},
-                  tags={"scenario": "zh_only"}, with_figures=True),
-        FakeTrial("zh_1", {"english_fraction": None, "learning_rate": 3e-4}, {"val": 0.85, "test_en": 0.40, "test_zh": 0.36},
-                  tags={"scenario": "zh_only"}),
+        FakeTrial(
+            "zs_0",
+            {"english_fraction": None},
+            {"val": 0.95, "test_en": 0.90, "test_zh": 0.32},
+            tags={"scenario": "zero_shot"},
+            with_figures=True,
+        ),
+        FakeTrial(
+            "zh_0",
+            {"english_fraction": None, "learning_rate": 1e-4},
+            {"val": 0.90, "test_en": 0.45, "test_zh": 0.34},
+            tags={"scenario": "zh_only"},
+            with_figures=True,
+        ),
+        FakeTrial(
+            "zh_1",
+            {"english_fraction": None, "learning_rate": 3e-4},
+            {"val": 0.85, "test_en": 0.40, "test_zh": 0.36},
+            tags={"scenario": "zh_only"},
+        ),
     ]
     curve = {0.0: (0.36, 0.50), 0.25: (0.55, 0.75), 0.5: (0.60, 0.84), 0.75: (0.52, 0.88)}
     for k, (fraction, (zh, en)) in enumerate(curve.items()):
         for j, learning_rate in enumerate((1e-4, 3e-4)):
             shift = 0.03 * j
-            trials.append(FakeTrial(f"mix_{k}{j}", {"english_fraction": fraction, "learning_rate": learning_rate},
-                                    {"val": 0.8 + 0.15 * zh - shift, "test_en": en - shift, "test_zh": zh - shift},
-                                    tags={"scenario": "mixed"}, with_figures=(k, j) == (2, 0)))
-    trials.append(FakeTrial("mix_run", {"english_fraction": 0.9}, {"val": 0.7}, status="RUNNING",
-                            tags={"scenario": "mixed"}))
-    trials.append(FakeTrial("mix_fail", {"english_fraction": 1.0}, {}, status="FAILED", tags={"scenario": "mixed"},
-                            error="Traceback (most recent call last):\n  File \"recipe.py\", line 1\n"
-                                  "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"))
+            trials.append(
+                FakeTrial(
+                    f"mix_{k}{j}",
+                    {"english_fraction": fraction, "learning_rate": learning_rate},
+                    {"val": 0.8 + 0.15 * zh - shift, "test_en": en - shift, "test_zh": zh - shift},
+                    tags={"scenario": "mixed"},
+                    with_figures=(k, j) == (2, 0),
+                )
+            )
+    trials.append(
+        FakeTrial("mix_run", {"english_fraction": 0.9}, {"val": 0.7}, status="RUNNING", tags={"scenario": "mixed"})
+    )
+    trials.append(
+        FakeTrial(
+            "mix_fail",
+            {"english_fraction": 1.0},
+            {},
+            status="FAILED",
+            tags={"scenario": "mixed"},
+            error='Traceback (most recent call last):\n  File "recipe.py", line 1\n'
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        )
+    )
     return synthetic_sweep(uri, "transfer_zh", trials)
 
 
@@ -131,9 +196,14 @@ def fold_shaped(uri: str) -> str:
     for c, learning_rate in enumerate((1e-4, 3e-4)):
         for fold in (1, 2, 3):
             failed = (c, fold) == (1, 3)
-            trials.append(FakeTrial(
-                f"c{c}_f{fold}", {"learning_rate": learning_rate, "train_speakers": speakers[fold]},
-                {} if failed else {"val": 0.8 + 0.05 * c + 0.01 * fold, "test_en": 0.6 + 0.1 * c - 0.05 * fold},
-                status="FAILED" if failed else "FINISHED", tags={"fold": str(fold), "config_id": f"cfg{c}"},
-                error="ValueError: speaker 0099 is not in /data" if failed else None))
+            trials.append(
+                FakeTrial(
+                    f"c{c}_f{fold}",
+                    {"learning_rate": learning_rate, "train_speakers": speakers[fold]},
+                    {} if failed else {"val": 0.8 + 0.05 * c + 0.01 * fold, "test_en": 0.6 + 0.1 * c - 0.05 * fold},
+                    status="FAILED" if failed else "FINISHED",
+                    tags={"fold": str(fold), "config_id": f"cfg{c}"},
+                    error="ValueError: speaker 0099 is not in /data" if failed else None,
+                )
+            )
     return synthetic_sweep(uri, "emobox_folds", trials)

@@ -38,7 +38,9 @@ def test_mix_ratio_holds_within_sampling_error(demo_dir):
     reader = ShardReader(demo_dir)
     rows = reader.index.select(["0011", "0012", "0001"])
     for fraction in (0.0, 0.3, 0.8, 1.0):
-        picks = np.concatenate([mix_languages(reader.index, rows, fraction, np.random.default_rng(s)) for s in range(20)])
+        picks = np.concatenate(
+            [mix_languages(reader.index, rows, fraction, np.random.default_rng(s)) for s in range(20)]
+        )
         share = np.mean(reader.index.language[picks] == "en")
         sigma = np.sqrt(fraction * (1 - fraction) / len(picks))
         assert abs(share - fraction) <= 4 * sigma + 1e-9

@@ -1,11 +1,18 @@
 """Expected calibration error, reliability bins, the abstention curve, and the figure a trial logs."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.calibration import (NUM_BINS, calibration_metrics, expected_calibration_error, reliability_bins,
-                                 reliability_figure, selective_curve)
+from workers.calibration import (
+    NUM_BINS,
+    calibration_metrics,
+    expected_calibration_error,
+    reliability_bins,
+    reliability_figure,
+    selective_curve,
+)
 
 
 def confident(labels: list[int], predicted: list[int], confidence: float, num_classes: int = 5) -> np.ndarray:
@@ -53,9 +60,14 @@ def test_selective_curve_answers_everything_at_zero_and_gets_more_accurate_when_
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 60).flatmap(lambda n: st.tuples(
-    st.lists(st.integers(0, 4), min_size=n, max_size=n),
-    st.lists(st.lists(st.floats(0.01, 10), min_size=5, max_size=5), min_size=n, max_size=n))))
+@given(
+    st.integers(1, 60).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 4), min_size=n, max_size=n),
+            st.lists(st.lists(st.floats(0.01, 10), min_size=5, max_size=5), min_size=n, max_size=n),
+        )
+    )
+)
 def test_error_is_between_the_overall_gap_and_one(case):
     labels, weights = case
     probs = np.array(weights) / np.array(weights).sum(axis=1, keepdims=True)

@@ -1,4 +1,5 @@
 """Checkpoints round-trip: what load_model rebuilds gives the logits the saved model gave."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,8 +53,9 @@ def test_regularisation_overrides_apply_when_loading(tmp_path):
     assert loaded.encoder.config.mask_time_prob == 0.1 and hasattr(loaded.encoder, "masked_spec_embed")
     assert loaded.encoder.encoder.layers[0].dropout.p == 0.3
     save_model(loaded, tmp_path / "masked")  # and back: masking off drops the mask embedding
-    assert not hasattr(load_model(tmp_path / "masked", encoder_overrides={"mask_time_prob": 0.0}).encoder,
-                       "masked_spec_embed")
+    assert not hasattr(
+        load_model(tmp_path / "masked", encoder_overrides={"mask_time_prob": 0.0}).encoder, "masked_spec_embed"
+    )
 
 
 def test_weighted_layer_sum_refuses_an_encoder_with_layerdrop():

@@ -1,5 +1,6 @@
 """cluster.yaml under Ray's own validator and bootstrap, its security properties, the head's MLflow
 helper, and a sweep spread over a local multi-node Ray cluster that tracks into an MLflow server."""
+
 from __future__ import annotations
 
 import copy
@@ -54,6 +55,7 @@ def commands(config: dict, key: str) -> list[str]:
 
 # --- cluster.yaml: Ray's validator ---------------------------------------------------------------
 
+
 def test_cluster_yaml_passes_rays_own_validation():
     # prepare_config merges Ray's AWS defaults (offline: no AWS call); validate_config checks the
     # result against ray-schema.json and the node-type rules.
@@ -93,10 +95,19 @@ def test_every_cluster_yaml_key_is_commented():
 
 # --- cluster.yaml: security ----------------------------------------------------------------------
 
+
 def test_cluster_yaml_holds_no_credentials():
     text = CLUSTER_YAML.read_text()
-    for pattern in (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", r"aws_secret_access_key", r"aws_access_key_id",
-                    r"AWS_SECRET", r"AWS_SESSION_TOKEN", r"PRIVATE KEY", r"RAY_AUTH_TOKEN\s*=", r"password"):
+    for pattern in (
+        r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+        r"aws_secret_access_key",
+        r"aws_access_key_id",
+        r"AWS_SECRET",
+        r"AWS_SESSION_TOKEN",
+        r"PRIVATE KEY",
+        r"RAY_AUTH_TOKEN\s*=",
+        r"password",
+    ):
         assert not re.search(pattern, text, re.IGNORECASE), pattern
     config = load_cluster()
     assert "ssh_private_key" not in config["auth"]  # Ray makes the key pair; it stays on the launcher
@@ -124,8 +135,11 @@ def test_cluster_yaml_opens_nothing_to_the_internet():
 def test_ray_token_authentication_stays_on_for_every_node():
     config = load_cluster()
     assert "RAY_AUTH_MODE=token" in " ".join(commands(config, "initialization_commands"))
-    starts = [c for c in commands(config, "head_start_ray_commands") + commands(config, "worker_start_ray_commands")
-              if "ray start" in c]
+    starts = [
+        c
+        for c in commands(config, "head_start_ray_commands") + commands(config, "worker_start_ray_commands")
+        if "ray start" in c
+    ]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
     assert "RAY_AUTH_MODE=disabled" not in CLUSTER_YAML.read_text()
 
@@ -149,8 +163,11 @@ def test_nodes_install_the_pinned_project_with_the_right_torch():
     import ray
 
     config = load_cluster()
-    pins = dict(line.split("==") for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert pins["ray"] == ray.__version__  # the cluster runs the Ray this file was validated with
     head = commands(config, "head_setup_commands")
     workers = commands(config, "worker_setup_commands")
@@ -163,6 +180,7 @@ def test_nodes_install_the_pinned_project_with_the_right_torch():
 
 
 # --- cluster.yaml through Ray's own AWS bootstrap, against a mocked AWS ----------------------------
+
 
 @pytest.fixture
 def mocked_aws(monkeypatch, tmp_path):
@@ -193,9 +211,13 @@ def fill_in_network(text: str) -> tuple[dict, str, object]:
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(VpcId=vpc, GroupName="emotion-sweep", Description="cluster")["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
-        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]},
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.20.0.0/16"}]}])
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]},
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.20.0.0/16"}]},
+        ],
+    )
     for name in ("emotion-sweep-head", "emotion-sweep-worker"):
         iam.create_instance_profile(InstanceProfileName=name)
     filled = text.replace("subnet-EDIT-private", subnet).replace("sg-EDIT-cluster", group)
@@ -203,16 +225,21 @@ def fill_in_network(text: str) -> tuple[dict, str, object]:
 
 
 def world_open_rules(ec2) -> list:
-    return [(g["GroupName"], rule) for g in ec2.describe_security_groups()["SecurityGroups"]
-            for rule in g["IpPermissions"] if any(r["CidrIp"] == "0.0.0.0/0" for r in rule["IpRanges"])]
+    return [
+        (g["GroupName"], rule)
+        for g in ec2.describe_security_groups()["SecurityGroups"]
+        for rule in g["IpPermissions"]
+        if any(r["CidrIp"] == "0.0.0.0/0" for r in rule["IpRanges"])
+    ]
 
 
 def test_rays_aws_bootstrap_keeps_our_group_and_opens_nothing(mocked_aws):
     raw, group, ec2 = fill_in_network(CLUSTER_YAML.read_text())
     groups_before = ec2.describe_security_groups()["SecurityGroups"]
     bootstrapped = mocked_aws.bootstrap_aws(prepared_cluster(raw))
-    assert {name: t["node_config"]["SecurityGroupIds"] for name, t in bootstrapped["available_node_types"].items()} \
-        == {name: [group] for name in raw["available_node_types"]}
+    assert {name: t["node_config"]["SecurityGroupIds"] for name, t in bootstrapped["available_node_types"].items()} == {
+        name: [group] for name in raw["available_node_types"]
+    }
     assert ec2.describe_security_groups()["SecurityGroups"] == groups_before  # no group, no rule added
     assert world_open_rules(ec2) == []
     import boto3
@@ -245,6 +272,7 @@ def test_without_our_group_ray_would_open_ssh_to_the_world(mocked_aws):
 
 # --- deploy/mlflow_server.py ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("address", ["0.0.0.0", "::", "8.8.8.8", "mlflow.example.com"])
 def test_mlflow_helper_refuses_wildcard_public_or_named_hosts(address):
     with pytest.raises(SystemExit):
@@ -274,6 +302,7 @@ def test_mlflow_store_backup_restores_on_a_fresh_head(tmp_path):
 
 # --- a sweep on a local multi-node cluster, tracked over HTTP --------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -284,10 +313,20 @@ def free_port() -> int:
 def tracking_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 (SQLite store and artifacts in tmp), started by the head's helper."""
     port = free_port()
-    store, artifacts, log = tmp_path / "server" / "mlflow.db", tmp_path / "server" / "artifacts", tmp_path / "server.log"
+    store, artifacts, log = (
+        tmp_path / "server" / "mlflow.db",
+        tmp_path / "server" / "artifacts",
+        tmp_path / "server.log",
+    )
     process = mlflow_server.launch("127.0.0.1", port, store, str(artifacts), num_workers=1, log=log)
     try:
-        yield {"uri": f"http://127.0.0.1:{port}", "store": store, "artifacts": artifacts, "log": log, "process": process}
+        yield {
+            "uri": f"http://127.0.0.1:{port}",
+            "store": store,
+            "artifacts": artifacts,
+            "log": log,
+            "process": process,
+        }
     finally:
         mlflow_server.stop_process_group(process.pid, process=process)
 
@@ -306,15 +345,39 @@ def run_multinode_sweep(demo_dir: Path, server: dict, tmp_path: Path, ray_tmp: P
     records.mkdir()
     token = tmp_path / "ray_auth_token"
     token.write_text(uuid.uuid4().hex)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     for inherited in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):  # this cluster, this token file
         env.pop(inherited, None)
-    command = [sys.executable, str(ROOT / "tests" / "multinode_sweep.py"), "--data", str(demo_dir),
-               "--tracking-uri", server["uri"], "--storage", str(tmp_path / "ray_results"),
-               "--records", str(records), "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, cwd=tmp_path)
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "multinode_sweep.py"),
+        "--data",
+        str(demo_dir),
+        "--tracking-uri",
+        server["uri"],
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--records",
+        str(records),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     try:
         output, _ = process.communicate(timeout=420)  # a hang guard, not a speed target
     except subprocess.TimeoutExpired:
@@ -327,8 +390,9 @@ def run_multinode_sweep(demo_dir: Path, server: dict, tmp_path: Path, ray_tmp: P
 
 
 @pytest.mark.slow
-def test_sweep_spreads_over_gpu_nodes_reads_shared_shards_and_tracks_over_http(demo_dir, tracking_server,
-                                                                                 tmp_path, ray_temp_dir):
+def test_sweep_spreads_over_gpu_nodes_reads_shared_shards_and_tracks_over_http(
+    demo_dir, tracking_server, tmp_path, ray_temp_dir
+):
     from mlflow.tracking import MlflowClient
 
     result, records = run_multinode_sweep(demo_dir, tracking_server, tmp_path, ray_temp_dir)

@@ -1,4 +1,5 @@
 """The data-parallel seams of workers/distributed.py, without Ray: sharding and gradient averaging."""
+
 import socket
 
 import numpy as np

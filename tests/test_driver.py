@@ -4,6 +4,7 @@ Trials record where and when they ran (tags CUDA_VISIBLE_DEVICES, started_at, en
 tests can see how Tune packed them. Every named sweep's tiny preset runs here, shortened with
 --set (epoch_scale, eval_every_steps) on the small demo corpus.
 """
+
 from collections import Counter
 
 import numpy as np
@@ -53,8 +54,11 @@ def sweep_runs(tracking_uri, experiment):
 
 def peak_overlap(runs):
     """The largest set of runs whose [started_at, ended_at] intervals all overlap."""
-    events = sorted([(float(r.data.tags["started_at"]), 1, i) for i, r in enumerate(runs)]
-                    + [(float(r.data.tags["ended_at"]), -1, i) for i, r in enumerate(runs)], key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(float(r.data.tags["started_at"]), 1, i) for i, r in enumerate(runs)]
+        + [(float(r.data.tags["ended_at"]), -1, i) for i, r in enumerate(runs)],
+        key=lambda e: (e[0], e[1]),
+    )
     running, peak = set(), set()
     for _, kind, index in events:
         running = running | {index} if kind == 1 else running - {index}
@@ -64,8 +68,20 @@ def peak_overlap(runs):
 
 def assert_contract(child, sweep_name, sets):
     tags = child.data.tags
-    for key in ("sweep", "trial_id", "scenario", "start", "train_speakers", "test_speakers", "data_hash",
-                "git_commit", "config_id", "CUDA_VISIBLE_DEVICES", "started_at", "ended_at"):
+    for key in (
+        "sweep",
+        "trial_id",
+        "scenario",
+        "start",
+        "train_speakers",
+        "test_speakers",
+        "data_hash",
+        "git_commit",
+        "config_id",
+        "CUDA_VISIBLE_DEVICES",
+        "started_at",
+        "ended_at",
+    ):
         assert key in tags, key
     assert tags["sweep"] == sweep_name and tags["trial_state"] == "completed"
     for name in ("learning_rate", "batch_size", "schedule", "english_fraction", "train_speakers"):
@@ -76,7 +92,9 @@ def assert_contract(child, sweep_name, sets):
         assert f"{set_name}/{EMOTIONS[0]}/support" in child.data.metrics
 
 
-def test_finer_vs_vanilla_tiny_fans_out_two_at_a_time_on_two_gpus(fake_gpu_ray, demo_dir, tracking_uri, tmp_path, capsys):
+def test_finer_vs_vanilla_tiny_fans_out_two_at_a_time_on_two_gpus(
+    fake_gpu_ray, demo_dir, tracking_uri, tmp_path, capsys
+):
     run("finer_vs_vanilla", demo_dir, tracking_uri, tmp_path, "--preset", "tiny", "--gpus-per-trial", "1", *SHORT)
     client, parent, children = sweep_runs(tracking_uri, "finer_vs_vanilla")
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
@@ -122,8 +140,19 @@ def test_transfer_zh_tiny_packs_four_trials_on_two_gpus(fake_gpu_ray, demo_dir, 
 
 
 def test_folds_record_mean_and_std_per_configuration(fake_gpu_ray, demo_dir, tracking_uri, tmp_path):
-    run("smoke", demo_dir, tracking_uri, tmp_path, "--folds", "emobox", "--set", "learning_rate=1e-3",
-        "--set", "schedule=full", *SHORT)
+    run(
+        "smoke",
+        demo_dir,
+        tracking_uri,
+        tmp_path,
+        "--folds",
+        "emobox",
+        "--set",
+        "learning_rate=1e-3",
+        "--set",
+        "schedule=full",
+        *SHORT,
+    )
     client, parent, children = sweep_runs(tracking_uri, "smoke")
     assert sorted(c.data.tags["fold"] for c in children) == ["emobox-1", "emobox-2", "emobox-4"]
     (config_id,) = {c.data.tags["config_id"] for c in children}
@@ -137,13 +166,22 @@ def test_folds_record_mean_and_std_per_configuration(fake_gpu_ray, demo_dir, tra
     assert fold_speakers["emobox-1"] == "0002,0011,0016"  # test_zh from the base plan, then the fold's English
 
 
-def test_failing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(fake_gpu_ray, demo_dir, tracking_uri, tmp_path):
-    import search_spaces
-    from orchestrator.runner import run_sweep
+def test_failing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(
+    fake_gpu_ray, demo_dir, tracking_uri, tmp_path
+):
     from ray import tune
 
-    spec = search_spaces.load("smoke").override({"schedule": "full", "learning_rate": 1e-3, "epoch_scale": 0.3,
-                                                 "init_from": tune.grid_search(["", str(tmp_path / "no-model")])})
+    import search_spaces
+    from orchestrator.runner import run_sweep
+
+    spec = search_spaces.load("smoke").override(
+        {
+            "schedule": "full",
+            "learning_rate": 1e-3,
+            "epoch_scale": 0.3,
+            "init_from": tune.grid_search(["", str(tmp_path / "no-model")]),
+        }
+    )
     args = sweep.parse_args(["smoke", "--data", str(demo_dir), "--tracking-uri", tracking_uri, "--max-failures", "1"])
     state = sweep.new_sweep(spec, args, str(tmp_path / "ray"))
     assert run_sweep(state) == 0
@@ -163,8 +201,19 @@ def test_workers_per_trial_trains_one_trial_data_parallel(fake_gpu_ray, demo_dir
     from shards.batching import holdout
     from shards.reader import ShardReader
 
-    run("smoke", demo_dir, tracking_uri, tmp_path, "--workers-per-trial", "2", "--set", "schedule=full",
-        "--set", "learning_rate=1e-3", *SHORT)
+    run(
+        "smoke",
+        demo_dir,
+        tracking_uri,
+        tmp_path,
+        "--workers-per-trial",
+        "2",
+        "--set",
+        "schedule=full",
+        "--set",
+        "learning_rate=1e-3",
+        *SHORT,
+    )
     client, parent, children = sweep_runs(tracking_uri, "smoke")
     (child,) = children
     assert child.info.status == "FINISHED" and "test_en/accuracy" in child.data.metrics

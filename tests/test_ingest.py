@@ -1,4 +1,5 @@
 """ESD ingest: ESD-shaped trees with every quirk of the copies in circulation, re-runs, interruption, verify."""
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,13 @@ class Expected:
 def _expect_written(expected: Expected, root: Path, clips) -> None:
     for clip in clips:
         expected.clips[clip.utterance_id] = {
-            "path": clip.path.relative_to(root).as_posix(), "speaker": clip.speaker, "emotion": clip.emotion,
-            "split": clip.split, "transcript": clip.transcript, "audio": clip.audio}
+            "path": clip.path.relative_to(root).as_posix(),
+            "speaker": clip.speaker,
+            "emotion": clip.emotion,
+            "split": clip.split,
+            "transcript": clip.transcript,
+            "audio": clip.audio,
+        }
 
 
 def _rewrite_transcript(path: Path, encoding: str, edit) -> None:
@@ -85,26 +91,41 @@ def build_quirky_tree(root: Path) -> Expected:
     _rewrite_transcript(flat / "0002" / "0002.txt", "utf-16", chinese_spaced)
     _rewrite_transcript(base / "0011" / "0011.txt", "latin-1", latin)
     _rewrite_transcript(flat / "0012" / "0012.txt", "utf-8", lambda lines: lines)
-    for uid, clip in expected.clips.items():
+    for clip in expected.clips.values():
         if clip["speaker"] == "0011":
             clip["transcript"] = clip["transcript"].replace("Author of the danger trail", LATIN_TEXT)
-    expected.encodings = {f"{TOP}/0001/0001.txt": "gb2312", f"ESD/{TOP}/0002/0002.txt": "utf-16",
-                          f"{TOP}/0011/0011.txt": "latin-1", f"ESD/{TOP}/0012/0012.txt": "utf-8"}
+    expected.encodings = {
+        f"{TOP}/0001/0001.txt": "gb2312",
+        f"ESD/{TOP}/0002/0002.txt": "utf-16",
+        f"{TOP}/0011/0011.txt": "latin-1",
+        f"ESD/{TOP}/0012/0012.txt": "utf-8",
+    }
 
     # A 22.05 kHz clip and a stereo clip (new utterances, so their expected audio is computed here).
     rate_path = base / "0011" / "Angry" / "train" / "0011_000410.wav"
     audio_22k = synth_audio(0.25, seed=7, rate=22_050)
     soundfile.write(rate_path, audio_22k, 22_050, subtype="PCM_16")
     resampled = soxr.resample(audio_22k.astype(np.float64) / 32768, 22_050, 16_000, quality="HQ")
-    expected.clips["0011_000410"] = {"path": rate_path.relative_to(root).as_posix(), "speaker": "0011",
-                                     "emotion": "Angry", "split": "train", "transcript": "",
-                                     "audio": np.clip(np.rint(resampled * 32768), -32768, 32767).astype(np.int16)}
+    expected.clips["0011_000410"] = {
+        "path": rate_path.relative_to(root).as_posix(),
+        "speaker": "0011",
+        "emotion": "Angry",
+        "split": "train",
+        "transcript": "",
+        "audio": np.clip(np.rint(resampled * 32768), -32768, 32767).astype(np.int16),
+    }
     stereo_path = flat / "0012" / "Sad" / "0012_001120.wav"
     left, right = synth_audio(0.2, seed=8), synth_audio(0.2, seed=9)
     soundfile.write(stereo_path, np.stack([left, right], axis=1), 16_000, subtype="PCM_16")
     mixed = np.rint((left.astype(np.float64) + right) / 2).astype(np.int16)
-    expected.clips["0012_001120"] = {"path": stereo_path.relative_to(root).as_posix(), "speaker": "0012",
-                                     "emotion": "Sad", "split": "train", "transcript": "", "audio": mixed}
+    expected.clips["0012_001120"] = {
+        "path": stereo_path.relative_to(root).as_posix(),
+        "speaker": "0012",
+        "emotion": "Sad",
+        "split": "train",
+        "transcript": "",
+        "audio": mixed,
+    }
     expected.missing_transcripts |= {"0011_000410", "0012_001120"}
 
     # Bad files: each must be skipped and named, and cost no good clip.
@@ -151,8 +172,9 @@ def test_every_good_clip_is_ingested_exactly(quirky):
     root, out, expected, result = quirky
     reader = ShardReader(out)
     assert sorted(reader.index.utterance_id) == sorted(expected.clips)
-    table = pa.concat_tables(pa.ipc.open_file(pa.memory_map(str(out / e["path"]))).read_all()
-                             for e in reader.manifest["shards"])
+    table = pa.concat_tables(
+        pa.ipc.open_file(pa.memory_map(str(out / e["path"]))).read_all() for e in reader.manifest["shards"]
+    )
     transcripts = dict(zip(table.column("utterance_id").to_pylist(), table.column("transcript").to_pylist()))
     for row, uid in enumerate(reader.index.utterance_id):
         want = expected.clips[uid]
@@ -178,8 +200,10 @@ def test_manifest_records_source_hash_duration_and_label(quirky):
     assert manifest["utterances"]["0011_000410"]["converted_from"] == {"sample_rate": 22_050, "channels": 1}
     assert manifest["utterances"]["0012_001120"]["converted_from"] == {"sample_rate": 16_000, "channels": 2}
     for speaker in ("0001", "0002", "0011", "0012"):
-        per_emotion = {e: sum(1 for c in expected.clips.values() if c["speaker"] == speaker and c["emotion"] == e)
-                       for e in EMOTIONS}
+        per_emotion = {
+            e: sum(1 for c in expected.clips.values() if c["speaker"] == speaker and c["emotion"] == e)
+            for e in EMOTIONS
+        }
         assert manifest["counts"][speaker] == per_emotion
     assert manifest["num_clips"] == len(expected.clips)
 
@@ -199,17 +223,25 @@ def test_transcripts_decode_in_every_encoding_and_labels_disagreements(quirky):
     assert all(t["num_without_emotion"] == 0 and "unparsed_lines" not in t for t in manifest["transcripts"])
     disagreement = {d["utterance_id"]: d for d in manifest["label_disagreements"]}
     assert set(disagreement) == expected.disagreements
-    assert disagreement["0012_000021"] == {"utterance_id": "0012_000021", "path": f"ESD/{TOP}/0012/Sad/0012_000021.wav",
-                                           "label": "Sad", "folder": "Sad", "transcript": "Neutral",
-                                           "utterance_number": "Neutral"}
+    assert disagreement["0012_000021"] == {
+        "utterance_id": "0012_000021",
+        "path": f"ESD/{TOP}/0012/Sad/0012_000021.wav",
+        "label": "Sad",
+        "folder": "Sad",
+        "transcript": "Neutral",
+        "utterance_number": "Neutral",
+    }
     assert set(manifest["missing_transcripts"]) == expected.missing_transcripts
 
 
 def test_speakers_carry_language_and_gender_and_plans_sit_next_to_the_data(quirky):
     root, out, expected, result = quirky
     assert result.manifest["speakers"] == {
-        "0001": {"language": "zh", "gender": "F"}, "0002": {"language": "zh", "gender": "unknown"},
-        "0011": {"language": "en", "gender": "M"}, "0012": {"language": "en", "gender": "unknown"}}
+        "0001": {"language": "zh", "gender": "F"},
+        "0002": {"language": "zh", "gender": "unknown"},
+        "0011": {"language": "en", "gender": "M"},
+        "0012": {"language": "en", "gender": "unknown"},
+    }
     plans = load_plans(out)
     assert [p.name for p in plans["loso"]] == ["loso-0011", "loso-0012", "loso-0001", "loso-0002"]
     assert "paper" not in plans  # needs 5 English speakers
@@ -245,7 +277,14 @@ def test_official_split_and_label_rules_follow_the_utterance_number():
     assert [id_split(n) for n in (1, 20, 21, 50, 51, 350)] == ["evaluation"] * 2 + ["test"] * 2 + ["train"] * 2
     assert [id_split(350 * 4 + n) for n in (1, 21, 51)] == ["evaluation", "test", "train"]
     assert [id_block_emotion(n) for n in (1, 350, 351, 701, 1051, 1401, 1750)] == [
-        "Neutral", "Neutral", "Angry", "Happy", "Sad", "Surprise", "Surprise"]
+        "Neutral",
+        "Neutral",
+        "Angry",
+        "Happy",
+        "Sad",
+        "Surprise",
+        "Surprise",
+    ]
     # A root that happens to sit below a folder named "test" does not make clips test clips.
     assert folder_labels(("test", "ESD", "0011", "Angry")) == ("Angry", None)
     assert folder_labels(("0011", "Angry", "evaluation")) == ("Angry", "evaluation")
@@ -255,9 +294,11 @@ def test_official_split_and_label_rules_follow_the_utterance_number():
 def test_chinese_transcripts_decode_in_every_encoding(encoding):
     text = f"0001_000001\t{CHINESE_TEXT}\t中立\n0001_000351\t{CHINESE_TEXT}\t生气\n0001_000701 {CHINESE_TEXT} 快乐\n"
     transcript = read_transcript(text.encode(encoding), language="zh")
-    assert {u: (l.text, l.emotion) for u, l in transcript.lines.items()} == {
-        "0001_000001": (CHINESE_TEXT, "Neutral"), "0001_000351": (CHINESE_TEXT, "Angry"),
-        "0001_000701": (CHINESE_TEXT, "Happy")}
+    assert {u: (line.text, line.emotion) for u, line in transcript.lines.items()} == {
+        "0001_000001": (CHINESE_TEXT, "Neutral"),
+        "0001_000351": (CHINESE_TEXT, "Angry"),
+        "0001_000701": (CHINESE_TEXT, "Happy"),
+    }
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1", "cp1252"])
@@ -265,9 +306,11 @@ def test_chinese_transcripts_decode_in_every_encoding(encoding):
 def test_english_transcripts_decode_in_every_encoding(encoding, language):
     text = f"0011_001051\t{LATIN_TEXT}\tSad\n0011_001401\tWhat a surprise Surprise\n0011_000002\tNo label here\n"
     transcript = read_transcript(text.encode(encoding), language=language)
-    assert {u: (l.text, l.emotion) for u, l in transcript.lines.items()} == {
-        "0011_001051": (LATIN_TEXT, "Sad"), "0011_001401": ("What a surprise", "Surprise"),
-        "0011_000002": ("No label here", None)}
+    assert {u: (line.text, line.emotion) for u, line in transcript.lines.items()} == {
+        "0011_001051": (LATIN_TEXT, "Sad"),
+        "0011_001401": ("What a surprise", "Surprise"),
+        "0011_000002": ("No label here", None),
+    }
 
 
 @pytest.mark.parametrize("text", ["Hélène Müller sings", "Crème brûlée stands"])
@@ -328,7 +371,8 @@ def test_rerun_changes_nothing_and_a_changed_file_reprocesses_only_its_speaker(t
     old_0016 = {n for n in shard_stats if "-0016-" in n}
     assert not old_0016 & set(_shard_stats(out))  # the replaced speaker's old shards are gone
     assert {n: s for n, s in _shard_stats(out).items() if "-0016-" not in n} == {
-        n: s for n, s in shard_stats.items() if "-0016-" not in n}
+        n: s for n, s in shard_stats.items() if "-0016-" not in n
+    }
     assert verify_corpus(out) == []
 
     # A transcript re-encoded with the same lines changes nothing; an edited line re-processes its speaker.
@@ -471,8 +515,15 @@ def test_a_trial_runs_on_ingested_esd_like_on_the_demo_corpus(tmp_path, demo_dir
     demo = json.loads((demo_dir / MANIFEST_NAME).read_text())
     assert set(demo) <= set(manifest) and manifest["schema"] == demo["schema"]
     plan = find_plan(load_plans(out), "paper")
-    config = TrialConfig(data_dir=str(out), start="tiny", schedule="head_only", epoch_scale=0.2, batch_size=8, eval_every_steps=2,
-                         **plan.as_config())
+    config = TrialConfig(
+        data_dir=str(out),
+        start="tiny",
+        schedule="head_only",
+        epoch_scale=0.2,
+        batch_size=8,
+        eval_every_steps=2,
+        **plan.as_config(),
+    )
     metrics = run_trial(config, NullLogger(), ListReporter())
     assert {"test_en/accuracy", "test_zh/accuracy"} <= set(metrics)
 
@@ -494,8 +545,11 @@ def test_labels_and_languages_without_folders_or_esd_ids(tmp_path):
     assert manifest["speakers"]["0021"]["language"] == "en" and "0030" not in manifest["speakers"]
     assert manifest["utterances"]["0021_000351"]["emotion"] == "Angry"
     assert manifest["utterances"]["0021_000351"]["label_from"] == "transcript"
-    assert (manifest["utterances"]["0011_000002"]["emotion"], manifest["utterances"]["0011_000002"]["label_from"],
-            manifest["utterances"]["0011_000002"]["split"]) == ("Neutral", "utterance_number", "evaluation")
+    assert (
+        manifest["utterances"]["0011_000002"]["emotion"],
+        manifest["utterances"]["0011_000002"]["label_from"],
+        manifest["utterances"]["0011_000002"]["split"],
+    ) == ("Neutral", "utterance_number", "evaluation")
     skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {"0030/Sad/0030_001051.wav", "0011/0011_002000.wav"}
     assert "language" in skipped["0030/Sad/0030_001051.wav"] and "no emotion" in skipped["0011/0011_002000.wav"]
@@ -503,7 +557,8 @@ def test_labels_and_languages_without_folders_or_esd_ids(tmp_path):
 
 def test_parallel_map_keeps_order_over_many_chunks():
     assert list(map_ordered(abs, list(range(-500, 500)), workers=2, on_crash=None, chunksize=7)) == [
-        abs(i) for i in range(-500, 500)]
+        abs(i) for i in range(-500, 500)
+    ]
 
 
 def test_symlinks_loops_and_odd_names_neither_stop_nor_double_count(tmp_path):

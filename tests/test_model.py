@@ -37,7 +37,8 @@ def test_padding_is_masked(batch):
         shortest = int(np.argmin(batch.lengths))
         alone_values, alone_mask = normalize_audio(
             torch.from_numpy(batch.audio[shortest : shortest + 1, : batch.lengths[shortest]]),
-            torch.from_numpy(batch.lengths[shortest : shortest + 1]))
+            torch.from_numpy(batch.lengths[shortest : shortest + 1]),
+        )
         alone = model(alone_values, attention_mask=alone_mask)
         in_batch = model(values, attention_mask=mask)[shortest : shortest + 1]
     assert not torch.isclose(masked, unmasked)
@@ -92,7 +93,8 @@ def test_pooling_variants_mask_padding_too(batch, pooling):
     shortest = int(np.argmin(batch.lengths))
     alone_values, alone_mask = normalize_audio(
         torch.from_numpy(batch.audio[shortest : shortest + 1, : batch.lengths[shortest]]),
-        torch.from_numpy(batch.lengths[shortest : shortest + 1]))
+        torch.from_numpy(batch.lengths[shortest : shortest + 1]),
+    )
     with torch.no_grad():
         in_batch = model(values, attention_mask=mask)[shortest : shortest + 1]
         alone = model(alone_values, attention_mask=alone_mask)

@@ -1,5 +1,6 @@
 """Named sweeps as plans: every sweep loads, its presets plan on the demo speakers, folds and
 scenarios expand into the trials the paper's experiments need. No Ray here; see test_driver.py."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -58,8 +59,11 @@ def test_finer_vs_vanilla_tunes_both_starts_on_the_held_out_english_speaker():
     assert {v.values["schedule"] for v in variants} == {"paper_finer", "paper_vanilla", "full"}
     assert len({v.values["learning_rate"] for v in variants}) > 2  # sampled, not fixed
     # The paper's own recipe runs as a point of each arm.
-    assert any(v.values["learning_rate"] == 1e-4 and v.values["schedule"] == "paper_vanilla"
-               for v in variants if v.scenario == "vanilla")
+    assert any(
+        v.values["learning_rate"] == 1e-4 and v.values["schedule"] == "paper_vanilla"
+        for v in variants
+        if v.scenario == "vanilla"
+    )
     for variant in variants:
         assert variant.values["train_speakers"] == ("0011", "0012", "0013", "0014")
         assert variant.values["eval_sets"] == {"test_en": ("0015",)}
@@ -88,7 +92,11 @@ def test_transfer_zh_paper_scale_tunes_lr_batch_schedule_and_the_english_share()
     plan = plan_of("transfer_zh")
     (base,) = plan.phases[0].variants  # the paper's finer recipe
     assert {k: base.values[k] for k in ("start", "schedule", "learning_rate", "batch_size")} == {
-        "start": "finer", "schedule": "paper_finer", "learning_rate": 1e-4, "batch_size": 8}
+        "start": "finer",
+        "schedule": "paper_finer",
+        "learning_rate": 1e-4,
+        "batch_size": 8,
+    }
     mixed = [v for v in plan.phases[1].variants if v.scenario == "mixed"]
     assert {v.values["english_fraction"] for v in mixed} == {0.2, 0.4, 0.6, 0.8, None}
     assert {v.values["schedule"] for v in mixed} == {"full", "paper_finer", "head_only"}
@@ -113,8 +121,10 @@ def test_loso_folds_share_each_configuration_and_never_leak_a_speaker():
         assert set(variant.values["train_speakers"]) == set(english) - {held_out}
     assert len(by_config) == 4 and all(len(folds) == len(english) for folds in by_config.values())
     for folds in by_config.values():  # a configuration's folds differ only in their speakers
-        recipes = {tuple(sorted((k, str(v)) for k, v in f.values.items() if k not in ("train_speakers", "eval_sets")))
-                   for f in folds}
+        recipes = {
+            tuple(sorted((k, str(v)) for k, v in f.values.items() if k not in ("train_speakers", "eval_sets")))
+            for f in folds
+        }
         assert len(recipes) == 1
 
 
@@ -158,15 +168,19 @@ def test_unknown_keys_and_bad_values_are_clear_errors():
 
 def _run(config_id, fold, scenario, metrics, status="FINISHED"):
     tags = {"config_id": config_id, "fold": fold, "scenario": scenario, "trial_id": f"{config_id}-{fold}"}
-    return SimpleNamespace(info=SimpleNamespace(status=status, run_id=f"{config_id}{fold}"),
-                           data=SimpleNamespace(tags=tags, metrics=metrics, params={}))
+    return SimpleNamespace(
+        info=SimpleNamespace(status=status, run_id=f"{config_id}{fold}"),
+        data=SimpleNamespace(tags=tags, metrics=metrics, params={}),
+    )
 
 
 def test_fold_rows_give_mean_and_sample_std_per_configuration():
-    runs = [_run("a", "f1", "finer", {"test_en/accuracy": 0.5, "test_en/macro_f1": 0.4, "val/accuracy": 0.9}),
-            _run("a", "f2", "finer", {"test_en/accuracy": 0.7, "test_en/macro_f1": 0.6, "val/accuracy": 0.8}),
-            _run("b", "f1", "vanilla", {"test_en/accuracy": 0.3, "test_en/macro_f1": 0.2, "val/accuracy": 0.7}),
-            _run("b", "f2", "vanilla", {"test_en/accuracy": 0.9}, status="FAILED")]
+    runs = [
+        _run("a", "f1", "finer", {"test_en/accuracy": 0.5, "test_en/macro_f1": 0.4, "val/accuracy": 0.9}),
+        _run("a", "f2", "finer", {"test_en/accuracy": 0.7, "test_en/macro_f1": 0.6, "val/accuracy": 0.8}),
+        _run("b", "f1", "vanilla", {"test_en/accuracy": 0.3, "test_en/macro_f1": 0.2, "val/accuracy": 0.7}),
+        _run("b", "f2", "vanilla", {"test_en/accuracy": 0.9}, status="FAILED"),
+    ]
     rows = {r["config_id"]: r for r in fold_rows(runs)}
     mean, std, n = rows["a"]["stats"]["test_en/accuracy"]
     assert (round(mean, 6), round(std, 6), n) == (0.6, round(0.2 / 2**0.5, 6), 2)

@@ -1,5 +1,6 @@
 """Prediction on users' audio files with a finished trial's model: formats, rates, channels,
 abstention below the threshold, and a clear answer for every file that cannot be analysed."""
+
 import json
 
 import numpy as np
@@ -26,8 +27,9 @@ def smoke_sweep(demo_dir, local_ray, tmp_path_factory):
 def trial_run(smoke_sweep):
     uri, parent_id, _ = smoke_sweep
     client = MlflowClient(uri)
-    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
     return children[0].info.run_id
 
 
@@ -68,18 +70,22 @@ def test_answers_wav_and_flac_at_16_and_44k_mono_and_stereo(smoke_sweep, trial_r
     uri, _, _ = smoke_sweep
     paths, _ = audio_files
     names = ["wav16_mono", "wav44_stereo", "flac16_stereo", "flac44_mono"]
-    code, result = run_json(capsys, "--run", trial_run, "--tracking-uri", uri, "--threshold", "0.2",
-                            *[paths[n] for n in names])
+    code, result = run_json(
+        capsys, "--run", trial_run, "--tracking-uri", uri, "--threshold", "0.2", *[paths[n] for n in names]
+    )
     assert code == 0 and result["answered"] == 4 and result["model"]["run_id"] == trial_run
     files = result["files"]
-    assert [(f["audio"]["sample_rate"], f["audio"]["channels"]) for f in files] == [(16_000, 1), (44_100, 2),
-                                                                                      (16_000, 2), (44_100, 1)]
+    assert [(f["audio"]["sample_rate"], f["audio"]["channels"]) for f in files] == [
+        (16_000, 1),
+        (44_100, 2),
+        (16_000, 2),
+        (44_100, 1),
+    ]
     for answer in files:
         assert set(answer["probabilities"]) == set(EMOTIONS)
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
         # With five emotions the top probability is at least 0.2: nothing abstains at threshold 0.2.
         assert answer["decision"] == answer["emotion"] == max(answer["probabilities"], key=answer["probabilities"].get)
-
 
 
 def test_every_format_rate_and_layout_reaches_the_model_as_the_same_16k_mono_clip(audio_files, demo_dir):
@@ -117,21 +123,23 @@ def test_abstains_below_the_threshold_and_names_the_competing_emotions(smoke_swe
     assert code == 0  # an "uncertain" answer is an answer
     assert "uncertain:" in out and "compete" in out and "below 0.99, a person should listen" in out
 
-    code, result = run_json(capsys, "--run", trial_run, "--tracking-uri", uri, "--threshold", "0.99",
-                            paths["flac44_mono"])
+    code, result = run_json(
+        capsys, "--run", trial_run, "--tracking-uri", uri, "--threshold", "0.99", paths["flac44_mono"]
+    )
     answer = result["files"][0]
     assert answer["decision"] == "uncertain" and answer["emotion"] is None
     probabilities = answer["probabilities"]
     assert 2 <= len(answer["competing"]) <= 3
-    assert answer["competing"] == sorted(probabilities, key=probabilities.get, reverse=True)[:len(answer["competing"])]
+    assert answer["competing"] == sorted(probabilities, key=probabilities.get, reverse=True)[: len(answer["competing"])]
 
 
 def test_each_bad_file_gets_its_reason_and_the_good_one_is_still_answered(smoke_sweep, trial_run, audio_files, capsys):
     uri, _, _ = smoke_sweep
     paths, _ = audio_files
     bad = ["missing", "not_audio", "silence", "ten_minutes"]
-    code, result = run_json(capsys, "--run", trial_run, "--tracking-uri", uri, *[paths[n] for n in bad],
-                            paths["wav16_mono"])
+    code, result = run_json(
+        capsys, "--run", trial_run, "--tracking-uri", uri, *[paths[n] for n in bad], paths["wav16_mono"]
+    )
     assert code == 0 and result["answered"] == 1
     errors = {name: answer.get("error", "") for name, answer in zip(bad, result["files"])}
     assert errors["missing"] == "no such file"

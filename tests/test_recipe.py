@@ -1,5 +1,6 @@
 """The recipe does what the paper's recipe says: freeze schedule, adaptive lr, early stopping, best state,
 resume from a checkpoint, and a frozen-feature cache that changes nothing but the speed."""
+
 import json
 
 import numpy as np
@@ -14,8 +15,14 @@ from workers.reporting import ListReporter
 from workers.tracking import NullLogger
 
 CPU = torch.device("cpu")
-NO_REGULARISATION = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
-                         mask_time_prob=0.0, head_dropout=0.0)
+NO_REGULARISATION = dict(
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    layerdrop=0.0,
+    mask_time_prob=0.0,
+    head_dropout=0.0,
+)
 
 
 class RecordingLogger(NullLogger):
@@ -35,9 +42,16 @@ class RecordingLogger(NullLogger):
 
 def small_config(demo_dir, tmp_path, **overrides) -> TrialConfig:
     """Two training speakers (45 train / 15 val clips), batch 4: 12 steps an epoch."""
-    values = dict(data_dir=str(demo_dir), train_speakers=("0011", "0012"), eval_sets={"test_en": ("0015",)},
-                  val_fraction=0.25, batch_size=4, eval_every_steps=2, prefetch_batches=2,
-                  feature_cache_dir=str(tmp_path / "features"))
+    values = dict(
+        data_dir=str(demo_dir),
+        train_speakers=("0011", "0012"),
+        eval_sets={"test_en": ("0015",)},
+        val_fraction=0.25,
+        batch_size=4,
+        eval_every_steps=2,
+        prefetch_batches=2,
+        feature_cache_dir=str(tmp_path / "features"),
+    )
     values.update(overrides)
     return TrialConfig(**values)
 
@@ -93,8 +107,16 @@ def test_early_stopping_counts_rounds_without_a_new_best():
     for loss in [1.0, 0.8, 0.9, 0.85, 0.79, 0.8, 0.81, 0.82]:
         is_best = record_evaluation(state, cfg, loss, 0.5)
         stopped.append((is_best, state.stopped_early))
-    assert stopped == [(True, False), (True, False), (False, False), (False, False), (True, False),
-                       (False, False), (False, False), (False, True)]
+    assert stopped == [
+        (True, False),
+        (True, False),
+        (False, False),
+        (False, False),
+        (True, False),
+        (False, False),
+        (False, False),
+        (False, True),
+    ]
     never = TrainState()
     for loss in [1.0, 2.0, 3.0, 4.0, 5.0]:
         record_evaluation(never, TrialConfig(early_stop_patience=0), loss, 0.5)
@@ -102,8 +124,13 @@ def test_early_stopping_counts_rounds_without_a_new_best():
 
 
 def test_a_real_run_decays_its_logged_learning_rate_exactly_when_val_loss_kept_rising(demo_dir, tmp_path):
-    cfg = small_config(demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=1.5, learning_rate=5e-3),
-                       eval_every_steps=1, lr_decay_patience=0)
+    cfg = small_config(
+        demo_dir,
+        tmp_path,
+        stages=one_stage("all_but_cnn", epochs=1.5, learning_rate=5e-3),
+        eval_every_steps=1,
+        lr_decay_patience=0,
+    )
     logger = RecordingLogger()
     run_trial(cfg, logger, ListReporter(), device=CPU)
     rounds = logger.rounds()
@@ -123,7 +150,10 @@ def test_a_real_run_decays_its_logged_learning_rate_exactly_when_val_loss_kept_r
 
 
 def test_a_stage_stops_early_and_the_next_stage_still_runs(demo_dir, tmp_path):
-    stages = (*one_stage("all_but_cnn", epochs=3, learning_rate=5e-3), *one_stage("head", epochs=0.5, learning_rate=2e-4))
+    stages = (
+        *one_stage("all_but_cnn", epochs=3, learning_rate=5e-3),
+        *one_stage("head", epochs=0.5, learning_rate=2e-4),
+    )
     cfg = small_config(demo_dir, tmp_path, stages=stages, eval_every_steps=1, early_stop_patience=1)
     logger = RecordingLogger()
     final = run_trial(cfg, logger, ListReporter(), device=CPU)
@@ -133,8 +163,9 @@ def test_a_stage_stops_early_and_the_next_stage_still_runs(demo_dir, tmp_path):
 
 
 def test_the_final_model_is_the_best_evaluated_state(demo_dir, tmp_path):
-    cfg = small_config(demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=1.5, learning_rate=5e-3),
-                       compile=True)  # compile is skipped on CPU, and says so
+    cfg = small_config(
+        demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=1.5, learning_rate=5e-3), compile=True
+    )  # compile is skipped on CPU, and says so
     logger = RecordingLogger()
     final = run_trial(cfg, logger, ListReporter(), device=CPU)
     val_losses = [m["val/loss"] for _, m in logger.rounds()]
@@ -145,8 +176,13 @@ def test_the_final_model_is_the_best_evaluated_state(demo_dir, tmp_path):
 
 def test_gradient_accumulation_leaves_the_maths_unchanged(demo_dir, tmp_path):
     def trained(accumulation):
-        cfg = small_config(demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=0.5),
-                           grad_accum_steps=accumulation, **NO_REGULARISATION)
+        cfg = small_config(
+            demo_dir,
+            tmp_path,
+            stages=one_stage("all_but_cnn", epochs=0.5),
+            grad_accum_steps=accumulation,
+            **NO_REGULARISATION,
+        )
         return run_stages(cfg).model.state_dict()
 
     whole, split = trained(1), trained(3)
@@ -156,8 +192,9 @@ def test_gradient_accumulation_leaves_the_maths_unchanged(demo_dir, tmp_path):
 
 def test_the_frozen_feature_cache_trains_the_same_head(demo_dir, tmp_path):
     def head_after(cache: bool):
-        cfg = small_config(demo_dir, tmp_path, schedule="head_only", epoch_scale=0.5, learning_rate=3e-3,
-                           cache_frozen_features=cache)
+        cfg = small_config(
+            demo_dir, tmp_path, schedule="head_only", epoch_scale=0.5, learning_rate=3e-3, cache_frozen_features=cache
+        )
         logger = RecordingLogger()
         trial = run_stages(cfg, logger)
         return trial.model.head.state_dict(), logger
@@ -196,8 +233,15 @@ def record_step_rows(monkeypatch) -> dict[int, list]:
 
 
 def test_a_resumed_trial_continues_at_the_checkpointed_step_and_stage(demo_dir, tmp_path, monkeypatch):
-    cfg = small_config(demo_dir, tmp_path, schedule="paper_finer", learning_rate=2e-3, eval_every_steps=5,
-                       english_fraction=0.5, train_speakers=("0011", "0012", "0001"))
+    cfg = small_config(
+        demo_dir,
+        tmp_path,
+        schedule="paper_finer",
+        learning_rate=2e-3,
+        eval_every_steps=5,
+        english_fraction=0.5,
+        train_speakers=("0011", "0012", "0001"),
+    )
     original_rows = record_step_rows(monkeypatch)
     reporter = ListReporter(checkpoint_root=tmp_path / "tune")
     original = run_trial(cfg, NullLogger(), reporter, device=CPU)
@@ -243,8 +287,15 @@ def test_unknown_keys_are_still_named(demo_dir):
 
 
 def test_encoder_regularisation_is_written_into_the_encoder(demo_dir, tmp_path):
-    cfg = small_config(demo_dir, tmp_path, hidden_dropout=0.25, attention_dropout=0.2, layerdrop=0.05,
-                       mask_time_prob=0.1, stages=one_stage("head", epochs=0.1))
+    cfg = small_config(
+        demo_dir,
+        tmp_path,
+        hidden_dropout=0.25,
+        attention_dropout=0.2,
+        layerdrop=0.05,
+        mask_time_prob=0.1,
+        stages=one_stage("head", epochs=0.1),
+    )
     encoder = setup(cfg, NullLogger(), CPU, None).model.encoder
     assert encoder.config.layerdrop == 0.05 and encoder.config.mask_time_prob == 0.1
     assert encoder.encoder.layers[0].dropout.p == 0.25  # dropout modules read the rate when built
@@ -259,8 +310,9 @@ def test_the_tune_trainable_resumes_from_the_checkpoint_tune_hands_it(demo_dir, 
 
     from workers.trial import train_emotion
 
-    cfg = small_config(demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=2, learning_rate=1e-3),
-                       eval_every_steps=5)
+    cfg = small_config(
+        demo_dir, tmp_path, stages=one_stage("all_but_cnn", epochs=2, learning_rate=1e-3), eval_every_steps=5
+    )
     reporter = ListReporter(checkpoint_root=tmp_path / "tune")
     run_trial(cfg, NullLogger(), reporter, device=CPU)
     checkpoint = next(c for c in reporter.checkpoints if c is not None)
@@ -269,7 +321,9 @@ def test_the_tune_trainable_resumes_from_the_checkpoint_tune_hands_it(demo_dir, 
     reports = []
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(checkpoint)))
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(dict(metrics)))
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0", get_trial_name=lambda: "t0"))
+    monkeypatch.setattr(
+        tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0", get_trial_name=lambda: "t0")
+    )
     train_emotion(cfg.to_dict())
     assert 0 < resume_step < reports[0]["step"] and reports[-1]["step"] == reporter.reports[-1]["step"]
     assert "test_en/accuracy" in reports[-1]

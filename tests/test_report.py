@@ -1,4 +1,5 @@
 """The sweep report on a real finished tiny sweep and on synthetic transfer, fold and partial sweeps."""
+
 import os
 import re
 import subprocess
@@ -72,7 +73,9 @@ def test_paper_table_numbers_are_the_selected_runs_metrics(smoke_sweep, tmp_path
     table = report.paper_table(selected, "test_en")
     rows = {row[0]: row[1:] for row in table.rows}
     assert rows["Accuracy"] == ["", "", f"{selected.metric('test_en/accuracy'):.2f}", "30"]
-    assert rows["Angry"] == [f"{selected.metric(f'test_en/Angry/{m}'):.2f}" for m in ("precision", "recall", "f1")] + ["6"]
+    assert rows["Angry"] == [f"{selected.metric(f'test_en/Angry/{m}'):.2f}" for m in ("precision", "recall", "f1")] + [
+        "6"
+    ]
     assert rows["Macro avg"][1] == f"{selected.metric('test_en/uar'):.2f}"  # macro recall is UAR
     assert rows["Weighted avg"][2] == f"{selected.metric('test_en/weighted_f1'):.2f}"
 
@@ -80,8 +83,9 @@ def test_paper_table_numbers_are_the_selected_runs_metrics(smoke_sweep, tmp_path
 def test_trials_log_calibration_for_every_held_out_set(smoke_sweep):
     uri, parent_id, _ = smoke_sweep
     client = MlflowClient(uri)
-    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
     for child in children:
         for set_name in ("val", "test_en", "test_zh"):
             assert 0.0 <= child.data.metrics[f"{set_name}/ece"] <= 1.0
@@ -91,8 +95,9 @@ def test_trials_log_calibration_for_every_held_out_set(smoke_sweep):
 def test_a_trial_run_id_reports_on_its_sweep(smoke_sweep, tmp_path, capsys):
     uri, parent_id, _ = smoke_sweep
     client = MlflowClient(uri)
-    child = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")[0]
+    child = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )[0]
     assert report.main([child.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path), "--no-log"]) == 0
     assert parent_id in capsys.readouterr().err
     assert parent_id in (tmp_path / "report.md").read_text()
@@ -129,8 +134,10 @@ def test_fold_sweep_shows_mean_and_std_per_configuration(store, tmp_path):
 
 
 def test_sweep_with_nothing_finished_still_reports_what_runs(store, tmp_path):
-    trials = [FakeTrial("t0", {"learning_rate": 1e-4}, {"val": 0.5}, status="RUNNING"),
-              FakeTrial("t1", {"learning_rate": 3e-4}, {}, status="FAILED", error="RuntimeError: boom")]
+    trials = [
+        FakeTrial("t0", {"learning_rate": 1e-4}, {"val": 0.5}, status="RUNNING"),
+        FakeTrial("t1", {"learning_rate": 3e-4}, {}, status="FAILED", error="RuntimeError: boom"),
+    ]
     parent_id = synthetic_sweep(store, "smoke", trials, parent_status="RUNNING")
     assert report.main([parent_id, "--tracking-uri", store, "--out", str(tmp_path)]) == 0
     markdown = (tmp_path / "report.md").read_text()
@@ -169,8 +176,13 @@ def test_unreachable_server_is_one_line_without_traceback():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "PYTHONPATH": str(Path(report.__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "orchestrator.report", "smoke", "--tracking-uri", f"http://127.0.0.1:{port}"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.report", "smoke", "--tracking-uri", f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"report: cannot reach the MLflow store at http://127.0.0.1:{port}")

@@ -4,6 +4,7 @@ no finished trial trains again, and MLflow ends with one run per trial, none lef
 The driver runs as a subprocess in its own session with its own local Ray, so killing its
 process group takes down exactly what it started.
 """
+
 import os
 import signal
 import subprocess
@@ -21,11 +22,34 @@ NUM_TRIALS = 4
 
 
 def driver(demo_dir, tmp_path, *extra):
-    argv = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--data", str(demo_dir),
-            "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-            "--max-concurrent", "1", "--set", "epoch_scale=0.3", "--set", "eval_every_steps=5", *extra]
-    return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.sweep",
+        "smoke",
+        "--data",
+        str(demo_dir),
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        "--max-concurrent",
+        "1",
+        "--set",
+        "epoch_scale=0.3",
+        "--set",
+        "eval_every_steps=5",
+        *extra,
+    ]
+    return subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def kill_group(process):
@@ -68,7 +92,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(demo_dir, tmp_p
     trial_ids = [c.data.tags["trial_id"] for c in children]
     assert len(trial_ids) == NUM_TRIALS == len(set(trial_ids)), "exactly one run per trial"
     assert {c.info.status for c in children} == {"FINISHED"}, "none left RUNNING"
-    attempts = {c.data.tags["trial_id"]: len(client.get_metric_history(c.info.run_id, ATTEMPT_METRIC)) for c in children}
+    attempts = {
+        c.data.tags["trial_id"]: len(client.get_metric_history(c.info.run_id, ATTEMPT_METRIC)) for c in children
+    }
     for trial_id in finished_before_kill:
         assert attempts[trial_id] == 1, f"{trial_id} finished before the kill and must not train again"
     # With one trial at a time, at most the one running at the kill trains twice.

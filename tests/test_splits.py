@@ -1,4 +1,5 @@
 """Split plans: speaker-disjoint by construction, stored next to the data, refused when they leak."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shards.splits import (EMOBOX_ESD_TEST_SPEAKERS, SPLITS_NAME, SpeakerLeakError, SplitPlan, emobox_folds,
-                           find_plan, leave_one_speaker_out, load_plans, named_plans, paper_plan, transfer_plan,
-                           write_plans)
+from shards.splits import (
+    EMOBOX_ESD_TEST_SPEAKERS,
+    SPLITS_NAME,
+    SpeakerLeakError,
+    SplitPlan,
+    emobox_folds,
+    find_plan,
+    leave_one_speaker_out,
+    load_plans,
+    named_plans,
+    paper_plan,
+    transfer_plan,
+    write_plans,
+)
 from shards.verify import verify_corpus
 
 ESD_SPEAKERS = {f"{n:04d}": {"language": "zh" if n <= 10 else "en", "gender": "unknown"} for n in range(1, 21)}
@@ -28,8 +40,12 @@ def _held_out(plan: SplitPlan) -> set[str]:
 def _every_plan(speakers: dict) -> list[SplitPlan]:
     """Every plan the builders make for these speakers; a builder may only decline with a plain ValueError."""
     plans = []
-    for build in (lambda: [paper_plan(speakers)], lambda: [transfer_plan(speakers)],
-                  lambda: leave_one_speaker_out(speakers), lambda: emobox_folds(speakers)):
+    for build in (
+        lambda: [paper_plan(speakers)],
+        lambda: [transfer_plan(speakers)],
+        lambda: leave_one_speaker_out(speakers),
+        lambda: emobox_folds(speakers),
+    ):
         try:
             plans.extend(build())
         except SpeakerLeakError:

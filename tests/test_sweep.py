@@ -1,4 +1,5 @@
 """End to end: a real local Ray runs a sweep whose trials log into a real MLflow store."""
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -9,10 +10,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracking_uri, tmp_path, capsys):
-    code = sweep.main([
-        "smoke", "--data", str(demo_dir), "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray"),
-        "--set", "schedule=full", "--set", "epoch_scale=0.5", "--set", "eval_every_steps=5",
-    ])
+    code = sweep.main(
+        [
+            "smoke",
+            "--data",
+            str(demo_dir),
+            "--tracking-uri",
+            tracking_uri,
+            "--storage",
+            str(tmp_path / "ray"),
+            "--set",
+            "schedule=full",
+            "--set",
+            "epoch_scale=0.5",
+            "--set",
+            "eval_every_steps=5",
+        ]
+    )
     assert code == 0
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("smoke")

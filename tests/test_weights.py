@@ -1,5 +1,6 @@
 """Start weights: named starts, local directories and pre-fetched hub ids load offline; CTC heads are dropped;
 loaded weights are reused in-process by the next trial."""
+
 import json
 import os
 import subprocess
@@ -39,8 +40,9 @@ from workers.config import TrialConfig
 from workers.recipe import build_model
 ctc_dir, encoder_dir, cache_dir = sys.argv[1:4]
 def describe(model):
-    return {"keys": sorted(model.state_dict()), "bias": model.encoder.encoder.layers[0].feed_forward.output_dense.bias.tolist(),
-            "dropout": model.encoder.encoder.layers[0].dropout.p}
+    layer = model.encoder.encoder.layers[0]
+    return {"keys": sorted(model.state_dict()), "bias": layer.feed_forward.output_dense.bias.tolist(),
+            "dropout": layer.dropout.p}
 print(json.dumps({
     "ctc_dir": describe(build_model(TrialConfig(start=ctc_dir, hidden_dropout=0.2))),
     "encoder_dir": describe(build_model(TrialConfig(start=encoder_dir))),
@@ -54,18 +56,39 @@ def test_local_directories_and_prefetched_hub_ids_load_offline_without_the_ctc_h
     ctc.save_pretrained(tmp_path / "ctc")
     plain.save_pretrained(tmp_path / "encoder")
     write_cache_layout(tmp_path / "weights", "org/tiny-ctc", ctc)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(tmp_path / "ctc"), str(tmp_path / "encoder"),
-                           str(tmp_path / "weights")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OFFLINE_SCRIPT,
+            str(tmp_path / "ctc"),
+            str(tmp_path / "encoder"),
+            str(tmp_path / "weights"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     ctc_bias = ctc.wav2vec2.encoder.layers[0].feed_forward.output_dense.bias.tolist()
     for name in ("ctc_dir", "hub_id"):
         assert not [k for k in loaded[name]["keys"] if "lm_head" in k]
         assert loaded[name]["bias"] == pytest.approx(ctc_bias)
-    assert loaded["encoder_dir"]["bias"] == pytest.approx(plain.encoder.layers[0].feed_forward.output_dense.bias.tolist())
-    assert loaded["ctc_dir"]["dropout"] == 0.2 and loaded["encoder_dir"]["dropout"] == 0.1  # trial values, not the checkpoint's 0.0
+    assert loaded["encoder_dir"]["bias"] == pytest.approx(
+        plain.encoder.layers[0].feed_forward.output_dense.bias.tolist()
+    )
+    assert (
+        loaded["ctc_dir"]["dropout"] == 0.2 and loaded["encoder_dir"]["dropout"] == 0.1
+    )  # trial values, not the checkpoint's 0.0
 
 
 def test_a_missing_prefetched_start_says_how_to_fetch_it(tmp_path):
@@ -86,18 +109,31 @@ def test_the_next_trial_reuses_loaded_weights_as_an_independent_copy(tmp_path):
     with torch.no_grad():
         first.encoder.layers[0].feed_forward.output_dense.bias.add_(1.0)  # training the first trial's model ...
     third = build_encoder(str(tmp_path / "ctc"))
-    assert torch.equal(third.encoder.layers[0].feed_forward.output_dense.bias,  # ... leaves the cache untouched
-                       second.encoder.layers[0].feed_forward.output_dense.bias)
+    assert torch.equal(
+        third.encoder.layers[0].feed_forward.output_dense.bias,  # ... leaves the cache untouched
+        second.encoder.layers[0].feed_forward.output_dense.bias,
+    )
     PRETRAINED.clear()
 
 
 def test_weight_files_take_configs_and_one_weight_format_from_the_top_level():
-    listing = ["config.json", "preprocessor_config.json", "pytorch_model.bin", "model.safetensors",
-               "language_model/lm.binary", "vocab.json", "flax_model.msgpack"]
+    listing = [
+        "config.json",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
+        "model.safetensors",
+        "language_model/lm.binary",
+        "vocab.json",
+        "flax_model.msgpack",
+    ]
     assert weights.weight_files(listing) == ["config.json", "preprocessor_config.json", "model.safetensors"]
     assert weights.weight_files(["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
-    sharded = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-               "model.safetensors.index.json"]
+    sharded = [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
     assert weights.weight_files(sharded) == ["config.json", *sorted(sharded[1:])]
     with pytest.raises(ValueError, match="no PyTorch weights"):
         weights.weight_files(["config.json", "tf_model.h5"])
@@ -108,8 +144,17 @@ def test_fetch_then_show_and_load_offline(tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
     requested = []
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo, revision=None: [
-        "config.json", "preprocessor_config.json", "pytorch_model.bin", "model.safetensors", "language_model/lm.binary"])
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "list_repo_files",
+        lambda self, repo, revision=None: [
+            "config.json",
+            "preprocessor_config.json",
+            "pytorch_model.bin",
+            "model.safetensors",
+            "language_model/lm.binary",
+        ],
+    )
 
     def fake_download(repo, revision=None, cache_dir=None, allow_patterns=None):
         requested.append((repo, allow_patterns))
@@ -124,6 +169,8 @@ def test_fetch_then_show_and_load_offline(tmp_path, monkeypatch, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["fields"]["hidden_dropout"] == {"checkpoint": 0.0, "trial_default": 0.1}
     encoder = build_encoder("finer", weights_dir=str(tmp_path / "shared"))
-    assert torch.equal(encoder.encoder.layers[0].feed_forward.output_dense.bias,
-                       tiny_ctc(2).wav2vec2.encoder.layers[0].feed_forward.output_dense.bias)
+    assert torch.equal(
+        encoder.encoder.layers[0].feed_forward.output_dense.bias,
+        tiny_ctc(2).wav2vec2.encoder.layers[0].feed_forward.output_dense.bias,
+    )
     PRETRAINED.clear()

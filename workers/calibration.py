@@ -4,6 +4,7 @@ Confidence is the top softmax probability. The paper's ethics section proposes a
 confidence threshold (80%); these numbers, logged per held-out set, are what a user reads to
 choose that threshold.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ def calibration_metrics(set_name: str, y_true: np.ndarray, probs: np.ndarray) ->
     return {f"{set_name}/ece": expected_calibration_error(y_true, probs)}
 
 
-def reliability_figure(y_true: np.ndarray, probs: np.ndarray, title: str,
-                       threshold: float = DEFAULT_THRESHOLD, num_bins: int = NUM_BINS):
+def reliability_figure(
+    y_true: np.ndarray, probs: np.ndarray, title: str, threshold: float = DEFAULT_THRESHOLD, num_bins: int = NUM_BINS
+):
     """Left: reliability diagram (accuracy per confidence bin against the diagonal) over the share of
     clips per bin. Right: what abstaining below a threshold costs (share answered) and buys (accuracy).
     """
@@ -88,10 +90,18 @@ def reliability_figure(y_true: np.ndarray, probs: np.ndarray, title: str,
     histogram = fig.add_subplot(grid[1, 0], sharex=diagram)
     selective = fig.add_subplot(grid[:, 1])
 
-    diagram.bar(centers[filled], bins.accuracy[filled], width=width * 0.92, color="tab:blue", alpha=0.8,
-                label="accuracy in bin")
-    diagram.scatter(centers[filled], bins.confidence[filled], marker="_", s=120, color="tab:red", zorder=3,
-                    label="mean confidence in bin")
+    diagram.bar(
+        centers[filled], bins.accuracy[filled], width=width * 0.92, color="tab:blue", alpha=0.8, label="accuracy in bin"
+    )
+    diagram.scatter(
+        centers[filled],
+        bins.confidence[filled],
+        marker="_",
+        s=120,
+        color="tab:red",
+        zorder=3,
+        label="mean confidence in bin",
+    )
     diagram.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     diagram.set_ylim(0, 1)
     diagram.set_ylabel("accuracy")
@@ -104,14 +114,17 @@ def reliability_figure(y_true: np.ndarray, probs: np.ndarray, title: str,
     histogram.set_xlabel("confidence (top probability)")
 
     thresholds = np.linspace(0.0, 1.0, 101)
-    coverage, accuracy = selective_curve(y_true, probs, thresholds) if len(probs) else (thresholds * 0, thresholds * np.nan)
+    coverage, accuracy = (
+        selective_curve(y_true, probs, thresholds) if len(probs) else (thresholds * 0, thresholds * np.nan)
+    )
     selective.plot(thresholds, coverage, color="tab:green", label="share of clips answered")
     selective.plot(thresholds, accuracy, color="tab:blue", label="accuracy on answered clips")
     selective.axvline(threshold, color="black", linestyle=":", linewidth=1)
     at = int(round(threshold * 100))
     answered_accuracy = "–" if np.isnan(accuracy[at]) else f"{accuracy[at]:.0%}"
-    selective.set_title(f"abstaining below {threshold:.2f}: answers {coverage[at]:.0%}, "
-                        f"accuracy {answered_accuracy}", fontsize=10)
+    selective.set_title(
+        f"abstaining below {threshold:.2f}: answers {coverage[at]:.0%}, accuracy {answered_accuracy}", fontsize=10
+    )
     selective.set_xlim(0, 1)
     selective.set_ylim(0, 1.02)
     selective.set_xlabel("confidence threshold")

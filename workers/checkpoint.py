@@ -8,6 +8,7 @@ A checkpoint describes itself: `load_model(dir)` needs nothing else. Used for a 
 (Tune storage and MLflow artifact `model/`), for `init_from` (e.g. transfer_zh's English base),
 for resuming a trial (`run_trial(resume_dir=...)`) and by `orchestrator.predict`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,23 @@ TRAIN_STATE_FILE = "train_state.json"
 MASK_EMBEDDING = "encoder.masked_spec_embed"
 
 
-def save_model(model: EmotionClassifier, directory: str | Path, head_dropout: float | None = None,
-               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+def save_model(
+    model: EmotionClassifier,
+    directory: str | Path,
+    head_dropout: float | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write `model` (or `state_dict`, e.g. a kept best state, in `model`'s architecture) to `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = state_dict if state_dict is not None else model.state_dict()
     save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
     (directory / ENCODER_CONFIG_FILE).write_text(model.encoder.config.to_json_string())
-    head = {"labels": model.labels, "pooling": model.pooling,
-            "head_dropout": model.head.dropout.p if head_dropout is None else head_dropout}
+    head = {
+        "labels": model.labels,
+        "pooling": model.pooling,
+        "head_dropout": model.head.dropout.p if head_dropout is None else head_dropout,
+    }
     (directory / HEAD_FILE).write_text(json.dumps(head))
     return directory
 
@@ -45,16 +53,23 @@ def is_model_dir(directory: str | Path) -> bool:
     return (Path(directory) / WEIGHTS_FILE).exists() and (Path(directory) / ENCODER_CONFIG_FILE).exists()
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu",
-               encoder_overrides: dict | None = None) -> EmotionClassifier:
+def load_model(
+    directory: str | Path, map_location: str | torch.device = "cpu", encoder_overrides: dict | None = None
+) -> EmotionClassifier:
     """Rebuild a saved model; `encoder_overrides` replace its encoder's regularisation settings."""
     directory = Path(directory)
     if not is_model_dir(directory):
-        raise FileNotFoundError(f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and {ENCODER_CONFIG_FILE})")
+        raise FileNotFoundError(
+            f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and {ENCODER_CONFIG_FILE})"
+        )
     encoder_config = Wav2Vec2Config.from_json_file(str(directory / ENCODER_CONFIG_FILE))
     head = json.loads((directory / HEAD_FILE).read_text())
-    model = EmotionClassifier(build_encoder(encoder_config, encoder_overrides), num_labels=len(head["labels"]),
-                              head_dropout=head["head_dropout"], pooling=head.get("pooling", "mean"))
+    model = EmotionClassifier(
+        build_encoder(encoder_config, encoder_overrides),
+        num_labels=len(head["labels"]),
+        head_dropout=head["head_dropout"],
+        pooling=head.get("pooling", "mean"),
+    )
     weights = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
     expected = model.state_dict()
     if MASK_EMBEDDING not in expected:

@@ -3,6 +3,7 @@
 Pure dataclasses (no torch), so the driver can validate `--set key=value` and search spaces
 without importing training code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,16 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # TrialConfig fields written into the encoder's Wav2Vec2Config before the model is built, so a
 # checkpoint's own regularisation is never silently inherited.
 ENCODER_CONFIG_FIELDS = (
-    "hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop",
-    "mask_time_prob", "mask_time_length", "mask_time_min_masks", "mask_feature_prob", "mask_feature_length",
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "layerdrop",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_prob",
+    "mask_feature_length",
 )
 
 # Named start checkpoints; anything else is a hub id or a local directory.
@@ -171,8 +180,15 @@ class TrialConfig:
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:
-        for name in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop",
-                     "mask_time_prob", "mask_feature_prob"):
+        for name in (
+            "hidden_dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "feat_proj_dropout",
+            "layerdrop",
+            "mask_time_prob",
+            "mask_feature_prob",
+        ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.pooling not in POOLINGS:
@@ -186,8 +202,10 @@ class TrialConfig:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         smallest = min((s.batch_size for s in self.stage_list()), default=self.grad_accum_steps)
         if self.grad_accum_steps > smallest:
-            raise ValueError(f"grad_accum_steps={self.grad_accum_steps} splits a batch of {smallest} clips into "
-                             "empty micro-batches; use at most the smallest stage batch size")
+            raise ValueError(
+                f"grad_accum_steps={self.grad_accum_steps} splits a batch of {smallest} clips into "
+                "empty micro-batches; use at most the smallest stage batch size"
+            )
         if self.eval_every_steps < 1 or self.eval_batch_size < 1 or self.prefetch_batches < 0:
             raise ValueError("eval_every_steps and eval_batch_size must be >= 1, prefetch_batches >= 0")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
@@ -202,8 +220,11 @@ class TrialConfig:
     def stage_list(self) -> list[Stage]:
         if self.evaluate_only:
             return []
-        stages = [Stage(**s) for s in self.stages] if self.stages else schedule_stages(
-            self.schedule, self.learning_rate, self.batch_size)
+        stages = (
+            [Stage(**s) for s in self.stages]
+            if self.stages
+            else schedule_stages(self.schedule, self.learning_rate, self.batch_size)
+        )
         return [dataclasses.replace(s, epochs=s.epochs * self.epoch_scale) for s in stages]
 
     @classmethod
@@ -211,7 +232,7 @@ class TrialConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrialConfig":
+    def from_dict(cls, values: dict) -> TrialConfig:
         """Build from plain values (a Tune config), with a clear error for unknown keys."""
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:

@@ -8,6 +8,7 @@ the freeze schedule (the set of trainable parameters changes between stages, whi
 buckets do not allow) and needs nothing from the recipe but its `shard_rows` seam.
 Gradient clipping then acts on each worker's own gradients before the average.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,12 +38,17 @@ def train_emotion_distributed(config: dict) -> None:
         worker_loop,
         train_loop_config={**config, "trial_id": context.get_trial_id(), "trial_name": context.get_trial_name()},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=int(settings["num_workers"]), use_gpu=gpus > 0,
-            resources_per_worker={"CPU": float(settings.get("cpus_per_worker", 1.0)), **({"GPU": gpus} if gpus else {})},
+            num_workers=int(settings["num_workers"]),
+            use_gpu=gpus > 0,
+            resources_per_worker={
+                "CPU": float(settings.get("cpus_per_worker", 1.0)),
+                **({"GPU": gpus} if gpus else {}),
+            },
         ),
         # Same name and storage on a retry or restore: Train continues from its latest checkpoint.
-        run_config=ray.train.RunConfig(name=context.get_trial_id(), storage_path=settings["storage_path"],
-                                       callbacks=[TuneReportCallback()]),
+        run_config=ray.train.RunConfig(
+            name=context.get_trial_id(), storage_path=settings["storage_path"], callbacks=[TuneReportCallback()]
+        ),
     )
     trainer.fit()
 
@@ -52,8 +58,8 @@ def worker_loop(config: dict) -> None:
     import ray.train.torch
 
     from workers.config import TrialConfig
-    from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
     from workers.tracking import NullLogger
+    from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -64,9 +70,15 @@ def worker_loop(config: dict) -> None:
     logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
     handle = average_gradients_before_step(world)
     try:
-        run_recorded(values, logger, TrainReporter(rank), checkpoint=ray.train.get_checkpoint(),
-                     tracking_uri=(tracking or {}).get("tracking_uri"), device=ray.train.torch.get_device(),
-                     shard_rows=lambda rows: shard_rows(rows, rank, world))
+        run_recorded(
+            values,
+            logger,
+            TrainReporter(rank),
+            checkpoint=ray.train.get_checkpoint(),
+            tracking_uri=(tracking or {}).get("tracking_uri"),
+            device=ray.train.torch.get_device(),
+            shard_rows=lambda rows: shard_rows(rows, rank, world),
+        )
     finally:
         handle.remove()
 

@@ -10,15 +10,16 @@ head when `frozen_encoder_dropout` is False) and stored under a hash of
 
 Writers take a file lock and rename atomically, so concurrent trials compute an entry once.
 """
+
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ from transformers import Wav2Vec2Model
 from workers.config import ENCODER_CONFIG_FIELDS
 
 # Config entries that do not change eval-mode outputs (regularisation) or only describe provenance.
-_NOT_IN_FINGERPRINT = {*ENCODER_CONFIG_FIELDS, "apply_spec_augment", "_name_or_path", "transformers_version",
-                       "architectures", "final_dropout", "feat_extract_dropout"}
+_NOT_IN_FINGERPRINT = {
+    *ENCODER_CONFIG_FIELDS,
+    "apply_spec_augment",
+    "_name_or_path",
+    "transformers_version",
+    "architectures",
+    "final_dropout",
+    "feat_extract_dropout",
+}
 _SAMPLES_PER_TENSOR = 256
 
 
@@ -52,8 +60,13 @@ def encoder_fingerprint(encoder: Wav2Vec2Model) -> str:
             continue  # exists only when time masking is on; unused in eval mode
         flat = tensor.detach().reshape(-1)
         stride = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
-        summary = torch.cat([flat[::stride][:_SAMPLES_PER_TENSOR].double(),
-                             flat.sum(dtype=torch.float64).reshape(1), flat.abs().sum(dtype=torch.float64).reshape(1)])
+        summary = torch.cat(
+            [
+                flat[::stride][:_SAMPLES_PER_TENSOR].double(),
+                flat.sum(dtype=torch.float64).reshape(1),
+                flat.abs().sum(dtype=torch.float64).reshape(1),
+            ]
+        )
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(summary.cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -85,8 +98,9 @@ def _read(path: Path, rows: np.ndarray) -> np.ndarray | None:
         return stored["features"]
 
 
-def cached_features(directory: str | Path, key: str, rows: np.ndarray,
-                    compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, str]:
+def cached_features(
+    directory: str | Path, key: str, rows: np.ndarray, compute: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, str]:
     """Features of sorted `rows` from the cache, or computed once (under a lock) and stored.
 
     Returns (features, 'hit' | 'computed').

@@ -3,10 +3,11 @@
 A background thread (shards.batching.prefetch) collates planned batches into int16 tensors, pinned
 on CUDA; the training thread copies them with non_blocking=True and normalises on the device.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -31,9 +32,10 @@ class AudioBatch:
     labels: torch.Tensor  # int64 [batch]
     rows: np.ndarray
 
-    def to(self, device: torch.device) -> "AudioBatch":
-        return replace(self, audio=_to(self.audio, device), lengths=_to(self.lengths, device),
-                       labels=_to(self.labels, device))
+    def to(self, device: torch.device) -> AudioBatch:
+        return replace(
+            self, audio=_to(self.audio, device), lengths=_to(self.lengths, device), labels=_to(self.labels, device)
+        )
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class FeatureBatch:
     labels: torch.Tensor
     rows: np.ndarray
 
-    def to(self, device: torch.device) -> "FeatureBatch":
+    def to(self, device: torch.device) -> FeatureBatch:
         return replace(self, features=_to(self.features, device), labels=_to(self.labels, device))
 
 
@@ -51,8 +53,9 @@ def split_plan(plan: PlannedBatch, parts: int) -> list[PlannedBatch]:
     if parts <= 1:
         return [plan]
     pieces = np.array_split(np.arange(len(plan.rows)), parts)
-    return [PlannedBatch(plan.rows[p], None if plan.crop_starts is None else plan.crop_starts[p])
-            for p in pieces if len(p)]
+    return [
+        PlannedBatch(plan.rows[p], None if plan.crop_starts is None else plan.crop_starts[p]) for p in pieces if len(p)
+    ]
 
 
 def audio_batch(reader: ShardReader, plan: PlannedBatch, max_samples: int, pin: bool) -> AudioBatch:
@@ -60,17 +63,21 @@ def audio_batch(reader: ShardReader, plan: PlannedBatch, max_samples: int, pin: 
     return AudioBatch(_host(batch.audio, pin), _host(batch.lengths, pin), _host(batch.labels, pin), batch.rows)
 
 
-def audio_steps(reader: ShardReader, plans: Iterable[PlannedBatch], max_samples: int, grad_accum_steps: int,
-                pin: bool, depth: int) -> Iterator[list[AudioBatch]]:
+def audio_steps(
+    reader: ShardReader, plans: Iterable[PlannedBatch], max_samples: int, grad_accum_steps: int, pin: bool, depth: int
+) -> Iterator[list[AudioBatch]]:
     """One list of micro-batches per optimizer step, collated `depth` steps ahead."""
+
     def produce():
         for plan in plans:
             yield [audio_batch(reader, part, max_samples, pin) for part in split_plan(plan, grad_accum_steps)]
+
     return prefetch(produce(), depth)
 
 
-def audio_eval_batches(reader: ShardReader, rows: np.ndarray, batch_size: int, pin: bool,
-                       depth: int) -> Iterator[AudioBatch]:
+def audio_eval_batches(
+    reader: ShardReader, rows: np.ndarray, batch_size: int, pin: bool, depth: int
+) -> Iterator[AudioBatch]:
     """Sorted by length (least padding), whole clips."""
     plans = plan_batches(reader.index, rows, batch_size)
     return prefetch((audio_batch(reader, plan, 0, pin) for plan in plans), depth)
@@ -95,11 +102,13 @@ class FeatureTable:
         return FeatureBatch(_host(self.features[positions], pin), _host(self.labels[positions], pin), rows)
 
 
-def feature_steps(table: FeatureTable, plans: Iterable[PlannedBatch], grad_accum_steps: int, pin: bool,
-                  depth: int) -> Iterator[list[FeatureBatch]]:
+def feature_steps(
+    table: FeatureTable, plans: Iterable[PlannedBatch], grad_accum_steps: int, pin: bool, depth: int
+) -> Iterator[list[FeatureBatch]]:
     def produce():
         for plan in plans:
             yield [table.batch(part.rows, pin) for part in split_plan(plan, grad_accum_steps)]
+
     return prefetch(produce(), depth)
 
 

@@ -1,4 +1,5 @@
 """The paper's evaluation: per-class precision/recall/F1/support, accuracy, averages, confusion matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,7 @@ from shards.schema import EMOTIONS
 def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/Angry/f1`."""
     labels = list(range(len(EMOTIONS)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     weights = support / max(support.sum(), 1)
     metrics = {
         f"{set_name}/accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
@@ -54,8 +53,15 @@ def confusion_figure(matrix: np.ndarray, title: str):
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=30)
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
     ax.set_xlabel("predicted")

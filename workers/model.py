@@ -1,4 +1,5 @@
 """The paper's model: a wav2vec2 encoder, pooling over valid frames, and a small head."""
+
 from __future__ import annotations
 
 import copy
@@ -79,8 +80,9 @@ def with_overrides(config: Wav2Vec2Config, overrides: dict | None) -> Wav2Vec2Co
     return config
 
 
-def build_encoder(start: str | Wav2Vec2Config, overrides: dict | None = None, *, revision: str = "",
-                  weights_dir: str = "") -> Wav2Vec2Model:
+def build_encoder(
+    start: str | Wav2Vec2Config, overrides: dict | None = None, *, revision: str = "", weights_dir: str = ""
+) -> Wav2Vec2Model:
     """An encoder from a config, a named start, a hub id or a local directory.
 
     `overrides` (TrialConfig.encoder_overrides()) are written into the config before the model is
@@ -237,8 +239,9 @@ class WeightedLayerSum(nn.Module):
 
     def forward(self, states: tuple[torch.Tensor, ...], frame_mask: torch.Tensor | None) -> torch.Tensor:
         if len(states) != self.num_states:
-            raise RuntimeError(f"weighted layer sum expects {self.num_states} hidden states, got {len(states)} "
-                               "(layerdrop must be 0)")
+            raise RuntimeError(
+                f"weighted layer sum expects {self.num_states} hidden states, got {len(states)} (layerdrop must be 0)"
+            )
         weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
         mixed = sum(w * s for w, s in zip(weights, states))
         return masked_mean(mixed, frame_mask)
@@ -251,16 +254,18 @@ def build_pooler(pooling: str, config: Wav2Vec2Config) -> nn.Module:
         return AttentivePooling(config.hidden_size)
     if pooling == "weighted_sum":
         if config.layerdrop > 0:
-            raise ValueError(f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {config.layerdrop}); "
-                             "set layerdrop=0")
+            raise ValueError(
+                f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {config.layerdrop}); set layerdrop=0"
+            )
         # The embedding output plus one output per transformer layer.
         return WeightedLayerSum(config.num_hidden_layers + 1)
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 class EmotionClassifier(nn.Module):
-    def __init__(self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1,
-                 pooling: str = "mean"):
+    def __init__(
+        self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1, pooling: str = "mean"
+    ):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling

@@ -10,16 +10,17 @@ Reads top to bottom: `run_trial` is the whole story; helpers below it are one st
                  as a checkpoint when it changed). A head-only stage trains from cached features.
     finish       restore the best state, evaluate every set, log the model, report the final result
 """
+
 from __future__ import annotations
 
 import base64
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,8 +33,15 @@ from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
 from workers.features import cached_features, default_cache_dir, encoder_fingerprint, feature_key
-from workers.loader import (AudioBatch, FeatureBatch, FeatureTable, audio_eval_batches, audio_steps,
-                            feature_eval_batches, feature_steps)
+from workers.loader import (
+    AudioBatch,
+    FeatureBatch,
+    FeatureTable,
+    audio_eval_batches,
+    audio_steps,
+    feature_eval_batches,
+    feature_steps,
+)
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, normalize_audio, set_trainable
 from workers.reporting import Reporter
@@ -75,7 +83,7 @@ class TrainState:
     train_losses: list = field(default_factory=list)  # device tensors: no host sync per step
 
     @classmethod
-    def fresh(cls, seed: int) -> "TrainState":
+    def fresh(cls, seed: int) -> TrainState:
         return cls(epoch_rng_state=np.random.default_rng(seed).bit_generator.state)
 
     def snapshot(self) -> dict:
@@ -85,7 +93,7 @@ class TrainState:
         return saved
 
     @classmethod
-    def from_snapshot(cls, saved: dict) -> "TrainState":
+    def from_snapshot(cls, saved: dict) -> TrainState:
         names = {f.name for f in fields(cls)}
         state = cls(**{k: v for k, v in saved.items() if k in names})
         if "torch_rng_state" in saved:
@@ -166,9 +174,14 @@ class Trial:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled) if enabled else nullcontext()
 
 
-def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter, device: torch.device | None = None,
-              resume_dir: str | Path | None = None,
-              shard_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
+def run_trial(
+    cfg: TrialConfig,
+    logger: RunLogger,
+    reporter: Reporter,
+    device: torch.device | None = None,
+    resume_dir: str | Path | None = None,
+    shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, float]:
     """Train one configuration and return its final metrics (also logged and reported).
 
     `resume_dir`: a checkpoint this trial reported earlier (model + train_state.json); training
@@ -184,8 +197,13 @@ def run_trial(cfg: TrialConfig, logger: RunLogger, reporter: Reporter, device: t
     return finish(trial, reporter, started, setup_seconds)
 
 
-def setup(cfg: TrialConfig, logger: RunLogger, device: torch.device | None,
-          resume_dir: str | Path | None, shard_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> Trial:
+def setup(
+    cfg: TrialConfig,
+    logger: RunLogger,
+    device: torch.device | None,
+    resume_dir: str | Path | None,
+    shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Trial:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
@@ -204,13 +222,24 @@ def setup(cfg: TrialConfig, logger: RunLogger, device: torch.device | None,
     else:
         model = build_model(cfg)
         state = TrainState.fresh(cfg.seed)
-        weights = ("loaded" if PRETRAINED.loads > loads_before else
-                   "in-process copy" if PRETRAINED.hits > hits_before else "init_from" if cfg.init_from else "built")
+        weights = (
+            "loaded"
+            if PRETRAINED.loads > loads_before
+            else "in-process copy"
+            if PRETRAINED.hits > hits_before
+            else "init_from"
+            if cfg.init_from
+            else "built"
+        )
     model.to(device)
     if resume_dir is not None:
         state.best_state = _clone_state(model)  # the checkpoint holds the best model so far
-    tags = {"data_hash": data.reader.content_hash, "train_speakers": ",".join(cfg.train_speakers),
-            "device": str(device), "weights": weights}
+    tags = {
+        "data_hash": data.reader.content_hash,
+        "train_speakers": ",".join(cfg.train_speakers),
+        "device": str(device),
+        "weights": weights,
+    }
     if cfg.compile:
         tags["compile"] = compile_encoder(model, cfg, device)
     logger.log_params(cfg.to_dict())
@@ -225,8 +254,9 @@ def build_model(cfg: TrialConfig) -> EmotionClassifier:
     """
     if cfg.init_from:
         return load_model(cfg.init_from, encoder_overrides=cfg.encoder_overrides())
-    encoder = build_encoder(cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision,
-                            weights_dir=cfg.weights_dir)
+    encoder = build_encoder(
+        cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
+    )
     return EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling)
 
 
@@ -265,8 +295,12 @@ def train_stage(trial: Trial, reporter: Reporter) -> None:
     set_trainable(model, stage.trainable)
     source = batch_source(trial, stage)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=stage.learning_rate * state.lr_scale, weight_decay=cfg.weight_decay,
-                                  fused=trial.device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=stage.learning_rate * state.lr_scale,
+        weight_decay=cfg.weight_decay,
+        fused=trial.device.type == "cuda",
+    )
     steps_in_stage = stage_steps(stage, len(trial.data.train_rows))
     while state.stage_index == stage_index:
         plans, next_epoch_rng_state = plan_epoch(trial, stage)
@@ -274,7 +308,7 @@ def train_stage(trial: Trial, reporter: Reporter) -> None:
             state.end_epoch(next_epoch_rng_state, end_stage=state.stage_step >= steps_in_stage)
             continue
         source.train_mode()
-        with closing(source.train_steps(plans[state.epoch_batches_done:])) as steps:
+        with closing(source.train_steps(plans[state.epoch_batches_done :])) as steps:
             for micro_batches in steps:
                 learning_rate = stage.learning_rate * state.lr_scale
                 for group in optimizer.param_groups:
@@ -313,8 +347,9 @@ def end_stage_early(state: TrainState, next_epoch_rng_state: dict) -> None:
         state.stage_step = 0
 
 
-def train_step(trial: Trial, source, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
-               micro_batches: list) -> torch.Tensor:
+def train_step(
+    trial: Trial, source, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], micro_batches: list
+) -> torch.Tensor:
     """One optimizer step over a batch split into micro-batches; the loss is the batch mean."""
     optimizer.zero_grad(set_to_none=True)
     num_clips = sum(len(b.rows) for b in micro_batches)
@@ -414,8 +449,9 @@ def frozen_features(trial: Trial) -> tuple[FeatureTable, str]:
     """Pooled features of the training speakers' clips (train + val), from the cache or computed once."""
     data, cfg = trial.data, trial.cfg
     rows = np.union1d(data.train_rows, data.eval_rows.get("val", data.train_rows[:0])).astype(np.int64)
-    key = feature_key(encoder_fingerprint(trial.model.encoder), data.reader.content_hash, rows,
-                      trial.max_samples, trial.model.pooling)
+    key = feature_key(
+        encoder_fingerprint(trial.model.encoder), data.reader.content_hash, rows, trial.max_samples, trial.model.pooling
+    )
     directory = Path(cfg.feature_cache_dir) if cfg.feature_cache_dir else default_cache_dir()
     features, status = cached_features(directory, key, rows, lambda: pooled_features(trial, rows))
     return FeatureTable(rows, features, data.reader.index.label[rows]), status
@@ -451,8 +487,12 @@ def evaluation_round(trial: Trial, source, learning_rate: float) -> None:
         state.best_snapshot = state.snapshot()
         state.best_unsaved = True
     trial.logger.log_metrics(
-        {"train/loss": train_loss, "train/lr": learning_rate, "val/loss": val.loss,
-         "val/accuracy": state.last_val_accuracy},
+        {
+            "train/loss": train_loss,
+            "train/lr": learning_rate,
+            "val/loss": val.loss,
+            "val/accuracy": state.last_val_accuracy,
+        },
         step=state.step,
     )
 
@@ -491,8 +531,12 @@ def report_progress(trial: Trial, reporter: Reporter) -> None:
     state = trial.state
     if state.stage_index >= len(trial.stages):
         return  # the final report (with test metrics) comes from finish() after the best state is restored
-    metrics = {"epoch": state.epoch, "step": state.step, "val/loss": state.last_val_loss,
-               "val/accuracy": state.last_val_accuracy}
+    metrics = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "val/loss": state.last_val_loss,
+        "val/accuracy": state.last_val_accuracy,
+    }
     if not (trial.cfg.checkpoint_on_best and state.best_unsaved):
         reporter.report(metrics)
         return
@@ -508,8 +552,14 @@ def finish(trial: Trial, reporter: Reporter, started: float, setup_seconds: floa
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     final = evaluate_all(trial)
-    final.update({"epoch": state.epoch, "step": state.step, "setup_seconds": setup_seconds,
-                  "trial_seconds": time.perf_counter() - started})
+    final.update(
+        {
+            "epoch": state.epoch,
+            "step": state.step,
+            "setup_seconds": setup_seconds,
+            "trial_seconds": time.perf_counter() - started,
+        }
+    )
     trial.logger.log_metrics(final, step=state.step)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
@@ -528,10 +578,14 @@ def evaluate_all(trial: Trial) -> dict[str, float]:
         metrics[f"{name}/loss"] = result.loss
         metrics.update(classification_metrics(name, result.y_true, result.y_pred))
         trial.logger.log_text(report_text(result.y_true, result.y_pred), f"classification_report_{name}.txt")
-        trial.logger.log_figure(confusion_figure(confusion(result.y_true, result.y_pred), f"{name} (n={len(rows)})"),
-                                f"confusion_matrix_{name}.png")
+        trial.logger.log_figure(
+            confusion_figure(confusion(result.y_true, result.y_pred), f"{name} (n={len(rows)})"),
+            f"confusion_matrix_{name}.png",
+        )
         # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
         metrics.update(calibration_metrics(name, result.y_true, result.probabilities))
-        trial.logger.log_figure(reliability_figure(result.y_true, result.probabilities, f"{name} (n={len(rows)})"),
-                                f"reliability_{name}.png")
+        trial.logger.log_figure(
+            reliability_figure(result.y_true, result.probabilities, f"{name} (n={len(rows)})"),
+            f"reliability_{name}.png",
+        )
     return metrics

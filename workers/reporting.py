@@ -1,4 +1,5 @@
 """The one place a trial touches Ray: reporting metrics (and checkpoints) to Tune."""
+
 from __future__ import annotations
 
 from pathlib import Path

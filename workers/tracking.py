@@ -2,6 +2,7 @@
 
 The training loop only sees `RunLogger`; it never names MLflow.
 """
+
 from __future__ import annotations
 
 import time
@@ -47,9 +48,13 @@ class TrackingTarget:
     tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrackingTarget":
-        return cls(values["tracking_uri"], values["experiment_id"], values["parent_run_id"],
-                   tuple(tuple(t) for t in values.get("tags", ())))
+    def from_dict(cls, values: dict) -> TrackingTarget:
+        return cls(
+            values["tracking_uri"],
+            values["experiment_id"],
+            values["parent_run_id"],
+            tuple(tuple(t) for t in values.get("tags", ())),
+        )
 
 
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -73,7 +78,7 @@ class MlflowRunLogger:
         self.run_id = run_id
 
     @classmethod
-    def for_trial(cls, target: TrackingTarget, trial_id: str, run_name: str) -> "MlflowRunLogger":
+    def for_trial(cls, target: TrackingTarget, trial_id: str, run_name: str) -> MlflowRunLogger:
         """Find the trial's child run under the parent, or create it."""
         from mlflow.tracking import MlflowClient
 

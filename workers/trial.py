@@ -12,6 +12,7 @@ recipe, the trial
 - continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
 - fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,7 +44,9 @@ def train_emotion(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
         return
-    run_recorded(values, logger, reporter, checkpoint, tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri"))
+    run_recorded(
+        values, logger, reporter, checkpoint, tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri")
+    )
 
 
 def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, **hooks) -> dict:
@@ -57,8 +60,9 @@ def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: 
     with _checkpoint_dir(checkpoint) as resume_dir:
         from workers.recipe import run_trial
 
-        return run_trial(cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)),
-                         resume_dir=resume_dir, **hooks)
+        return run_trial(
+            cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)), resume_dir=resume_dir, **hooks
+        )
 
 
 class MarkCompleted:
@@ -118,19 +122,23 @@ def replay_if_completed(logger, reporter, checkpoint) -> bool:
 
 def record_attempt(logger) -> None:
     now = time.time()
-    logger.set_tags({
-        "started_at": f"{now:.3f}",
-        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        "host": os.uname().nodename,
-        "pid": str(os.getpid()),
-        STATE_TAG: "running",
-    })
+    logger.set_tags(
+        {
+            "started_at": f"{now:.3f}",
+            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "host": os.uname().nodename,
+            "pid": str(os.getpid()),
+            STATE_TAG: "running",
+        }
+    )
     logger.log_metrics({ATTEMPT_METRIC: now})
 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
     """A local directory for `init_from`: as given, or an MLflow artifact fetched once per node."""
-    remote = init_from.startswith(("runs:/", "models:/")) or ("://" in init_from and not init_from.startswith("file://"))
+    remote = init_from.startswith(("runs:/", "models:/")) or (
+        "://" in init_from and not init_from.startswith("file://")
+    )
     if not remote:
         return init_from.removeprefix("file://")
     import fcntl
@@ -145,8 +153,9 @@ def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
         if not (target / "model").exists():
             partial = Path(f"{target}.partial")
             partial.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(partial),
-                                                tracking_uri=tracking_uri)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=init_from, dst_path=str(partial), tracking_uri=tracking_uri
+            )
             downloaded = next(p for p in partial.iterdir())
             target.mkdir(parents=True, exist_ok=True)
             downloaded.rename(target / "model")
