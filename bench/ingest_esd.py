@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from fixtures.esd_tree import synth_audio, write_esd_tree
 from shards.esd import ingest_esd
-from shards.esd_synth import synth_audio, write_esd_tree
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from orchestrator import paths, runs
 from orchestrator.runs import RANK_METRIC, StoreError
-from shards.audio_files import AudioFileError, read_audio
+from shards.user_audio import AudioFileError, read_audio
 from workers.calibration import DEFAULT_THRESHOLD
 
 MAX_COMPETING = 3

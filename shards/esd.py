@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shards.audio_io import Decoded, decode_source
 from shards.esd_layout import (
     ID_BLOCK_ORDER,
     UTTERANCES_PER_EMOTION,
@@ -36,6 +35,7 @@ from shards.esd_layout import (
 )
 from shards.parallel import map_ordered
 from shards.schema import SAMPLE_RATE, Clip
+from shards.source_decode import Decoded, decode_source
 from shards.splits import write_plans
 from shards.transcripts import Transcript, TranscriptLine, is_chinese_text, read_speaker_info, read_transcript
 from shards.writer import (

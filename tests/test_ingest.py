@@ -16,14 +16,14 @@ import soundfile
 import soxr
 
 import shards.writer
+from fixtures.esd_tree import synth_audio, write_esd_tree
 from orchestrator.ingest import main as ingest_main
-from shards.audio_io import decode_source
 from shards.esd import ingest_esd
 from shards.esd_layout import folder_labels, id_block_emotion, id_split
-from shards.esd_synth import synth_audio, write_esd_tree
 from shards.parallel import map_ordered
 from shards.reader import ShardReader
 from shards.schema import EMOTIONS
+from shards.source_decode import decode_source
 from shards.splits import find_plan, load_plans
 from shards.transcripts import read_speaker_info, read_transcript
 from shards.verify import verify_corpus

@@ -10,10 +10,10 @@ from mlflow.tracking import MlflowClient
 from sweep_stores import finished_smoke_sweep
 
 from orchestrator import predict
-from shards.audio_files import AudioFileError, read_audio
-from shards.audio_io import mono_at
 from shards.reader import ShardReader
 from shards.schema import EMOTIONS
+from shards.source_decode import mono_at
+from shards.user_audio import AudioFileError, read_audio
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Reading a user's audio file into what the model hears: mono float32 at 16 kHz.
+"""Reading a user's audio file (for predict) into what the model hears: mono float32 at 16 kHz.
 
 Any format libsndfile decodes (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...), any sample rate, any number
 of channels: channels are averaged, then soxr resamples. Every way a file can be unusable raises
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.audio_io import mono_at
 from shards.schema import SAMPLE_RATE
+from shards.source_decode import mono_at
 
 # Below -60 dBFS peak nothing is audible; the model would answer on the noise floor.
 SILENCE_PEAK = 10 ** (-60 / 20)
