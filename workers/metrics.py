@@ -13,13 +13,19 @@ def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray
     labels = list(range(len(EMOTIONS)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     weights = support / max(support.sum(), 1)
+    # Macro averages run over the classes that occur (in the truth or the predictions), as
+    # sklearn's own default does; UAR over the classes that occur in the truth. A held-out
+    # speaker without Surprise clips is then not charged a zero recall for it.
+    predicted = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(labels))[: len(labels)]
+    occurring = (support > 0) | (predicted > 0)
+    present = support > 0
     metrics = {
         f"{set_name}/accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        f"{set_name}/macro_precision": float(precision.mean()),
-        f"{set_name}/macro_f1": float(f1.mean()),
+        f"{set_name}/macro_precision": _mean_over(precision, occurring),
+        f"{set_name}/macro_f1": _mean_over(f1, occurring),
         f"{set_name}/weighted_f1": float((f1 * weights).sum()),
         # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
-        f"{set_name}/uar": float(recall.mean()),
+        f"{set_name}/uar": _mean_over(recall, present),
     }
     for i, emotion in enumerate(EMOTIONS):
         metrics[f"{set_name}/{emotion}/precision"] = float(precision[i])
@@ -27,6 +33,10 @@ def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray
         metrics[f"{set_name}/{emotion}/f1"] = float(f1[i])
         metrics[f"{set_name}/{emotion}/support"] = float(support[i])
     return metrics
+
+
+def _mean_over(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].mean()) if mask.any() else 0.0
 
 
 def report_text(y_true: np.ndarray, y_pred: np.ndarray) -> str:

@@ -1,0 +1,48 @@
+"""The evaluation numbers on a hand-computed, class-imbalanced example (balanced fixtures hide
+the difference between macro and weighted averages)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shards.schema import EMOTIONS
+from workers.metrics import classification_metrics
+
+# Labels 0..4 = Angry, Happy, Neutral, Sad, Surprise. Truth: 6 Angry, 2 Happy, 2 Neutral, 0 Sad,
+# 0 Surprise. Predictions: Angry 5 of 6 right (one called Happy); Happy 1 of 2 (one called
+# Neutral); Neutral 2 of 2.
+Y_TRUE = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+Y_PRED = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
+
+
+def test_accuracy_uar_and_macro_vs_weighted_f1_by_hand():
+    m = classification_metrics("test", Y_TRUE, Y_PRED)
+    # Per class: Angry P=5/5 R=5/6 F1=10/11; Happy P=1/2 R=1/2 F1=1/2; Neutral P=2/3 R=1 F1=4/5.
+    f1 = {"Angry": 10 / 11, "Happy": 1 / 2, "Neutral": 4 / 5}
+    assert m["test/accuracy"] == pytest.approx(8 / 10)
+    assert m["test/uar"] == pytest.approx((5 / 6 + 1 / 2 + 1) / 3)
+    assert m["test/macro_f1"] == pytest.approx(sum(f1.values()) / 3)
+    assert m["test/weighted_f1"] == pytest.approx((6 * f1["Angry"] + 2 * f1["Happy"] + 2 * f1["Neutral"]) / 10)
+    assert m["test/macro_f1"] != pytest.approx(m["test/weighted_f1"])
+    assert m["test/macro_precision"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
+    for emotion, value in f1.items():
+        assert m[f"test/{emotion}/f1"] == pytest.approx(value)
+
+
+def test_a_class_with_no_clips_has_zero_support_and_does_not_count_in_the_averages():
+    m = classification_metrics("test", Y_TRUE, Y_PRED)
+    for emotion in ("Sad", "Surprise"):
+        assert m[f"test/{emotion}/support"] == 0
+        assert m[f"test/{emotion}/recall"] == 0
+    assert m["test/Angry/support"] == 6 and m["test/Happy/support"] == 2
+    assert set(EMOTIONS) == {k.split("/")[1] for k in m if k.endswith("/support")}
+
+
+def test_a_wrongly_predicted_absent_class_counts_in_macro_f1_but_not_in_uar():
+    y_pred = Y_PRED.copy()
+    y_pred[0] = 3  # one Angry clip called Sad: Sad occurs among the predictions only
+    m = classification_metrics("test", Y_TRUE, y_pred)
+    angry_f1 = 2 * (4 / 4) * (4 / 6) / (4 / 4 + 4 / 6)
+    assert m["test/macro_f1"] == pytest.approx((angry_f1 + 1 / 2 + 4 / 5 + 0) / 4)
+    assert m["test/uar"] == pytest.approx((4 / 6 + 1 / 2 + 1) / 3)
