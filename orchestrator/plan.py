@@ -143,11 +143,13 @@ def build_plan(
 
 
 def validate_keys(spec: SweepSpec) -> None:
-    from workers.config import TrialConfig
+    from workers.config import canonical_key
 
-    unknown = sorted(spec.keys() - set(TrialConfig.field_names()))
-    if unknown:
-        raise PlanError(f"unknown config key(s) {unknown}; valid keys: {', '.join(TrialConfig.field_names())}")
+    for key in sorted(spec.keys()):
+        try:
+            canonical_key(key)
+        except ValueError as error:
+            raise PlanError(str(error)) from None
 
 
 def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) -> SplitPlan:

@@ -7,6 +7,8 @@ without importing training code.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -233,11 +235,16 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrialConfig:
-        """Build from plain values (a Tune config), with a clear error for unknown keys."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.field_names())}")
-        return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+        """Build from plain values (a Tune config, `--set`), Hugging Face aliases accepted.
+
+        An unknown key names the closest valid one; a value of the wrong type names the key and
+        the type it expects.
+        """
+        values = canonical_keys(values)
+        coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
+        for key, value in coerced.items():
+            check_type(key, value)
+        return cls(**coerced)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,3 +261,60 @@ def _coerce(cls: type, name: str, value):
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+# Names Hugging Face users know (TrainingArguments, run_audio_classification.py), accepted
+# wherever a config key is (--set, search spaces) and turned into this project's own.
+KEY_ALIASES: dict[str, str] = {
+    "gradient_accumulation_steps": "grad_accum_steps",
+    "eval_steps": "eval_every_steps",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "early_stopping_patience": "early_stop_patience",
+    "model_name_or_path": "start",
+}
+
+
+def canonical_key(key: str) -> str:
+    """The TrialConfig field a key (or its alias) names; ValueError with the closest valid key."""
+    key = KEY_ALIASES.get(key, key)
+    names = TrialConfig.field_names()
+    if key in names:
+        return key
+    close = difflib.get_close_matches(key, [*names, *KEY_ALIASES], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "; workers/config.py lists every key with its meaning"
+    raise ValueError(f"unknown config key {key!r}{hint}")
+
+
+def canonical_keys(values: dict) -> dict:
+    """`values` with aliases replaced by their fields; an alias beside its own field is an error."""
+    renamed: dict = {}
+    for key, value in values.items():
+        field_name = canonical_key(key)
+        if field_name in renamed:
+            raise ValueError(f"config key {field_name!r} given twice (once as {key!r})")
+        renamed[field_name] = value
+    return renamed
+
+
+def check_type(key: str, value) -> None:
+    """ValueError naming the key and the expected type when `value` cannot be its field's."""
+    hint = typing.get_type_hints(TrialConfig)[key]
+    if not _matches(hint, value):
+        expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        raise ValueError(f"config key {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _matches(hint, value) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, hint)
