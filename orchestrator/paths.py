@@ -12,10 +12,28 @@ def default_mlruns() -> Path:
     return Path.cwd() / "mlruns"
 
 
+TRACKING_URI_HELP = "MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else SQLite under ./mlruns"
+
+
 def default_tracking_uri() -> str:
-    # Absolute: Ray trials run in their own session folders, where a relative sqlite URI
-    # would silently create a second database.
+    """`MLFLOW_TRACKING_URI` when set (as MLflow users expect), else SQLite under ./mlruns.
+
+    Always absolute: Ray trials run in their own session folders, where a relative sqlite URI
+    would silently create a second database.
+    """
+    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if from_env:
+        return absolute_tracking_uri(from_env)
     return f"sqlite:///{default_mlruns() / 'mlflow.db'}"
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A sqlite URI or plain path made absolute against the current directory; others as given."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / uri.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
 
 
 def default_storage() -> Path:

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a saved model directory, or a Tune trial/checkpoint directory holding one",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files to analyse")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
+    parser.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
     parser.add_argument(
         "--threshold",
         type=_probability,

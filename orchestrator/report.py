@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SWEEP_OR_RUN",
         help="a sweep name (its latest parent run) or a run id (a parent, or a trial: its parent)",
     )
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
+    parser.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
     parser.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
     parser.add_argument(
         "--out", type=Path, default=None, help="report directory; default: ./reports/<sweep>-<parent run id[:8]>"
