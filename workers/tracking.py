@@ -98,12 +98,15 @@ class MlflowRunLogger:
         return cls(target.tracking_uri, run_id)
 
     def log_params(self, params: dict) -> None:
-        """Params the run does not have yet: a resumed run keeps those it has (MLflow never changes one)."""
+        """Params the run does not have yet: a resumed trial's run has them already (an MLflow param never changes)."""
         from mlflow.entities import Param
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         logged = self.client.get_run(self.run_id).data.params
         values = {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in _flatten(params).items()}
+        changed = sorted(k for k, v in values.items() if logged.get(k, v) != v)
+        if changed:
+            raise ValueError(f"run {self.run_id} already has other values for params {changed}")
         self._log_batches(params=[Param(k, v) for k, v in values.items() if k not in logged])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
