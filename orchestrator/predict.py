@@ -138,14 +138,14 @@ def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
 
 def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
     """A trial run's `model/` artifact; for a sweep's parent run, that of its best finished trial."""
-    from workers.tracking import PARENT_TAG
+    from workers.vocabulary import Tag
 
     client = runs.connect(tracking_uri)
     run = runs.get_run(client, run_id)
     if run is None:
         raise ModelLoadError(f"no run {run_id} in {tracking_uri}")
     source = {"run_id": run_id}
-    if PARENT_TAG not in run.data.tags:
+    if Tag.PARENT_RUN not in run.data.tags:
         sweep = runs.load_sweep(client, run)
         trial = runs.best(sweep.trials)
         if trial is None:

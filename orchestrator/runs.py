@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.tracking import PARENT_TAG, TRIAL_TAG
+from workers.vocabulary import Tag
 
 # Selection is on validation clips of the training speakers; held-out test sets never choose.
 RANK_METRIC = "val/accuracy"
@@ -42,7 +42,7 @@ class Trial:
 
     @property
     def trial_id(self) -> str:
-        return self.tags.get(TRIAL_TAG) or self.name or self.run_id[:8]
+        return self.tags.get(Tag.TRIAL_ID) or self.name or self.run_id[:8]
 
     @property
     def fold(self) -> str | None:
@@ -169,7 +169,7 @@ def find_parent(client, ref: str, experiment: str | None = None):
     if RUN_ID_PATTERN.match(ref):
         run = get_run(client, ref)
         if run is not None:
-            parent_id = run.data.tags.get(PARENT_TAG)
+            parent_id = run.data.tags.get(Tag.PARENT_RUN)
             return get_run(client, parent_id) if parent_id else run
     experiment_name = experiment or ref
     found = _call(client.get_experiment_by_name, experiment_name)
@@ -180,7 +180,7 @@ def find_parent(client, ref: str, experiment: str | None = None):
         )
     for run in _iter_runs(client, found.experiment_id, order_by=["attributes.start_time DESC"]):
         tags = run.data.tags
-        if PARENT_TAG in tags:
+        if Tag.PARENT_RUN in tags:
             continue
         if experiment and ref != experiment and tags.get("sweep") != ref:
             continue
@@ -194,7 +194,9 @@ def find_parent(client, ref: str, experiment: str | None = None):
 def load_sweep(client, parent) -> Sweep:
     experiment = _call(client.get_experiment, parent.info.experiment_id)
     default_scenario = parent.data.tags.get("sweep") or experiment.name
-    runs = _iter_runs(client, parent.info.experiment_id, filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    runs = _iter_runs(
+        client, parent.info.experiment_id, filter_string=f"tags.`{Tag.PARENT_RUN}` = '{parent.info.run_id}'"
+    )
     trials = [_trial(run, default_scenario) for run in runs]
     return Sweep(
         tracking_uri=client.tracking_uri,

@@ -8,8 +8,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from workers.tracking import PARENT_TAG, TRIAL_TAG
 from workers.tracking import find_trial_run as find_child_run
+from workers.vocabulary import Tag, TrialState
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:
@@ -40,7 +40,7 @@ def git_commit() -> str:
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
     return client.search_runs(
-        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
+        [experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'", max_results=10_000
     )
 
 
@@ -62,16 +62,14 @@ def close_open_children(
     A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's
     status from `trial_status` (trial id -> status), else `default`.
     """
-    from workers.trial import COMPLETED, STATE_TAG
-
     closed: dict[str, int] = {}
     for run in child_runs(client, experiment_id, parent_run_id):
         if run.info.status != "RUNNING":
             continue
-        if run.data.tags.get(STATE_TAG) == COMPLETED:
+        if run.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED:
             status = "FINISHED"
         else:
-            status = trial_status.get(run.data.tags.get(TRIAL_TAG, ""), default)
+            status = trial_status.get(run.data.tags.get(Tag.TRIAL_ID, ""), default)
         client.set_terminated(run.info.run_id, status)
         closed[status] = closed.get(status, 0) + 1
     return closed
@@ -91,10 +89,8 @@ class CloseChildRuns(tune.Callback):
         self.tags = tags
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from workers.trial import COMPLETED, STATE_TAG
-
         run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is not None and run.data.tags.get(STATE_TAG) != COMPLETED:
+        if run is not None and run.data.tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
             # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
             MlflowClient(self.tracking_uri).set_tag(run.info.run_id, "stopped_early", "true")
         self._close(trial, "FINISHED")
@@ -113,7 +109,12 @@ class CloseChildRuns(tune.Callback):
         client = MlflowClient(self.tracking_uri)
         run = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
         if run is None:
-            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **self.tags, **_variant_tags(trial)}
+            tags = {
+                Tag.PARENT_RUN: self.parent_run_id,
+                Tag.TRIAL_ID: trial.trial_id,
+                **self.tags,
+                **_variant_tags(trial),
+            }
             run = client.create_run(self.experiment_id, tags=tags, run_name=str(trial))
         if error:
             client.set_tag(run.info.run_id, "error", _error_text(trial, error))

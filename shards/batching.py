@@ -26,10 +26,6 @@ class Batch:
     labels: np.ndarray  # int64 [batch], index into EMOTIONS
     rows: np.ndarray  # reader rows of the clips
 
-    @property
-    def padded_fraction(self) -> float:
-        return 1.0 - self.lengths.sum() / max(self.audio.size, 1)
-
 
 def holdout(index: ClipIndex, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split rows into (train, validation) by a stable hash of the utterance id.
@@ -126,20 +122,14 @@ def plan_batches(
 
 
 def collate(
-    reader: ShardReader,
-    rows: np.ndarray,
-    max_samples: int = 0,
-    rng: np.random.Generator | None = None,
-    crop_starts: np.ndarray | None = None,
+    reader: ShardReader, rows: np.ndarray, max_samples: int = 0, crop_starts: np.ndarray | None = None
 ) -> Batch:
     """Pad the clips of `rows` into one int16 array; crop to `max_samples` when set.
 
-    Crops start at `crop_starts` when given, at random with an rng, else at the clip's start.
+    Crops start at `crop_starts` (planned with the batch: plan_batches), else at the clip's start.
     """
     clips = [reader.audio(int(r)) for r in rows]
     if max_samples > 0:
-        if crop_starts is None and rng is not None:
-            crop_starts = rng.integers(0, np.maximum(np.array([len(c) for c in clips]) - max_samples, 0) + 1)
         starts = crop_starts if crop_starts is not None else np.zeros(len(clips), dtype=np.int64)
         clips = [c[int(s) : int(s) + max_samples] for c, s in zip(clips, starts)]
     lengths = np.array([len(c) for c in clips], dtype=np.int64)

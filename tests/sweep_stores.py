@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from shards.schema import EMOTIONS
 from workers.metrics import classification_metrics, confusion, confusion_figure
-from workers.tracking import PARENT_TAG, TRIAL_TAG
+from workers.vocabulary import Tag
 
 _FINISHED: dict[str, tuple] = {}
 
@@ -48,7 +48,7 @@ def finished_smoke_sweep(demo_dir: Path, root: Path) -> tuple[str, str, Path]:
         assert code == 0
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("smoke")
-        parents = [r for r in client.search_runs([experiment.experiment_id]) if PARENT_TAG not in r.data.tags]
+        parents = [r for r in client.search_runs([experiment.experiment_id]) if Tag.PARENT_RUN not in r.data.tags]
         _FINISHED["smoke"] = (uri, parents[0].info.run_id, storage)
     return _FINISHED["smoke"]
 
@@ -87,7 +87,7 @@ def synthetic_sweep(
     )
     parent_id = parent.info.run_id
     for number, trial in enumerate(trials):
-        tags = {PARENT_TAG: parent_id, TRIAL_TAG: trial.trial_id, **common, **trial.tags}
+        tags = {Tag.PARENT_RUN: parent_id, Tag.TRIAL_ID: trial.trial_id, **common, **trial.tags}
         run_id = client.create_run(experiment_id, run_name=f"train_emotion_{trial.trial_id}", tags=tags).info.run_id
         params = {
             "learning_rate": 1e-4,

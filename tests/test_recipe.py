@@ -268,7 +268,7 @@ def test_a_resumed_trial_continues_at_the_checkpointed_step_and_stage(demo_dir, 
 def test_train_state_round_trips_through_json():
     state = TrainState.fresh(seed=3)
     state.step, state.stage_index, state.lr_scale, state.best_val_loss = 17, 1, 0.1, 0.42
-    restored = TrainState.from_snapshot(json.loads(json.dumps(state.snapshot())))
+    restored = TrainState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert (restored.step, restored.stage_index, restored.lr_scale, restored.best_val_loss) == (17, 1, 0.1, 0.42)
     a, b = np.random.default_rng(), np.random.default_rng()
     a.bit_generator.state, b.bit_generator.state = state.epoch_rng_state, restored.epoch_rng_state

@@ -29,10 +29,7 @@ MASK_EMBEDDING = "encoder.masked_spec_embed"
 
 
 def save_model(
-    model: EmotionClassifier,
-    directory: str | Path,
-    head_dropout: float | None = None,
-    state_dict: dict[str, torch.Tensor] | None = None,
+    model: EmotionClassifier, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
 ) -> Path:
     """Write `model` (or `state_dict`, e.g. a kept best state, in `model`'s architecture) to `directory`."""
     directory = Path(directory)
@@ -43,7 +40,7 @@ def save_model(
     head = {
         "labels": model.labels,
         "pooling": model.pooling,
-        "head_dropout": model.head.dropout.p if head_dropout is None else head_dropout,
+        "head_dropout": model.head.dropout.p,
     }
     (directory / HEAD_FILE).write_text(json.dumps(head))
     return directory

@@ -78,9 +78,6 @@ def schedule_stages(name: str, learning_rate: float, batch_size: int) -> list[St
     return presets[name]
 
 
-SCHEDULES = ("paper_finer", "paper_vanilla", "full", "head_only")
-
-
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs. Search spaces override fields by name."""

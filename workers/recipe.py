@@ -4,22 +4,24 @@ Reads top to bottom: `run_trial` is the whole story; helpers below it are one st
 
     setup        data, model (pretrained weights kept in-process for the next trial), or a
                  resumed checkpoint and its train_state.json
-    train_stage  per stage of the schedule: freeze, plan each epoch (mix, bucket, crop), train with
-                 accumulation and clipping, evaluate every `eval_every_steps` (the paper's
-                 adaptive lr, early stopping, best state), report each epoch (with the best model
-                 as a checkpoint when it changed). A head-only stage trains from cached features.
-    finish       restore the best state, evaluate every set, log the model, report the final result
+    train_stage  per stage of the schedule: freeze, then per epoch plan the batches (mix, bucket,
+                 crop) and train them with accumulation and clipping, evaluating every
+                 `eval_every_steps` (the paper's adaptive lr, early stopping, best model), and report
+                 (with the best model as a checkpoint when it changed). A head-only stage trains from
+                 cached features (workers.batch_sources).
+    finish       restore the best model, evaluate every set, log the model, report the final result
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import closing, nullcontext
-from dataclasses import dataclass, field, fields
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +31,15 @@ from torch import nn
 from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
+from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
-from workers.features import cached_features, default_cache_dir, encoder_fingerprint, feature_key
-from workers.loader import (
-    AudioBatch,
-    FeatureBatch,
-    FeatureTable,
-    audio_eval_batches,
-    audio_steps,
-    feature_eval_batches,
-    feature_steps,
-)
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
-from workers.model import PRETRAINED, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
 from workers.tracking import RunLogger
+from workers.vocabulary import Tag
 
 
 @dataclass
@@ -56,122 +50,35 @@ class TrialData:
 
 
 @dataclass
-class TrainState:
-    """Where a trial is in its schedule and what the adaptive learning rate remembers.
+class BestModel:
+    """The best evaluated model so far, in memory until the trial ends."""
 
-    The fields up to `stopped_early` are what train_state.json holds: the position is always the
-    next step to run, so a resumed trial continues exactly there.
-    """
-
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # epochs finished (a stage's last, partial epoch counts)
-    stage_index: int = 0
-    stage_step: int = 0  # optimizer steps taken in the current stage
-    epoch_batches_done: int = 0  # steps taken in the current epoch
-    epoch_rng_state: dict = field(default_factory=dict)  # numpy PCG64 state the current epoch is planned from
-    lr_scale: float = 1.0  # product of the adaptive decays (x lr_decay_factor each)
-    last_val_loss: float = math.inf
-    last_val_accuracy: float = 0.0
-    rounds_rising: int = 0  # consecutive evaluation rounds whose val loss rose
-    rounds_since_best: int = 0
-    best_val_loss: float = math.inf
-    stopped_early: bool = False
-    # In memory only.
-    best_state: dict | None = None
-    best_snapshot: dict | None = None  # snapshot() when the best was found: the checkpoint's train_state.json
-    best_unsaved: bool = False  # the best changed since the last reported checkpoint
-    train_losses: list = field(default_factory=list)  # device tensors: no host sync per step
-
-    @classmethod
-    def fresh(cls, seed: int) -> TrainState:
-        return cls(epoch_rng_state=np.random.default_rng(seed).bit_generator.state)
-
-    def snapshot(self) -> dict:
-        names = [f.name for f in fields(self)]
-        saved = {name: getattr(self, name) for name in names[: names.index("stopped_early") + 1]}
-        saved["torch_rng_state"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
-        return saved
-
-    @classmethod
-    def from_snapshot(cls, saved: dict) -> TrainState:
-        names = {f.name for f in fields(cls)}
-        state = cls(**{k: v for k, v in saved.items() if k in names})
-        if "torch_rng_state" in saved:
-            raw = np.frombuffer(base64.b64decode(saved["torch_rng_state"]), dtype=np.uint8).copy()
-            torch.set_rng_state(torch.from_numpy(raw))
-        return state
-
-    def start_stage(self, cfg: TrialConfig) -> None:
-        if cfg.reset_lr_each_stage:
-            self.lr_scale = 1.0
-        self.rounds_rising = 0
-        self.rounds_since_best = 0
-        self.stopped_early = False
-
-    def advance(self, batches_in_epoch: int, steps_in_stage: int, next_epoch_rng_state: dict) -> None:
-        """Count one optimizer step; close the epoch (and the stage) when they are done."""
-        self.step += 1
-        self.stage_step += 1
-        self.epoch_batches_done += 1
-        if self.stage_step >= steps_in_stage:
-            self.end_epoch(next_epoch_rng_state, end_stage=True)
-        elif self.epoch_batches_done >= batches_in_epoch:
-            self.end_epoch(next_epoch_rng_state)
-
-    def end_epoch(self, next_epoch_rng_state: dict, end_stage: bool = False) -> None:
-        self.epoch += 1
-        self.epoch_batches_done = 0
-        self.epoch_rng_state = next_epoch_rng_state
-        if end_stage:
-            self.stage_index += 1
-            self.stage_step = 0
-
-
-def record_evaluation(state: TrainState, cfg: TrialConfig, val_loss: float, val_accuracy: float) -> bool:
-    """The paper's adaptive learning rate and early stopping, after one evaluation round.
-
-    Val loss that rose for more than `lr_decay_patience` consecutive rounds multiplies the
-    learning rate by `lr_decay_factor` (and the count starts again); `early_stop_patience` rounds
-    without a new best end the stage. Returns whether this round is the best so far.
-    """
-    state.rounds_rising = state.rounds_rising + 1 if val_loss > state.last_val_loss else 0
-    state.last_val_loss = val_loss
-    state.last_val_accuracy = val_accuracy
-    if state.rounds_rising > cfg.lr_decay_patience:
-        state.lr_scale *= cfg.lr_decay_factor
-        state.rounds_rising = 0
-    if val_loss < state.best_val_loss:
-        state.best_val_loss = val_loss
-        state.rounds_since_best = 0
-        return True
-    state.rounds_since_best += 1
-    state.stopped_early = 0 < cfg.early_stop_patience < state.rounds_since_best
-    return False
+    weights: dict[str, torch.Tensor]
+    train_state: TrainState  # where training continues from it: the checkpoint's train_state.json
+    reported: bool  # already sent to Tune as a checkpoint
 
 
 @dataclass
-class Trial:
-    """Everything a running trial holds; helpers take it instead of a dozen arguments."""
+class TrainingContext:
+    """What a running trial holds; the helpers below take it instead of a dozen arguments."""
 
     cfg: TrialConfig
     data: TrialData
     model: EmotionClassifier
-    device: torch.device
+    feeding: Feeding
     logger: RunLogger
     stages: list[Stage]
-    state: TrainState
+    state: TrainState  # where training is: the next batch to train, and the adaptive lr's memory
+    best: BestModel | None = None
+    train_losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation; on the device
+
+    @property
+    def device(self) -> torch.device:
+        return self.feeding.device
 
     @property
     def max_samples(self) -> int:
         return int(self.cfg.max_seconds * SAMPLE_RATE)
-
-    @property
-    def pin(self) -> bool:
-        return self.device.type == "cuda"
-
-    def autocast(self):
-        enabled = self.device.type == "cuda" and self.cfg.bf16
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled) if enabled else nullcontext()
 
 
 def run_trial(
@@ -192,8 +99,8 @@ def run_trial(
     started = time.perf_counter()
     trial = setup(cfg, logger, device, resume_dir, shard_rows)
     setup_seconds = time.perf_counter() - started
-    while trial.state.stage_index < len(trial.stages):
-        train_stage(trial, reporter)
+    for _ in range(trial.state.stage_index, len(trial.stages)):
+        train_stage(trial, reporter)  # the stage the state is at; it leaves the state at the next one
     return finish(trial, reporter, started, setup_seconds)
 
 
@@ -203,7 +110,7 @@ def setup(
     device: torch.device | None,
     resume_dir: str | Path | None,
     shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> Trial:
+) -> TrainingContext:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cfg.num_threads))
     torch.manual_seed(cfg.seed)
@@ -217,7 +124,8 @@ def setup(
     loads_before, hits_before = PRETRAINED.loads, PRETRAINED.hits
     if resume_dir is not None:
         model = load_model(resume_dir, encoder_overrides=cfg.encoder_overrides())
-        state = TrainState.from_snapshot(load_train_state(resume_dir))
+        state = TrainState.from_dict(load_train_state(resume_dir))
+        restore_torch_rng(state)  # after the model is built: building it draws random weights
         weights = f"resumed from {resume_dir}"
     else:
         model = build_model(cfg)
@@ -232,19 +140,20 @@ def setup(
             else "built"
         )
     model.to(device)
-    if resume_dir is not None:
-        state.best_state = _clone_state(model)  # the checkpoint holds the best model so far
+    trial = TrainingContext(cfg, data, model, Feeding.from_config(cfg, device), logger, cfg.stage_list(), state)
+    if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
+        trial.best = BestModel(_clone_weights(model), state, reported=True)
     tags = {
-        "data_hash": data.reader.content_hash,
-        "train_speakers": ",".join(cfg.train_speakers),
-        "device": str(device),
-        "weights": weights,
+        Tag.DATA_HASH: data.reader.content_hash,
+        Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
+        Tag.DEVICE: str(device),
+        Tag.WEIGHTS: weights,
     }
     if cfg.compile:
-        tags["compile"] = compile_encoder(model, cfg, device)
+        tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
     logger.log_params(cfg.to_dict())
     logger.set_tags(tags)
-    return Trial(cfg, data, model, device, logger, cfg.stage_list(), state)
+    return trial
 
 
 def build_model(cfg: TrialConfig) -> EmotionClassifier:
@@ -280,18 +189,25 @@ def load_trial_data(cfg: TrialConfig) -> TrialData:
     return TrialData(reader, train_rows, eval_rows)
 
 
+def batches_per_epoch(stage: Stage, num_train_rows: int) -> int:
+    """Planned batches of one epoch: every training row once, the last batch possibly short."""
+    return max(1, -(-num_train_rows // stage.batch_size))
+
+
 def stage_steps(stage: Stage, num_train_rows: int) -> int:
-    """Optimizer steps of a stage: its epochs times the batches of one epoch."""
-    return max(1, round(stage.epochs * -(-num_train_rows // stage.batch_size)))
+    """Optimizer steps of a stage: its epochs (a fractional last one included) times the batches of one."""
+    return max(1, round(stage.epochs * batches_per_epoch(stage, num_train_rows)))
 
 
-def train_stage(trial: Trial, reporter: Reporter) -> None:
-    """Train the stage at `state.stage_index` (from where the state says); report after every epoch."""
-    cfg, state, model = trial.cfg, trial.state, trial.model
-    stage_index = state.stage_index
-    stage = trial.stages[stage_index]
-    if state.stage_step == 0 and state.epoch_batches_done == 0:
-        state.start_stage(cfg)
+def train_stage(trial: TrainingContext, reporter: Reporter) -> None:
+    """Train the stage at `trial.state.stage_index` from the batch the state names; report after every epoch.
+
+    On return the state points at the next stage's first batch.
+    """
+    cfg, model, state = trial.cfg, trial.model, trial.state
+    stage = trial.stages[state.stage_index]
+    if state.stage_epoch == 0 and state.epoch_batches_done == 0:
+        start_stage(state, cfg)
     set_trainable(model, stage.trainable)
     source = batch_source(trial, stage)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -301,35 +217,50 @@ def train_stage(trial: Trial, reporter: Reporter) -> None:
         weight_decay=cfg.weight_decay,
         fused=trial.device.type == "cuda",
     )
-    steps_in_stage = stage_steps(stage, len(trial.data.train_rows))
-    while state.stage_index == stage_index:
+    num_batches = batches_per_epoch(stage, len(trial.data.train_rows))
+    num_steps = stage_steps(stage, len(trial.data.train_rows))
+    num_epochs = -(-num_steps // num_batches)
+    for epoch in range(state.stage_epoch, num_epochs):
         plans, next_epoch_rng_state = plan_epoch(trial, stage)
-        if state.epoch_batches_done >= len(plans):
-            state.end_epoch(next_epoch_rng_state, end_stage=state.stage_step >= steps_in_stage)
-            continue
+        plans = plans[: num_steps - epoch * num_batches]  # the stage's last epoch may be a part of one
+        last_epoch = epoch == num_epochs - 1
         source.train_mode()
         with closing(source.train_steps(plans[state.epoch_batches_done :])) as steps:
             for micro_batches in steps:
                 learning_rate = stage.learning_rate * state.lr_scale
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate
-                state.train_losses.append(train_step(trial, source, optimizer, parameters, micro_batches))
-                state.advance(len(plans), steps_in_stage, next_epoch_rng_state)
+                trial.train_losses.append(train_step(trial, source, optimizer, parameters, micro_batches))
+                state.step += 1
+                state.epoch_batches_done += 1
                 if state.step % cfg.eval_every_steps == 0:
-                    evaluation_round(trial, source, learning_rate)
+                    if evaluation_round(trial, source, learning_rate):
+                        # A resumed trial continues at the next batch: after an epoch's last, the next epoch's first.
+                        epoch_done = state.epoch_batches_done == len(plans)
+                        keep_best(trial, state.after_epoch(next_epoch_rng_state, last_epoch) if epoch_done else state)
                     source.train_mode()
-                if state.stopped_early and state.stage_index == stage_index:
-                    end_stage_early(state, next_epoch_rng_state)
-                if state.epoch_batches_done == 0:
-                    break  # the epoch (or the stage) is over
+                if state.stopped_early:
+                    break
+        trial.state = state = state.after_epoch(next_epoch_rng_state, stage_over=last_epoch or state.stopped_early)
         report_progress(trial, reporter)
+        if state.stopped_early:
+            break
 
 
-def plan_epoch(trial: Trial, stage: Stage) -> tuple[list[PlannedBatch], dict]:
+def start_stage(state: TrainState, cfg: TrialConfig) -> None:
+    """A stage starts at its own learning rate (unless carried over) with fresh early-stopping counts."""
+    if cfg.reset_lr_each_stage:
+        state.lr_scale = 1.0
+    state.rounds_rising = 0
+    state.rounds_since_best = 0
+    state.stopped_early = False
+
+
+def plan_epoch(trial: TrainingContext, stage: Stage) -> tuple[list[PlannedBatch], dict]:
     """This epoch's batches (en/zh mix, length buckets, crops) and the rng state the next epoch starts from.
 
     An epoch is a pure function of the rng state it starts from, so a resumed trial replans it
-    and skips the steps already taken.
+    and skips the batches already trained.
     """
     index = trial.data.reader.index
     rng = np.random.default_rng()
@@ -339,16 +270,35 @@ def plan_epoch(trial: Trial, stage: Stage) -> tuple[list[PlannedBatch], dict]:
     return plans, rng.bit_generator.state
 
 
-def end_stage_early(state: TrainState, next_epoch_rng_state: dict) -> None:
-    if state.epoch_batches_done > 0:
-        state.end_epoch(next_epoch_rng_state, end_stage=True)
-    else:  # the step that triggered it had just closed an epoch
-        state.stage_index += 1
-        state.stage_step = 0
+def batch_source(trial: TrainingContext, stage: Stage) -> BatchSource:
+    """Cached features for a head-only stage when they give the same inputs, else audio."""
+    cfg, data = trial.cfg, trial.data
+    frozen = stage.trainable == "head"
+    audio = audio_source(trial, encoder_train_mode=not frozen or cfg.frozen_encoder_dropout)
+    if not frozen:
+        return audio
+    cache_tag = Tag.feature_cache(trial.state.stage_index)
+    blocker = feature_cache_blocker(cfg, trial.model, data.reader, data.train_rows, trial.max_samples)
+    if blocker is not None:
+        trial.logger.set_tags({cache_tag: f"not used: {blocker}"})
+        return audio
+    # Train and val clips of the training speakers: the head trains on one and is evaluated on the other.
+    rows = np.union1d(data.train_rows, data.eval_rows.get("val", data.train_rows[:0])).astype(np.int64)
+    features, status = frozen_features(audio, rows, cfg.feature_cache_dir)
+    trial.logger.set_tags({cache_tag: status})
+    return features
+
+
+def audio_source(trial: TrainingContext, encoder_train_mode: bool) -> AudioSource:
+    return AudioSource(trial.model, trial.data.reader, trial.max_samples, trial.feeding, encoder_train_mode)
 
 
 def train_step(
-    trial: Trial, source, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], micro_batches: list
+    trial: TrainingContext,
+    source: BatchSource,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    micro_batches: list,
 ) -> torch.Tensor:
     """One optimizer step over a batch split into micro-batches; the loss is the batch mean."""
     optimizer.zero_grad(set_to_none=True)
@@ -365,127 +315,16 @@ def train_step(
     return batch_loss
 
 
-def forward(model: EmotionClassifier, batch: AudioBatch, trial: Trial) -> torch.Tensor:
-    values, mask = normalize_audio(batch.audio, batch.lengths)
-    with trial.autocast():
-        return model(values, attention_mask=mask).float()
-
-
-class AudioSource:
-    """Clips from the shards through the whole model."""
-
-    def __init__(self, trial: Trial, encoder_train_mode: bool):
-        self.trial = trial
-        self.encoder_train_mode = encoder_train_mode
-
-    def train_mode(self) -> None:
-        self.trial.model.train()
-        if not self.encoder_train_mode:
-            self.trial.model.encoder.eval()  # frozen: deterministic features, as the cached path
-
-    def train_steps(self, plans):
-        t = self.trial
-        return audio_steps(t.data.reader, plans, t.max_samples, t.cfg.grad_accum_steps, t.pin, t.cfg.prefetch_batches)
-
-    def logits(self, batch: AudioBatch) -> torch.Tensor:
-        return forward(self.trial.model, batch, self.trial)
-
-    def eval_batches(self, rows: np.ndarray):
-        t = self.trial
-        return audio_eval_batches(t.data.reader, rows, t.cfg.eval_batch_size, t.pin, t.cfg.prefetch_batches)
-
-
-class FeatureSource:
-    """Cached pooled features of the frozen encoder, straight into the head."""
-
-    def __init__(self, trial: Trial, table: FeatureTable):
-        self.trial = trial
-        self.table = table
-
-    def train_mode(self) -> None:
-        self.trial.model.train()
-
-    def train_steps(self, plans):
-        t = self.trial
-        return feature_steps(self.table, plans, t.cfg.grad_accum_steps, t.pin, t.cfg.prefetch_batches)
-
-    def logits(self, batch: FeatureBatch) -> torch.Tensor:
-        with self.trial.autocast():
-            return self.trial.model.head(batch.features).float()
-
-    def eval_batches(self, rows: np.ndarray):
-        return feature_eval_batches(self.table, rows, self.trial.cfg.eval_batch_size, self.trial.pin)
-
-
-def batch_source(trial: Trial, stage: Stage) -> AudioSource | FeatureSource:
-    """Cached features for a head-only stage when they give the same inputs, else audio."""
-    frozen = stage.trainable == "head"
-    blocker = feature_cache_blocker(trial) if frozen else "encoder trains"
-    if blocker is None:
-        table, status = frozen_features(trial)
-        trial.logger.set_tags({f"feature_cache/stage{trial.state.stage_index}": status})
-        return FeatureSource(trial, table)
-    if frozen:
-        trial.logger.set_tags({f"feature_cache/stage{trial.state.stage_index}": f"not used: {blocker}"})
-    return AudioSource(trial, encoder_train_mode=not frozen or trial.cfg.frozen_encoder_dropout)
-
-
-def feature_cache_blocker(trial: Trial) -> str | None:
-    """Why a head-only stage cannot train from cached features (None: it can)."""
-    cfg = trial.cfg
-    if not cfg.cache_frozen_features:
-        return "cache_frozen_features=False"
-    if cfg.frozen_encoder_dropout:
-        return "frozen_encoder_dropout=True (features change every step)"
-    if trial.model.pooling != "mean":
-        return f"pooling={trial.model.pooling} has weights that train"
-    lengths = trial.data.reader.index.num_samples[trial.data.train_rows]
-    if trial.max_samples > 0 and len(lengths) and lengths.max() > trial.max_samples:
-        return "random crops (max_seconds) differ every epoch"
-    return None
-
-
-def frozen_features(trial: Trial) -> tuple[FeatureTable, str]:
-    """Pooled features of the training speakers' clips (train + val), from the cache or computed once."""
-    data, cfg = trial.data, trial.cfg
-    rows = np.union1d(data.train_rows, data.eval_rows.get("val", data.train_rows[:0])).astype(np.int64)
-    key = feature_key(
-        encoder_fingerprint(trial.model.encoder), data.reader.content_hash, rows, trial.max_samples, trial.model.pooling
-    )
-    directory = Path(cfg.feature_cache_dir) if cfg.feature_cache_dir else default_cache_dir()
-    features, status = cached_features(directory, key, rows, lambda: pooled_features(trial, rows))
-    return FeatureTable(rows, features, data.reader.index.label[rows]), status
-
-
-@torch.no_grad()
-def pooled_features(trial: Trial, rows: np.ndarray) -> np.ndarray:
-    """The eval-mode encoder's pooled output for every clip of sorted `rows`."""
-    model = trial.model
-    model.eval()
-    features = np.zeros((len(rows), model.encoder.config.hidden_size), dtype=np.float32)
-    source = AudioSource(trial, encoder_train_mode=False)
-    for host_batch in source.eval_batches(rows):
-        batch = host_batch.to(trial.device)
-        values, mask = normalize_audio(batch.audio, batch.lengths)
-        with trial.autocast():
-            pooled = model.pool(values, attention_mask=mask).float()
-        features[np.searchsorted(rows, batch.rows)] = pooled.cpu().numpy()
-    return features
-
-
-def evaluation_round(trial: Trial, source, learning_rate: float) -> None:
-    """Val loss every `eval_every_steps`: adaptive lr, early stopping, best state, learning curves."""
+def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate: float) -> bool:
+    """Val loss every `eval_every_steps`: adaptive lr, early stopping, learning curves. True: a new best."""
     state = trial.state
     if "val" not in trial.data.eval_rows:
-        state.train_losses.clear()
-        return
+        trial.train_losses.clear()
+        return False
     val = predict(trial, source, trial.data.eval_rows["val"])
-    train_loss = float(torch.stack(state.train_losses).mean()) if state.train_losses else float("nan")
-    state.train_losses.clear()
-    if record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred))):
-        state.best_state = _clone_state(trial.model)
-        state.best_snapshot = state.snapshot()
-        state.best_unsaved = True
+    train_loss = float(torch.stack(trial.train_losses).mean()) if trial.train_losses else float("nan")
+    trial.train_losses.clear()
+    is_best = record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred)))
     trial.logger.log_metrics(
         {
             "train/loss": train_loss,
@@ -495,9 +334,15 @@ def evaluation_round(trial: Trial, source, learning_rate: float) -> None:
         },
         step=state.step,
     )
+    return is_best
 
 
-def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def keep_best(trial: TrainingContext, resume_at: TrainState) -> None:
+    """Keep the model as the best so far; a resumed trial continues at `resume_at` (the next batch)."""
+    trial.best = BestModel(_clone_weights(trial.model), resume_at.with_torch_rng(), reported=False)
+
+
+def _clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -510,7 +355,7 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(trial: Trial, source, rows: np.ndarray) -> Predictions:
+def predict(trial: TrainingContext, source: BatchSource, rows: np.ndarray) -> Predictions:
     """Mean loss, labels, predictions and class probabilities over `rows` (one host sync at the end)."""
     trial.model.eval()
     loss_sum = torch.zeros((), device=trial.device)
@@ -526,31 +371,31 @@ def predict(trial: Trial, source, rows: np.ndarray) -> Predictions:
     return Predictions(float(loss_sum) / max(len(rows), 1), true, probs.argmax(axis=1), probs)
 
 
-def report_progress(trial: Trial, reporter: Reporter) -> None:
+def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
     """Tune report at an epoch's end; the best model rides along when it changed since the last one."""
-    state = trial.state
+    state, best = trial.state, trial.best
     if state.stage_index >= len(trial.stages):
-        return  # the final report (with test metrics) comes from finish() after the best state is restored
+        return  # the final report (with test metrics) comes from finish() after the best model is restored
     metrics = {
         "epoch": state.epoch,
         "step": state.step,
         "val/loss": state.last_val_loss,
         "val/accuracy": state.last_val_accuracy,
     }
-    if not (trial.cfg.checkpoint_on_best and state.best_unsaved):
+    if not trial.cfg.checkpoint_on_best or best is None or best.reported:
         reporter.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="emotion-best-") as directory:
-        save_model(trial.model, directory, state_dict=state.best_state)
-        save_train_state(directory, state.best_snapshot)
-        state.best_unsaved = False
+        save_model(trial.model, directory, state_dict=best.weights)
+        save_train_state(directory, best.train_state.to_dict())
+        best.reported = True
         reporter.report(metrics, checkpoint_dir=Path(directory))
 
 
-def finish(trial: Trial, reporter: Reporter, started: float, setup_seconds: float) -> dict[str, float]:
+def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_seconds: float) -> dict[str, float]:
     state, model = trial.state, trial.model
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+    if trial.best is not None:
+        model.load_state_dict(trial.best.weights)
     final = evaluate_all(trial)
     final.update(
         {
@@ -564,14 +409,14 @@ def finish(trial: Trial, reporter: Reporter, started: float, setup_seconds: floa
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
         trial.logger.log_artifacts(str(model_dir), "model")
-        save_train_state(model_dir, {**state.snapshot(), "finished": True})  # Tune's copy only
+        save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
 
 
-def evaluate_all(trial: Trial) -> dict[str, float]:
+def evaluate_all(trial: TrainingContext) -> dict[str, float]:
     """Full metric set, classification report and confusion matrix for every evaluation set."""
-    source = AudioSource(trial, encoder_train_mode=False)
+    source = audio_source(trial, encoder_train_mode=False)
     metrics: dict[str, float] = {}
     for name, rows in trial.data.eval_rows.items():
         result = predict(trial, source, rows)
@@ -589,3 +434,86 @@ def evaluate_all(trial: Trial) -> dict[str, float]:
             f"reliability_{name}.png",
         )
     return metrics
+
+
+@dataclass
+class TrainState:
+    """Where a trial continues and what the adaptive learning rate remembers: a checkpoint's train_state.json.
+
+    The position is always the next batch to train, so a resumed trial continues exactly there.
+    """
+
+    stage_index: int = 0  # the stage being trained (len(stages): training is over)
+    stage_epoch: int = 0  # epochs of that stage already finished
+    epoch_batches_done: int = 0  # planned batches of the current epoch already trained
+    epoch_rng_state: dict = field(default_factory=dict)  # numpy PCG64 state the current epoch is planned from
+    step: int = 0  # optimizer steps taken in the whole trial
+    epoch: int = 0  # epochs finished in the whole trial (a stage's last, partial epoch counts)
+    torch_rng_state: str = ""  # base64 of torch's CPU generator when saved (dropout continues from it); "": unset
+    # The paper's adaptive learning rate and early stopping (record_evaluation)
+    lr_scale: float = 1.0  # product of the adaptive decays (x lr_decay_factor each)
+    last_val_loss: float = math.inf
+    last_val_accuracy: float = 0.0
+    rounds_rising: int = 0  # consecutive evaluation rounds whose val loss rose
+    rounds_since_best: int = 0
+    best_val_loss: float = math.inf
+    stopped_early: bool = False  # the current stage ends after this batch
+
+    @classmethod
+    def fresh(cls, seed: int) -> TrainState:
+        return cls(epoch_rng_state=np.random.default_rng(seed).bit_generator.state)
+
+    def after_epoch(self, next_epoch_rng_state: dict, stage_over: bool) -> TrainState:
+        """Where training continues once the current epoch (and, when `stage_over`, its stage) is over."""
+        return dataclasses.replace(
+            self,
+            stage_index=self.stage_index + 1 if stage_over else self.stage_index,
+            stage_epoch=0 if stage_over else self.stage_epoch + 1,
+            epoch_batches_done=0,
+            epoch_rng_state=next_epoch_rng_state,
+            epoch=self.epoch + 1,
+        )
+
+    def with_torch_rng(self) -> TrainState:
+        """This state with torch's generator as it is now, for a checkpoint."""
+        raw = torch.get_rng_state().numpy().tobytes()
+        return dataclasses.replace(self, torch_rng_state=base64.b64encode(raw).decode())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainState:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in saved]
+        if missing:
+            raise ValueError(f"train_state.json lacks {missing}: it was saved by another version of the recipe")
+        return cls(**{name: saved[name] for name in names})
+
+
+def restore_torch_rng(state: TrainState) -> None:
+    if state.torch_rng_state:
+        raw = np.frombuffer(base64.b64decode(state.torch_rng_state), dtype=np.uint8).copy()
+        torch.set_rng_state(torch.from_numpy(raw))
+
+
+def record_evaluation(state: TrainState, cfg: TrialConfig, val_loss: float, val_accuracy: float) -> bool:
+    """The paper's adaptive learning rate and early stopping, after one evaluation round.
+
+    Val loss that rose for more than `lr_decay_patience` consecutive rounds multiplies the
+    learning rate by `lr_decay_factor` (and the count starts again); `early_stop_patience` rounds
+    without a new best end the stage. Returns whether this round is the best so far.
+    """
+    state.rounds_rising = state.rounds_rising + 1 if val_loss > state.last_val_loss else 0
+    state.last_val_loss = val_loss
+    state.last_val_accuracy = val_accuracy
+    if state.rounds_rising > cfg.lr_decay_patience:
+        state.lr_scale *= cfg.lr_decay_factor
+        state.rounds_rising = 0
+    if val_loss < state.best_val_loss:
+        state.best_val_loss = val_loss
+        state.rounds_since_best = 0
+        return True
+    state.rounds_since_best += 1
+    state.stopped_early = 0 < cfg.early_stop_patience < state.rounds_since_best
+    return False

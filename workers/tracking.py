@@ -1,17 +1,17 @@
 """Where a trial's numbers go: a small logger interface, and its MLflow implementation.
 
-The training loop only sees `RunLogger`; it never names MLflow.
+The training loop only sees `RunLogger`; it never names MLflow. This is the one module on the
+worker side that imports mlflow (lazily: the driver imports it cheaply).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-# Tag that identifies a trial's child run, so a restored trial finds its run instead of duplicating it.
-TRIAL_TAG = "trial_id"
-PARENT_TAG = "mlflow.parentRunId"
+from workers.vocabulary import Tag, TrialState
 
 
 class RunLogger(Protocol):
@@ -21,6 +21,8 @@ class RunLogger(Protocol):
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def completed_metrics(self) -> dict[str, float] | None:
+        """The metrics of a run already marked completed (Tag.TRIAL_STATE), else None."""
 
 
 class NullLogger:
@@ -31,6 +33,9 @@ class NullLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def completed_metrics(self) -> dict[str, float] | None:
+        return None  # nothing is recorded, so nothing ever completed
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
@@ -62,7 +67,7 @@ def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
     trial's run, shared by the trial (find or create) and the driver (close, resume)."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{TRIAL_TAG} = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        filter_string=f"tags.{Tag.TRIAL_ID} = '{trial_id}' and tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'",
         max_results=1,
     )
     return runs[0] if runs else None
@@ -88,27 +93,27 @@ class MlflowRunLogger:
             run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
         else:
-            tags = {PARENT_TAG: target.parent_run_id, TRIAL_TAG: trial_id, **dict(target.tags)}
+            tags = {Tag.PARENT_RUN: target.parent_run_id, Tag.TRIAL_ID: trial_id, **dict(target.tags)}
             run_id = client.create_run(target.experiment_id, tags=tags, run_name=run_name).info.run_id
         return cls(target.tracking_uri, run_id)
 
     def log_params(self, params: dict) -> None:
+        """Params the run does not have yet: a resumed trial's run has them already (an MLflow param never changes)."""
         from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        items = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
-        for start in range(0, len(items), 100):
-            try:
-                self.client.log_batch(self.run_id, params=items[start : start + 100])
-            except Exception:  # a resumed run re-logs params it already has; values are equal
-                pass
+        logged = self.client.get_run(self.run_id).data.params
+        values = {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in _flatten(params).items()}
+        changed = sorted(k for k, v in values.items() if logged.get(k, v) != v)
+        if changed:
+            raise ValueError(f"run {self.run_id} already has other values for params {changed}")
+        self._log_batches(params=[Param(k, v) for k, v in values.items() if k not in logged])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for start in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
+        self._log_batches(metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -123,8 +128,34 @@ class MlflowRunLogger:
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        from mlflow.entities import RunTag
+
+        self._log_batches(tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def completed_metrics(self) -> dict[str, float] | None:
+        run = self.client.get_run(self.run_id)
+        if run.data.tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
+            return None
+        return dict(run.data.metrics)
+
+    def _log_batches(self, metrics=(), params=(), tags=()) -> None:
+        """One log_batch call per slice within MLflow's limits per call."""
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+        for name, items, limit in (
+            ("metrics", metrics, MAX_METRICS_PER_BATCH),
+            ("params", params, MAX_PARAMS_TAGS_PER_BATCH),
+            ("tags", tags, MAX_PARAMS_TAGS_PER_BATCH),
+        ):
+            for start in range(0, len(items), limit):
+                self.client.log_batch(self.run_id, **{name: items[start : start + limit]})
+
+
+def download_model(artifact_uri: str, destination: Path, tracking_uri: str | None) -> None:
+    """Fetch a model artifact (`runs:/<run id>/model`, `models:/...`) into the directory `destination`."""
+    import mlflow
+
+    mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri)
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:

@@ -6,7 +6,7 @@ A trial's Tune config is `{VARIANT_KEY: {"values": TrialConfig values, "tags": M
 TRACKING_KEY: where its MLflow run goes}` (flat TrialConfig values also work). On top of the
 recipe, the trial
 - finds or creates its MLflow child run by trial id (a restored trial reuses its run),
-- records where and when it ran (tags `CUDA_VISIBLE_DEVICES`, `started_at`, `ended_at`; one
+- records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
   `trial/started_at` metric entry per attempt),
 - never trains twice: a run already marked completed replays its final metrics to Tune,
 - continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
@@ -21,14 +21,14 @@ import os
 import time
 from pathlib import Path
 
+from workers.vocabulary import Tag, TrialState
+
 # Config keys that are about where results go, not about the recipe.
 TRACKING_KEY = "tracking"
 TAGS_KEY = "tags"
 VARIANT_KEY = "variant"
 VALUES_KEY = "values"
-# Tag set once run_trial returned: a restarted trial with this tag does not train again.
-STATE_TAG = "trial_state"
-COMPLETED = "completed"
+# One entry per attempt (a metric, not a tag: its history counts the attempts).
 ATTEMPT_METRIC = "trial/started_at"
 
 
@@ -79,7 +79,7 @@ class MarkCompleted:
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         if all(key in metrics for key in self.final_keys):
-            self.logger.set_tags({"ended_at": f"{time.time():.3f}", STATE_TAG: COMPLETED})
+            self.logger.set_tags({Tag.ENDED_AT: f"{time.time():.3f}", Tag.TRIAL_STATE: TrialState.COMPLETED})
         self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
 
 
@@ -108,13 +108,10 @@ def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dic
 
 def replay_if_completed(logger, reporter, checkpoint) -> bool:
     """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
-    client = getattr(logger, "client", None)
-    if client is None:
+    completed = logger.completed_metrics()
+    if completed is None:
         return False
-    run = client.get_run(logger.run_id)
-    if run.data.tags.get(STATE_TAG) != COMPLETED:
-        return False
-    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("trial/")}
+    metrics = {k: v for k, v in completed.items() if k != ATTEMPT_METRIC}
     with _checkpoint_dir(checkpoint) as directory:
         reporter.report(metrics, checkpoint_dir=directory)
     return True
@@ -124,11 +121,11 @@ def record_attempt(logger) -> None:
     now = time.time()
     logger.set_tags(
         {
-            "started_at": f"{now:.3f}",
-            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "host": os.uname().nodename,
-            "pid": str(os.getpid()),
-            STATE_TAG: "running",
+            Tag.STARTED_AT: f"{now:.3f}",
+            Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            Tag.HOST: os.uname().nodename,
+            Tag.PID: str(os.getpid()),
+            Tag.TRIAL_STATE: TrialState.RUNNING,
         }
     )
     logger.log_metrics({ATTEMPT_METRIC: now})
@@ -143,7 +140,7 @@ def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
         return init_from.removeprefix("file://")
     import fcntl
 
-    import mlflow
+    from workers.tracking import download_model
 
     cache_root = Path(os.environ.get("EMOTION_SWEEP_CACHE", Path.home() / ".cache" / "emotion-sweep")) / "models"
     target = cache_root / hashlib.sha1(init_from.encode()).hexdigest()[:16]
@@ -153,9 +150,7 @@ def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
         if not (target / "model").exists():
             partial = Path(f"{target}.partial")
             partial.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=init_from, dst_path=str(partial), tracking_uri=tracking_uri
-            )
+            download_model(init_from, partial, tracking_uri)
             downloaded = next(p for p in partial.iterdir())
             target.mkdir(parents=True, exist_ok=True)
             downloaded.rename(target / "model")

@@ -31,6 +31,11 @@ class Tag:
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
+    # Where a trial attempt ran
+    HOST = "host"
+    PID = "pid"
+    CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
     # Parent (sweep) runs
     SWEEP = "sweep"
     SWEEP_DIR = "sweep_dir"
@@ -42,6 +47,11 @@ class Tag:
     INIT_FROM = "init_from"
     RESUMED = "resumed"
     BEST_TRIAL_ID = "best_trial_id"
+
+    @staticmethod
+    def feature_cache(stage_index: int) -> str:
+        """Whether a head-only stage trained from cached features ('computed', 'hit' or 'not used: why')."""
+        return f"feature_cache/stage{stage_index}"
 
 
 class TrialState:
