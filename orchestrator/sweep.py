@@ -123,7 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument(
         "--storage",
         default=None,
-        help="Tune results, checkpoints and sweep state (dir or URI, e.g. s3://bucket/sweeps); default: ./ray_results",
+        help="Tune results, checkpoints and the sweep record (dir or URI, e.g. s3://bucket/sweeps); "
+        "default: ./ray_results",
     )
     where.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
     where.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")

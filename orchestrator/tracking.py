@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,8 +177,8 @@ def close_open_children(
 
     A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's
     status from `trial_status` (trial id -> status), else `default`. With `drop_orphans` (a completed
-    sweep), a RUNNING run whose trial Tune never recorded (the driver died before its first state
-    save, so the trial ran again under a new id) is marked KILLED and soft-deleted, leaving one run
+    sweep), a RUNNING run whose trial Tune never recorded (the driver died before Tune first saved
+    its experiment, so the trial ran again under a new id) is marked KILLED and soft-deleted, leaving one run
     per trial.
     """
     closed: dict[str, int] = {}
@@ -247,15 +246,6 @@ def log_files(client: MlflowClient, run_id: str, directory: Path, files: list[st
     """Log exactly `files` (relative to `directory`) under `artifact_dir`, keeping their sub-folders."""
     for name in files:
         client.log_artifact(run_id, str(directory / name), str(Path(artifact_dir, name).parent))
-
-
-def artifact_names(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
-    return sorted(a.path for a in client.list_artifacts(run_id, path))
-
-
-def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_text()
 
 
 def download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path:
