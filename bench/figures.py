@@ -158,11 +158,11 @@ def _padded(frames: np.ndarray, batches: list[np.ndarray]) -> float:
 def step_time(args) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+    from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable, xlsr53_encoder_config
 
     device = _device(args)
     torch.set_num_threads(args.threads)
-    config = _xlsr_config()
+    config = xlsr53_encoder_config()
     model = EmotionClassifier(build_encoder(config)).to(device)
     set_trainable(model, "all_but_cnn")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -201,27 +201,6 @@ def step_time(args) -> None:
     print(
         f"  a paper-scale epoch (5.4 h of audio) at this rate: {paper_epoch_flops / (achieved * 1e12) / 3600:,.1f} h"
         f"; on an H200 at 100% of peak: {paper_epoch_flops / (H200_BF16_PEAK_TFLOPS * 1e12):.1f} s"
-    )
-
-
-def _xlsr_config():
-    import workers.model as model_module
-
-    if hasattr(model_module, "xlsr53_encoder_config"):
-        return model_module.xlsr53_encoder_config()
-    from transformers import Wav2Vec2Config
-
-    return Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        conv_dim=(512,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=True,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
     )
 
 

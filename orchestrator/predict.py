@@ -1,7 +1,7 @@
 """Use a trained trial on your own audio: the emotion and its probabilities per file, or "uncertain".
 
     python -m orchestrator.predict --run <trial run id> a.wav b.flac
-    python -m orchestrator.predict --run <sweep parent run id> a.wav        # its best trial (val/accuracy)
+    python -m orchestrator.predict --run <sweep parent run id> a.wav        # its best trial
     python -m orchestrator.predict --checkpoint ray_results/<sweep>/<phase>/<trial> *.wav --json
 
 The paper's ethics section proposes abstaining when the model is unsure: below the confidence
@@ -23,10 +23,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import paths, runs
-from orchestrator.runs import RANK_METRIC, StoreError
+from orchestrator import paths, results, tracking
+from orchestrator.results import StoreError
 from shards.user_audio import AudioFileError, read_audio
 from workers.calibration import DEFAULT_THRESHOLD
+from workers.vocabulary import Key, Tag
 
 MAX_COMPETING = 3
 DEFAULT_MAX_SECONDS = 30.0
@@ -54,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument(
         "--run",
         metavar="RUN_ID",
-        help=f"MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best trial by {RANK_METRIC}",
+        help="MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best trial, by the "
+        "sweep's metric (the rule of the driver's summary and the report)",
     )
     source.add_argument(
         "--checkpoint",
@@ -63,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a saved model directory, or a Tune trial/checkpoint directory holding one",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files to analyse")
-    parser.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
     parser.add_argument(
         "--threshold",
         type=_probability,
@@ -137,40 +139,40 @@ def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
 
 
 def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
-    """A trial run's `model/` artifact; for a sweep's parent run, that of its best finished trial."""
-    from workers.vocabulary import Tag
-
-    client = runs.connect(tracking_uri)
-    run = runs.get_run(client, run_id)
+    """A trial run's `model/` artifact; for a sweep's parent run, that of its best trial (`results.best`)."""
+    client = results.connect(tracking_uri)
+    run = results.get_run(client, run_id)
     if run is None:
         raise ModelLoadError(f"no run {run_id} in {tracking_uri}")
     source = {"run_id": run_id}
+    metric = Key.VAL_ACCURACY
     if Tag.PARENT_RUN not in run.data.tags:
-        sweep = runs.load_sweep(client, run)
-        trial = runs.best(sweep.trials)
+        sweep = results.load_sweep(client, run)
+        trial = sweep.best()
         if trial is None:
             raise ModelLoadError(
                 f"run {run_id} is the parent run of sweep {sweep.name} and none of its "
                 f"{len(sweep.trials)} trial run(s) finished; pass a trial's run id"
             )
+        metric = sweep.metric
         print(
             f"predict: run {run_id} is the parent run of sweep {sweep.name}; using its best trial {trial.trial_id} "
-            f"(run {trial.run_id}, {RANK_METRIC} {trial.metric(RANK_METRIC):.3f})",
+            f"(run {trial.run_id}, {metric} {trial.metric(metric):.3f})",
             file=sys.stderr,
         )
         source = {"run_id": trial.run_id, "parent_run_id": run_id}
-        run = runs.get_run(client, trial.run_id)
+        run = results.get_run(client, trial.run_id)
     tags = run.data.tags
     source.update(
         {
-            "trial_id": tags.get("trial_id", ""),
-            "sweep": tags.get("sweep", ""),
-            RANK_METRIC: run.data.metrics.get(RANK_METRIC),
+            "trial_id": tags.get(Tag.TRIAL_ID, ""),
+            "sweep": tags.get(Tag.SWEEP, ""),
+            metric: run.data.metrics.get(metric),
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(client.download_artifacts(run.info.run_id, "model", tmp))
+            local = tracking.download(client, run.info.run_id, Key.MODEL_DIR, tmp)
         except Exception as error:  # no such artifact, or the artifact store is unreachable
             raise ModelLoadError(
                 f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "

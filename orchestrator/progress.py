@@ -15,6 +15,7 @@ import time
 from ray import tune
 
 from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
+from workers.vocabulary import Tag
 
 STATUS_EVERY_SECONDS = 30.0
 
@@ -60,7 +61,7 @@ class TrialProgress(tune.Callback):
         self._line(trial, "retrying", "(failed; continues from its last checkpoint)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "FAILED", "(error on its MLflow run, tag 'error')")
+        self._line(trial, "FAILED", f"(error on its MLflow run, tag '{Tag.ERROR}')")
 
     # --- the live table
     def on_step_end(self, iteration, trials, **info):
@@ -122,7 +123,7 @@ class TrialProgress(tune.Callback):
         variant = (trial.config or {}).get(VARIANT_KEY) or {}
         values = variant.get(VALUES_KEY, trial.config or {})
         tags = variant.get(TAGS_KEY, {})
-        parts = [tags.get("scenario", ""), tags.get("fold", "")]
+        parts = [tags.get(Tag.SCENARIO, ""), tags.get(Tag.FOLD, "")]
         parts += [f"{k}={values.get(k)}" for k in self.tuned if k in values]
         return " ".join(p for p in parts if p)
 

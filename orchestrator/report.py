@@ -16,11 +16,13 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import paths, runs
+from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
-from orchestrator.runs import RANK_METRIC, TIEBREAK_METRIC, StoreError, Sweep, Trial
+from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
+from workers.vocabulary import Tag
 
 ARTIFACT_DIR = "report"
 # Config values that are not tuned knobs: where things are, and the speaker split (a fold's identity).
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     try:
-        client = runs.connect(tracking_uri)
-        sweep = runs.load_sweep(client, runs.find_parent(client, args.sweep_or_run, args.experiment))
+        client = results.connect(tracking_uri)
+        sweep = results.load_sweep(client, results.find_parent(client, args.sweep_or_run, args.experiment))
     except StoreError as error:
         print(f"report: {error}", file=sys.stderr)
         return 1
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_report(client, sweep: Sweep, out_dir: Path) -> list[str]:
+def write_report(client, sweep: SweepResults, out_dir: Path) -> list[str]:
     """Write report.md, report.html and the images; returns what was written, relative to out_dir."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     document = build_report(client, sweep, out_dir)
@@ -101,9 +103,7 @@ def write_report(client, sweep: Sweep, out_dir: Path) -> list[str]:
 def log_report(client, parent_id: str, out_dir: Path, files: list[str]) -> None:
     """Log exactly the report's files (never the whole directory: --out may hold anything, even the store)."""
     try:
-        for name in files:
-            folder = str(Path(ARTIFACT_DIR, name).parent)
-            client.log_artifact(parent_id, str(out_dir / name), folder)
+        tracking.log_files(client, parent_id, out_dir, files, ARTIFACT_DIR)
     except Exception as error:  # e.g. a read-only artifact store
         raise StoreError(
             f"wrote the report but could not log it to run {parent_id}: "
@@ -111,15 +111,15 @@ def log_report(client, parent_id: str, out_dir: Path, files: list[str]) -> None:
         ) from None
 
 
-def build_report(client, sweep: Sweep, out_dir: Path) -> Document:
+def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     document = Document(f"Sweep report: {sweep.name}")
     knobs = tuned_knobs(sweep.trials)
-    chosen = runs.best_per_scenario(sweep)
+    chosen = sweep.best_per_scenario()
     document.add(*overview(sweep))
     document.add(*best_summary(sweep, chosen, knobs))
     document.add(*transfer_section(sweep, out_dir))
     document.add(*fold_section(sweep, out_dir))
-    document.add(*selected_details(client, chosen, knobs, out_dir))
+    document.add(*selected_details(client, sweep, chosen, knobs, out_dir))
     document.add(*knob_section(sweep, chosen, knobs, out_dir))
     document.add(*trials_section(sweep, knobs))
     return document
@@ -128,7 +128,7 @@ def build_report(client, sweep: Sweep, out_dir: Path) -> Document:
 # ---------------------------------------------------------------- overview
 
 
-def overview(sweep: Sweep) -> list:
+def overview(sweep: SweepResults) -> list:
     tags = sweep.parent_tags
     facts = [
         f"Parent run `{sweep.parent_id}` ({sweep.parent_name}) in experiment `{sweep.experiment_name}`, "
@@ -137,10 +137,10 @@ def overview(sweep: Sweep) -> list:
         + (f", ended {_time(sweep.parent_end_time)}" if sweep.parent_end_time else "")
         + f"; parent status **{sweep.parent_status}**; trials: {_status_summary(sweep)}.",
     ]
-    if tags.get("data_hash") or tags.get("git_commit"):
-        facts.append(f"Data hash `{tags.get('data_hash', '?')[:16]}`, code `{tags.get('git_commit', '?')[:12]}`.")
-    if tags.get("command"):
-        facts.append(f"Command: `{tags['command']}`.")
+    if tags.get(Tag.DATA_HASH) or tags.get(Tag.GIT_COMMIT):
+        facts.append(f"Data hash `{tags.get(Tag.DATA_HASH, '?')[:16]}`, code `{tags.get(Tag.GIT_COMMIT, '?')[:12]}`.")
+    if tags.get(Tag.COMMAND):
+        facts.append(f"Command: `{tags[Tag.COMMAND]}`.")
     facts.append(f"Report written {time.strftime('%Y-%m-%d %H:%M')}.")
     blocks: list = [Text(" ".join(facts))]
     unfinished = [t for t in sweep.trials if t.status != "FINISHED"]
@@ -156,9 +156,11 @@ def overview(sweep: Sweep) -> list:
         )
     blocks.append(
         Text(
-            f"**How runs are selected.** Within each scenario, finished trials are ranked by `{RANK_METRIC}`: accuracy "
-            f"on held-out clips of the *training* speakers (ties: lower `{TIEBREAK_METRIC}`). The held-out-speaker "
-            "test sets never take part in the choice; the test numbers below are those of the selected runs.",
+            f"**How runs are selected.** Within each scenario, finished trials are ranked by `{sweep.metric}` "
+            f"({'higher' if sweep.mode == 'max' else 'lower'} is better; ties: lower `{TIEBREAK_METRIC}`), measured "
+            "on held-out clips of the *training* speakers; with folds, a configuration by its mean over folds. "
+            "Trials stopped early never win. The held-out-speaker test sets never take part in the choice; the "
+            "test numbers below are those of the selected runs.",
             kind="note",
         )
     )
@@ -168,14 +170,14 @@ def overview(sweep: Sweep) -> list:
 # ---------------------------------------------------------------- best configuration per scenario
 
 
-def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]) -> list:
+def best_summary(sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str]) -> list:
     test_sets = _sets(t for t in chosen.values() if t)
     header = [
         "scenario",
         "trials",
         "selected trial",
         "configuration",
-        RANK_METRIC,
+        sweep.metric,
         *[f"{s}/accuracy" for s in test_sets],
         *[f"{s}/macro_f1" for s in test_sets],
     ]
@@ -183,7 +185,7 @@ def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
     for scenario in sorted(chosen, key=_scenario_order):
         trial = chosen[scenario]
         members = [t for t in sweep.trials if t.scenario == scenario]
-        counts = f"{sum(t.rankable for t in members)}/{len(members)}"
+        counts = f"{sum(t.selectable(sweep.metric) for t in members)}/{len(members)}"
         if trial is None:
             rows.append([scenario, counts, "none finished", "", "–", *["–"] * (2 * len(test_sets))])
             continue
@@ -193,7 +195,7 @@ def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
                 counts,
                 trial.trial_id,
                 _config_text(trial, knobs),
-                _num(trial.metric(RANK_METRIC), 3),
+                _num(trial.metric(sweep.metric), 3),
                 *[_num(trial.metric(f"{s}/accuracy"), 3) for s in test_sets],
                 *[_num(trial.metric(f"{s}/macro_f1"), 3) for s in test_sets],
             ]
@@ -209,23 +211,24 @@ def best_summary(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
     ]
 
 
-def selected_details(client, chosen: dict[str, Trial | None], knobs: list[str], out_dir: Path) -> list:
+def selected_details(
+    client, sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str], out_dir: Path
+) -> list:
     blocks: list = [Heading(2, "Selected trials in detail")]
     for scenario in sorted(chosen, key=_scenario_order):
         if chosen[scenario] is not None:
-            blocks += scenario_detail(client, scenario, chosen[scenario], knobs, out_dir)
+            blocks += scenario_detail(client, scenario, chosen[scenario], knobs, out_dir, sweep.metric)
     return blocks if len(blocks) > 1 else []
 
 
-def scenario_detail(client, scenario: str, trial: Trial, knobs: list[str], out_dir: Path) -> list:
+def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], out_dir: Path, metric: str) -> list:
     blocks: list = [Heading(3, f"{scenario}: trial {trial.trial_id}")]
-    start = trial.params.get("start") or trial.tags.get("start", "?")
+    start = trial.params.get("start") or trial.tags.get(Tag.START, "?")
     facts = [f"Run `{trial.run_id}`; start `{start}`; {_config_text(trial, knobs) or 'no tuned knobs'}."]
-    if trial.tags.get("train_speakers"):
-        facts.append(f"Trained on speakers {trial.tags['train_speakers']}.")
+    if trial.tags.get(Tag.TRAIN_SPEAKERS):
+        facts.append(f"Trained on speakers {trial.tags[Tag.TRAIN_SPEAKERS]}.")
     facts.append(
-        f"`{RANK_METRIC}` {_num(trial.metric(RANK_METRIC), 3)}, `{TIEBREAK_METRIC}` "
-        f"{_num(trial.metric(TIEBREAK_METRIC), 3)}."
+        f"`{metric}` {_num(trial.metric(metric), 3)}, `{TIEBREAK_METRIC}` {_num(trial.metric(TIEBREAK_METRIC), 3)}."
     )
     blocks.append(Text(" ".join(facts)))
     for set_name in trial.test_sets:
@@ -261,41 +264,34 @@ def scenario_detail(client, scenario: str, trial: Trial, knobs: list[str], out_d
     return blocks
 
 
-def paper_table(trial: Trial, set_name: str) -> Table | None:
-    """The paper's Tables 1-5: per emotion precision, recall, F1, support; accuracy; macro and weighted."""
-    emotions = _emotions(trial, set_name)
-    if not emotions:
+def paper_table(trial: TrialRun, set_name: str) -> Table | None:
+    """The paper's Tables 1-5 (`results.paper_table`) as a document table."""
+    rows = results.paper_table(trial, set_name)
+    if not rows:
         return None
-    values = {
-        e: [trial.metric(f"{set_name}/{e}/{m}") or 0.0 for m in ("precision", "recall", "f1", "support")]
-        for e in emotions
-    }
-    total = sum(v[3] for v in values.values())
-    rows = [[e, _num(p), _num(r), _num(f), f"{int(s)}"] for e, (p, r, f, s) in values.items()]
-    accuracy = trial.metric(f"{set_name}/accuracy")
-    rows.append(["Accuracy", "", "", _num(accuracy), f"{int(total)}"])
-    macro = [statistics.fmean(v[i] for v in values.values()) for i in range(3)]
-    weighted = [sum(v[i] * v[3] for v in values.values()) / total if total else 0.0 for i in range(3)]
-    rows.append(["Macro avg", *[_num(x) for x in macro], f"{int(total)}"])
-    rows.append(["Weighted avg", *[_num(x) for x in weighted], f"{int(total)}"])
-    return Table(["", "Precision", "Recall", "F1-score", "Support"], rows)
+    cells = [
+        [
+            row.label[:1].upper() + row.label[1:],
+            _blank(row.precision),
+            _blank(row.recall),
+            _num(row.f1),
+            f"{row.support}",
+        ]
+        for row in rows
+    ]
+    return Table(["", "Precision", "Recall", "F1-score", "Support"], cells)
 
 
-def _emotions(trial: Trial, set_name: str) -> list[str]:
-    from shards.schema import EMOTIONS
-
-    pattern = re.compile(rf"^{re.escape(set_name)}/([^/]+)/support$")
-    found = {m.group(1) for key in trial.metrics if (m := pattern.match(key))}
-    return [e for e in EMOTIONS if e in found] + sorted(found - set(EMOTIONS))
+def _blank(value: float | None) -> str:
+    return "" if value is None else _num(value)
 
 
-def _fetch_image(client, trial: Trial, artifact: str, out_dir: Path, scenario: str) -> str | None:
+def _fetch_image(client, trial: TrialRun, artifact: str, out_dir: Path, scenario: str) -> str | None:
     """Copy a trial's image artifact into images/; None when the run has none."""
     target = out_dir / "images" / f"{_slug(scenario)}_{trial.trial_id}_{artifact}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(client.download_artifacts(trial.run_id, artifact, tmp))
-            target.write_bytes(local.read_bytes())
+            target.write_bytes(tracking.download(client, trial.run_id, artifact, tmp).read_bytes())
     except Exception:  # missing artifact (older trial, crashed trial) or unreadable store
         return None
     return str(target.relative_to(out_dir))
@@ -304,19 +300,19 @@ def _fetch_image(client, trial: Trial, artifact: str, out_dir: Path, scenario: s
 # ---------------------------------------------------------------- transfer: English fraction
 
 
-def transfer_section(sweep: Sweep, out_dir: Path) -> list:
+def transfer_section(sweep: SweepResults, out_dir: Path) -> list:
     """Mandarin and English held-out accuracy against the share of English in training."""
-    finished = [t for t in sweep.trials if t.rankable and t.metric("test_zh/accuracy") is not None]
+    finished = [t for t in sweep.trials if t.selectable(sweep.metric) and t.metric("test_zh/accuracy") is not None]
     curve = [t for t in finished if _as_float(t.params.get(TRANSFER_PARAM)) is not None]
     if not curve:
         return []
     references = [t for t in finished if _as_float(t.params.get(TRANSFER_PARAM)) is None]
-    by_fraction: dict[float, list[Trial]] = {}
+    by_fraction: dict[float, list[TrialRun]] = {}
     for trial in curve:
         by_fraction.setdefault(_as_float(trial.params[TRANSFER_PARAM]), []).append(trial)
-    selected = {f: runs.best(ts) for f, ts in sorted(by_fraction.items())}
+    selected = {f: sweep.best(ts) for f, ts in sorted(by_fraction.items())}
     reference_best = {
-        s: runs.best([t for t in references if t.scenario == s])
+        s: sweep.best([t for t in references if t.scenario == s])
         for s in sorted({t.scenario for t in references}, key=_scenario_order)
     }
     image = "images/transfer_english_fraction.png"
@@ -326,7 +322,7 @@ def transfer_section(sweep: Sweep, out_dir: Path) -> list:
             f"{fraction:g}",
             str(len(by_fraction[fraction])),
             trial.trial_id,
-            _num(trial.metric(RANK_METRIC), 3),
+            _num(trial.metric(sweep.metric), 3),
             _num(trial.metric("test_zh/accuracy"), 3),
             _num(trial.metric("test_en/accuracy"), 3),
         ]
@@ -337,7 +333,7 @@ def transfer_section(sweep: Sweep, out_dir: Path) -> list:
             f"{scenario} (reference)",
             str(sum(t.scenario == scenario for t in references)),
             trial.trial_id,
-            _num(trial.metric(RANK_METRIC), 3),
+            _num(trial.metric(sweep.metric), 3),
             _num(trial.metric("test_zh/accuracy"), 3),
             _num(trial.metric("test_en/accuracy"), 3),
         ]
@@ -349,16 +345,19 @@ def transfer_section(sweep: Sweep, out_dir: Path) -> list:
             f"Held-out Mandarin (`test_zh`) and English (`test_en`) accuracy against `{TRANSFER_PARAM}`, "
             "the share of English clips in each training epoch. Rising Mandarin accuracy is transfer; falling "
             "English accuracy is forgetting. Lines join the selected trial at each fraction (best "
-            f"`{RANK_METRIC}`); small dots are the other trials. Runs without an English fraction "
+            f"`{sweep.metric}`); small dots are the other trials. Runs without an English fraction "
             "(e.g. zero-shot, Mandarin-only) are drawn as dashed reference lines."
         ),
         Figure([image]),
-        Table([TRANSFER_PARAM, "trials", "selected trial", RANK_METRIC, "test_zh/accuracy", "test_en/accuracy"], rows),
+        Table([TRANSFER_PARAM, "trials", "selected trial", sweep.metric, "test_zh/accuracy", "test_en/accuracy"], rows),
     ]
 
 
 def _transfer_plot(
-    by_fraction: dict[float, list[Trial]], selected: dict[float, Trial], references: dict[str, Trial], path: Path
+    by_fraction: dict[float, list[TrialRun]],
+    selected: dict[float, TrialRun],
+    references: dict[str, TrialRun],
+    path: Path,
 ) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.6), dpi=100)
@@ -422,53 +421,52 @@ def _transfer_plot(
 # ---------------------------------------------------------------- folds
 
 
-def fold_section(sweep: Sweep, out_dir: Path) -> list:
+def fold_section(sweep: SweepResults, out_dir: Path) -> list:
     folded = [t for t in sweep.trials if t.fold is not None and t.config_id is not None]
     if not folded:
         return []
-    configs: dict[str, list[Trial]] = {}
+    configs: dict[str, list[TrialRun]] = {}
     for trial in folded:
         configs.setdefault(trial.config_id, []).append(trial)
     config_knobs = [k for k in tuned_knobs(folded) if _constant_within(configs, k)]
-    sets = ["val", *_sets(t for t in folded if t.rankable)]
+    selectable = [t for t in folded if t.selectable(sweep.metric)]
+    sets = ["val", *_sets(selectable)]
     header = ["configuration", *config_knobs, "folds", *[f"{s}/accuracy" for s in sets]]
+    stats = {row["config_id"]: row for row in results.fold_rows(folded)}
     rows = []
-    stats: dict[str, dict[str, list[float]]] = {}
     for config_id, trials in sorted(configs.items(), key=lambda item: _natural(item[0])):
-        done = [t for t in trials if t.rankable]
-        stats[config_id] = {
-            s: [t.metric(f"{s}/accuracy") for t in done if t.metric(f"{s}/accuracy") is not None] for s in sets
-        }
+        row = stats.get(config_id, {"folds": 0, "stats": {}})
         rows.append(
             [
                 config_id,
                 *[trials[0].params.get(k, "") for k in config_knobs],
-                f"{len(done)}/{len(trials)}",
-                *[_mean_std(stats[config_id][s]) for s in sets],
+                f"{row['folds']}/{len(trials)}",
+                *[results.mean_std_text(row["stats"].get(f"{s}/accuracy")) for s in sets],
             ]
         )
-    scored = {c: statistics.fmean(v["val"]) for c, v in stats.items() if v["val"]}
     image = "images/folds.png"
-    _fold_plot(configs, sets, out_dir / image)
+    _fold_plot(configs, sets, sweep.metric, out_dir / image)
     blocks = [
         Heading(2, "Folds: mean and spread per configuration"),
         Text(
             "Each configuration runs on every fold (a different speaker split). Cells are mean ± standard "
-            "deviation over the finished folds (sample std, n-1; '–' with fewer than two); points in the plot "
-            "are single folds, the black bar is the mean ± std."
+            "deviation over the finished folds (sample std, n-1; one value alone with one fold); points in the "
+            "plot are single folds, the black bar is the mean ± std."
         ),
         Table(header, rows, caption="folds: finished / all"),
         Figure([image]),
     ]
-    if scored:
-        winner = max(scored, key=scored.get)
+    winner = sweep.best(folded)
+    if winner is not None:
+        mean = stats[winner.config_id]["stats"].get(sweep.metric)
+        score = f" ({mean[0]:.3f})" if mean else ""
         blocks.insert(
-            2, Text(f"Best configuration by mean `{RANK_METRIC}` over folds: **{winner}** ({scored[winner]:.3f}).")
+            2, Text(f"Best configuration by mean `{sweep.metric}` over folds: **{winner.config_id}**{score}.")
         )
     return blocks
 
 
-def _fold_plot(configs: dict[str, list[Trial]], sets: list[str], path: Path) -> None:
+def _fold_plot(configs: dict[str, list[TrialRun]], sets: list[str], metric: str, path: Path) -> None:
     plt = _pyplot()
     names = sorted(configs, key=_natural)
     folds = sorted({t.fold for ts in configs.values() for t in ts}, key=_natural)
@@ -479,7 +477,7 @@ def _fold_plot(configs: dict[str, list[Trial]], sets: list[str], path: Path) -> 
         for x, config_id in enumerate(names):
             values = []
             for trial in configs[config_id]:
-                value = trial.metric(f"{set_name}/accuracy") if trial.rankable else None
+                value = trial.metric(f"{set_name}/accuracy") if trial.selectable(metric) else None
                 if value is None:
                     continue
                 values.append(value)
@@ -515,7 +513,7 @@ def _fold_plot(configs: dict[str, list[Trial]], sets: list[str], path: Path) -> 
 # ---------------------------------------------------------------- knobs
 
 
-def tuned_knobs(trials: list[Trial]) -> list[str]:
+def tuned_knobs(trials: list[TrialRun]) -> list[str]:
     """Config values that differ among the trials (bookkeeping and speaker splits left out)."""
     keys = sorted({k for t in trials for k in t.params})
     knobs = []
@@ -528,8 +526,8 @@ def tuned_knobs(trials: list[Trial]) -> list[str]:
     return knobs
 
 
-def knob_section(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str], out_dir: Path) -> list:
-    finished = [t for t in sweep.trials if t.rankable]
+def knob_section(sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str], out_dir: Path) -> list:
+    finished = [t for t in sweep.trials if t.selectable(sweep.metric)]
     blocks: list = [Heading(2, "How the tuned knobs relate to the metric")]
     if not knobs:
         return blocks + [Text("No configuration value varies among the trials: nothing to relate.")]
@@ -553,74 +551,111 @@ def knob_section(sweep: Sweep, chosen: dict[str, Trial | None], knobs: list[str]
     ]
 
 
-def _knob_plot(trials: list[Trial], knobs: list[str], sets: list[str], selected: set[str], path: Path) -> None:
+@dataclass(frozen=True)
+class KnobAxis:
+    """One row of the knob plot: the knob on the x axis, and the other knobs that colour the points."""
+
+    knob: str
+    levels: list[str]  # the knob's values, in order
+    continuous: bool  # numeric with many values: a continuous axis instead of one tick per level
+    others: list[str]
+    groups: list[str]  # one colour each: a combination of the other knobs' values
+
+    @classmethod
+    def of(cls, trials: list[TrialRun], knob: str, knobs: list[str]) -> KnobAxis:
+        levels = sorted({t.params.get(knob, "") for t in trials}, key=_level_order)
+        others = [k for k in knobs if k != knob and len({t.params.get(k) for t in trials}) <= MAX_LEVELS]
+        if len({_group(t, others) for t in trials}) > 10:
+            others = others[:1]
+        ordered = sorted(trials, key=lambda t: [_level_order(t.params.get(k, "")) for k in others])
+        groups = list(dict.fromkeys(_group(t, others) for t in ordered))
+        continuous = _numeric_knob(trials, knob) and len(levels) > MAX_LEVELS
+        return cls(knob, levels, continuous, others, groups)
+
+    def x(self, trial: TrialRun) -> float | None:
+        raw = trial.params.get(self.knob, "")
+        return _as_float(raw) if self.continuous else self.levels.index(raw)
+
+    def label(self, group: str) -> str:
+        return group.split("=", 1)[1] if len(self.others) == 1 else group or "all trials"
+
+
+def _knob_plot(trials: list[TrialRun], knobs: list[str], sets: list[str], selected: set[str], path: Path) -> None:
+    """One row per knob, one column per set's accuracy; stars mark the `selected` runs."""
     plt = _pyplot()
-    colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(
         len(knobs), len(sets), figsize=(3.5 * len(sets) + 2.6, 3.3 * len(knobs)), dpi=100, squeeze=False
     )
     for row, knob in enumerate(knobs):
-        levels = sorted({t.params.get(knob, "") for t in trials}, key=_level_order)
-        continuous = _numeric_knob(trials, knob) and len(levels) > MAX_LEVELS
-        others = [k for k in knobs if k != knob and len({t.params.get(k) for t in trials}) <= MAX_LEVELS]
-        if len({_group(t, others) for t in trials}) > 10:
-            others = others[:1]
-        groups = [
-            _group(t, others) for t in sorted(trials, key=lambda t: [_level_order(t.params.get(k, "")) for k in others])
-        ]
-        groups = list(dict.fromkeys(groups))
+        axis = KnobAxis.of(trials, knob, knobs)
         for col, set_name in enumerate(sets):
-            ax = axes[row][col]
-            for g, group in enumerate(groups):
-                points = []
-                for trial in (t for t in trials if _group(t, others) == group):
-                    value = trial.metric(f"{set_name}/accuracy")
-                    raw = trial.params.get(knob, "")
-                    x = _as_float(raw) if continuous else levels.index(raw)
-                    if value is not None and x is not None:
-                        points.append((x, value, trial.run_id in selected))
-                if not points:
-                    continue
-                points.sort()
-                xs, ys, _ = zip(*points)
-                colour = colours(g % 10)
-                trend = _trend(points, levels, continuous)
-                if len(trend) > 1:
-                    ax.plot(*zip(*trend), color=colour, alpha=0.6, linewidth=1)
-                label = (group.split("=", 1)[1] if len(others) == 1 else group or "all trials") if col == 0 else None
-                ax.scatter(xs, ys, color=colour, s=26, zorder=3, label=label)
-                stars = [(x, y) for x, y, chosen in points if chosen]
-                if stars:
-                    ax.scatter(*zip(*stars), marker="*", s=200, facecolor=colour, edgecolor="black", zorder=4)
-            if continuous:
-                values = [v for v in (_as_float(t.params.get(knob)) for t in trials) if v is not None]
-                if min(values) > 0 and max(values) / min(values) >= 10:
-                    ax.set_xscale("log")
-            else:
-                ax.set_xticks(
-                    range(len(levels)), [_short_level(v) for v in levels], rotation=20 if len(levels) > 3 else 0
-                )
-                ax.set_xlim(-0.5, len(levels) - 0.5)
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
-            ax.set_xlabel(knob)
-            if col == 0:
-                ax.set_ylabel("accuracy")
-            ax.set_title(f"{set_name}/accuracy", fontsize=10)
-        handles, labels = axes[row][0].get_legend_handles_labels()
-        if labels:
-            axes[row][-1].legend(
-                handles,
-                labels,
-                loc="upper left",
-                bbox_to_anchor=(1.03, 1.0),
-                fontsize=8,
-                title=", ".join(others) or None,
-                title_fontsize=8,
-                frameon=False,
-            )
+            _knob_panel(axes[row][col], trials, axis, set_name, selected, first_column=col == 0)
+        _knob_legend(axes[row], axis.others)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _knob_panel(ax, trials: list[TrialRun], axis: KnobAxis, set_name: str, selected: set[str], first_column: bool):
+    colours = _pyplot().get_cmap("tab10")
+    for g, group in enumerate(axis.groups):
+        points = _knob_points([t for t in trials if _group(t, axis.others) == group], axis, set_name, selected)
+        if points:
+            _draw_group(ax, points, axis, colours(g % 10), axis.label(group) if first_column else None)
+    _knob_x_axis(ax, trials, axis)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel(axis.knob)
+    if first_column:
+        ax.set_ylabel("accuracy")
+    ax.set_title(f"{set_name}/accuracy", fontsize=10)
+
+
+def _knob_points(trials: list[TrialRun], axis: KnobAxis, set_name: str, selected: set[str]) -> list[tuple]:
+    """(x, accuracy, selected) per trial that has both, sorted by x."""
+    points = []
+    for trial in trials:
+        value, x = trial.metric(f"{set_name}/accuracy"), axis.x(trial)
+        if value is not None and x is not None:
+            points.append((x, value, trial.run_id in selected))
+    return sorted(points)
+
+
+def _draw_group(ax, points: list[tuple], axis: KnobAxis, colour, label: str | None) -> None:
+    trend = _trend(points, axis.levels, axis.continuous)
+    if len(trend) > 1:
+        ax.plot(*zip(*trend), color=colour, alpha=0.6, linewidth=1)
+    xs, ys, _ = zip(*points)
+    ax.scatter(xs, ys, color=colour, s=26, zorder=3, label=label)
+    stars = [(x, y) for x, y, chosen in points if chosen]
+    if stars:
+        ax.scatter(*zip(*stars), marker="*", s=200, facecolor=colour, edgecolor="black", zorder=4)
+
+
+def _knob_x_axis(ax, trials: list[TrialRun], axis: KnobAxis) -> None:
+    """Log scale for a continuous knob spanning a decade or more; one tick per level otherwise."""
+    if axis.continuous:
+        values = [v for v in (_as_float(t.params.get(axis.knob)) for t in trials) if v is not None]
+        if min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        return
+    levels = axis.levels
+    ax.set_xticks(range(len(levels)), [_short_level(v) for v in levels], rotation=20 if len(levels) > 3 else 0)
+    ax.set_xlim(-0.5, len(levels) - 0.5)
+
+
+def _knob_legend(row_axes, others: list[str]) -> None:
+    handles, labels = row_axes[0].get_legend_handles_labels()
+    if labels:
+        row_axes[-1].legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.03, 1.0),
+            fontsize=8,
+            title=", ".join(others) or None,
+            title_fontsize=8,
+            frameon=False,
+        )
 
 
 def _trend(points: list[tuple], levels: list[str], continuous: bool) -> list[tuple[float, float]]:
@@ -633,7 +668,7 @@ def _trend(points: list[tuple], levels: list[str], continuous: bool) -> list[tup
     return [(x, statistics.fmean(ys)) for x, ys in sorted(by_x.items())]
 
 
-def _numeric_knob(trials: list[Trial], key: str) -> bool:
+def _numeric_knob(trials: list[TrialRun], key: str) -> bool:
     raw = {t.params.get(key) for t in trials}
     numbers = {_as_float(v) for v in raw} - {None}
     return len(numbers) > 1 and all(_as_float(v) is not None or v in ("None", "", None) for v in raw)
@@ -648,15 +683,15 @@ def _short_level(raw: str) -> str:
     return raw if len(raw) <= 14 else raw[:13] + "…"
 
 
-def _group(trial: Trial, knobs: list[str]) -> str:
+def _group(trial: TrialRun, knobs: list[str]) -> str:
     return ", ".join(f"{k}={trial.params.get(k, '?')}" for k in knobs)
 
 
 # ---------------------------------------------------------------- all trials
 
 
-def trials_section(sweep: Sweep, knobs: list[str]) -> list:
-    ordered = runs.ranked(sweep.trials)
+def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
+    ordered = sweep.ranked()
     sets = _sets(ordered)
     scenario_column = len(sweep.scenarios) > 1
     error_column = any(t.error for t in ordered)
@@ -666,7 +701,7 @@ def trials_section(sweep: Sweep, knobs: list[str]) -> list:
         "status",
         *(["scenario"] if scenario_column else []),
         *knobs,
-        RANK_METRIC,
+        sweep.metric,
         *[f"{s}/accuracy" for s in sets],
         "minutes",
         *(["error"] if error_column else []),
@@ -674,16 +709,16 @@ def trials_section(sweep: Sweep, knobs: list[str]) -> list:
     rows = []
     rank = 0
     for trial in ordered:
-        rank += trial.rankable
+        rank += trial.selectable(sweep.metric)
         minutes = (trial.end_time - trial.start_time) / 60_000 if trial.end_time and trial.start_time else None
         rows.append(
             [
-                str(rank) if trial.rankable else "–",
+                str(rank) if trial.selectable(sweep.metric) else "–",
                 trial.trial_id,
                 trial.status,
                 *([trial.scenario] if scenario_column else []),
                 *[trial.params.get(k, "") for k in knobs],
-                _num(trial.metric(RANK_METRIC), 3),
+                _num(trial.metric(sweep.metric), 3),
                 *[_num(trial.metric(f"{s}/accuracy"), 3) for s in sets],
                 _num(minutes, 1),
                 *([_clip(trial.error_line, 60)] if error_column else []),
@@ -692,7 +727,7 @@ def trials_section(sweep: Sweep, knobs: list[str]) -> list:
     blocks: list = [
         Heading(2, "All trials"),
         Text(
-            f"Best first by `{RANK_METRIC}`; unfinished trials last (a running trial shows its latest "
+            f"Best first by `{sweep.metric}`; unfinished trials last (a running trial shows its latest "
             "values)." + (" Failed trials' errors are below the table." if error_column else "")
         ),
         Table(header, rows),
@@ -716,20 +751,12 @@ def _sets(trials) -> list[str]:
     return sorted({s for t in trials for s in t.test_sets})
 
 
-def _config_text(trial: Trial, knobs: list[str]) -> str:
+def _config_text(trial: TrialRun, knobs: list[str]) -> str:
     return ", ".join(f"{k}={trial.params.get(k, '?')}" for k in knobs)
 
 
-def _constant_within(configs: dict[str, list[Trial]], key: str) -> bool:
+def _constant_within(configs: dict[str, list[TrialRun]], key: str) -> bool:
     return all(len({t.params.get(key) for t in ts if t.params}) <= 1 for ts in configs.values())
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -764,7 +791,7 @@ def _time(millis: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(millis / 1000)) if millis else "?"
 
 
-def _status_summary(sweep: Sweep) -> str:
+def _status_summary(sweep: SweepResults) -> str:
     return ", ".join(f"{n} {status.lower()}" for status, n in sweep.count_by_status().items())
 
 

@@ -1,5 +1,9 @@
 """Fan out a named sweep of fine-tuning trials with Ray Tune; every trial is an MLflow run.
 
+The sweep's life, in one place: `main` opens it (`new_sweep`, or `resume_sweep` from its record),
+runs its phases (`run_sweep`, one Tune experiment each: `orchestrator.tuner`) and closes it
+(`finish`: the summary from `orchestrator.results` on the parent run).
+
 python -m orchestrator.sweep smoke                        # local Ray, demo corpus, tiny model, ./mlruns
 python -m orchestrator.sweep transfer_zh --preset tiny    # the paper's transfer study, CPU-sized
 python -m orchestrator.sweep finer_vs_vanilla --folds loso --gpus-per-trial 0.5
@@ -16,12 +20,13 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator import paths
-from orchestrator.state import Resources
+from orchestrator import paths, tracking
+from orchestrator.record import Resources, SweepRecord
+from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
-TABLE_LIMIT = 40
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
 
 
@@ -118,7 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument(
         "--storage",
         default=None,
-        help="Tune results, checkpoints and sweep state (dir or URI, e.g. s3://bucket/sweeps); default: ./ray_results",
+        help="Tune results, checkpoints and the sweep record (dir or URI, e.g. s3://bucket/sweeps); "
+        "default: ./ray_results",
     )
     where.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
     where.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
@@ -192,25 +198,23 @@ def main(argv: list[str] | None = None) -> int:
         # A local snapshot costs milliseconds; Tune's "snapshotting may become a bottleneck" warning
         # (cached head-only epochs checkpoint in quick succession) is about cloud storage.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    state = resume_state(args, storage) if args.resume else new_sweep(spec, args, storage)
-    if state.status == "finished":
-        print(f"sweep {state.directory} already finished; nothing to resume.")
+    record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage)
+    if record.status == "finished":
+        print(f"sweep {record.directory} already finished; nothing to resume.")
         return 0
-    from orchestrator.runner import run_sweep
-
-    code = run_sweep(state, address=args.address)
+    code = run_sweep(record, address=args.address)
     if code == 0:
-        finish(state)
+        finish(record)
     return code
 
 
-def new_sweep(spec, args, storage: str):
-    """Plan every trial, open the MLflow parent run, and write the sweep state (before anything runs)."""
-    from mlflow.tracking import MlflowClient
+# ---------------------------------------------------------------- open
 
-    from orchestrator.plan import PlanError, build_plan
-    from orchestrator.state import SweepState, sweep_dir_name
-    from orchestrator.tracking import ensure_experiment, git_commit, open_parent
+
+def new_sweep(spec, args, storage: str) -> SweepRecord:
+    """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
+    from orchestrator.grid import GridError, build_grid
+    from orchestrator.record import sweep_dir_name
     from shards.writer import read_manifest
 
     overrides = parse_overrides(args.overrides)
@@ -224,7 +228,7 @@ def new_sweep(spec, args, storage: str):
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:
-        plan = build_plan(
+        grid = build_grid(
             spec,
             manifest["speakers"],
             folds=args.folds,
@@ -233,28 +237,30 @@ def new_sweep(spec, args, storage: str):
             place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
             explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
         )
-    except PlanError as error:
+    except GridError as error:
         raise SystemExit(str(error)) from None
 
-    client = MlflowClient(tracking_uri)
+    client = tracking.client_for(tracking_uri)
     experiment = args.experiment or spec.name
-    experiment_id = ensure_experiment(client, experiment, tracking_uri)
-    commit = git_commit()
+    experiment_id = tracking.ensure_experiment(client, experiment, tracking_uri)
+    commit = tracking.git_commit()
     tags = {
-        "sweep": spec.name,
-        "data_hash": manifest["content_hash"],
-        "git_commit": commit,
-        "command": shlex.join(sys.argv),
-        "data_dir": str(data_dir),
-        "preset": args.preset or spec.default_preset or "",
-        "folds": args.folds or "",
-        "init_from": init_from or "",
+        Tag.SWEEP: spec.name,
+        Tag.DATA_HASH: manifest["content_hash"],
+        Tag.GIT_COMMIT: commit,
+        Tag.COMMAND: shlex.join(sys.argv),
+        Tag.DATA_DIR: str(data_dir),
+        Tag.PRESET: args.preset or spec.default_preset or "",
+        Tag.FOLDS: args.folds or "",
+        Tag.INIT_FROM: init_from or "",
+        SweepTag.METRIC: grid.metric,
+        SweepTag.MODE: grid.mode,
     }
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    parent_id = open_parent(client, experiment_id, run_name, tags)
+    parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
     directory = f"{storage.rstrip('/')}/{sweep_dir_name(spec.name, parent_id)}"
-    client.set_tag(parent_id, "sweep_dir", directory)
-    state = SweepState(
+    tracking.set_tags(client, parent_id, {Tag.SWEEP_DIR: directory})
+    record = SweepRecord(
         directory=directory,
         sweep=spec.name,
         tracking_uri=tracking_uri,
@@ -262,26 +268,24 @@ def new_sweep(spec, args, storage: str):
         parent_run_id=parent_id,
         data_dir=str(data_dir),
         data_hash=manifest["content_hash"],
-        plan=plan.to_dict(),
+        grid=grid.to_dict(),
         resources=resources,
         command=list(sys.argv),
         git_commit=commit,
     )
-    state.save()
-    phases = ", ".join(f"{p.name} {len(p.variants)}" for p in plan.phases)
+    record.save()
+    phases = ", ".join(f"{p.name} {len(p.variants)}" for p in grid.phases)
     print(
-        f"sweep {spec.name}: {plan.num_trials} trials ({phases}); MLflow parent run {parent_id} "
-        f"in experiment {experiment!r}; state in {directory}",
+        f"sweep {spec.name}: {grid.num_trials} trials ({phases}); MLflow parent run {parent_id} "
+        f"in experiment {experiment!r}; record in {directory}",
         flush=True,
     )
-    return state
+    return record
 
 
-def resume_state(args, storage: str):
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.state import SweepState, latest_sweep_dir
-    from orchestrator.tracking import reopen_parent
+def resume_sweep(args, storage: str) -> SweepRecord:
+    """The record of an interrupted sweep, with the resources given now; its parent run reopened."""
+    from orchestrator.record import latest_sweep_dir
 
     directory = args.resume
     if directory == "latest":
@@ -289,11 +293,11 @@ def resume_state(args, storage: str):
         if directory is None:
             raise SystemExit(f"no sweep of {args.name!r} under {storage} to resume; pass its directory to --resume")
     try:
-        state = SweepState.load(directory)
+        record = SweepRecord.load(directory)
     except FileNotFoundError as error:
         raise SystemExit(str(error)) from None
-    if state.sweep != args.name:
-        raise SystemExit(f"{directory} is a {state.sweep!r} sweep, not {args.name!r}")
+    if record.sweep != args.name:
+        raise SystemExit(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
     ignored = [
         flag
         for flag, value in (
@@ -307,120 +311,177 @@ def resume_state(args, storage: str):
         if value
     ]
     if ignored:
-        print(f"--resume runs the stored plan; ignoring {', '.join(ignored)}")
-    state.resources = resources_from(args, state.resources)
-    if state.status != "finished":
-        reopen_parent(MlflowClient(state.tracking_uri), state.parent_run_id)
-    print(f"resuming sweep {state.sweep} from {directory} (MLflow parent run {state.parent_run_id})", flush=True)
-    return state
+        print(f"--resume runs the stored trial grid; ignoring {', '.join(ignored)}")
+    if record.status == "finished":
+        return record
+    record.resources = resources_from(args, record.resources)
+    record.status = "running"
+    record.save()
+    tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)
+    print(f"resuming sweep {record.sweep} from {directory} (MLflow parent run {record.parent_run_id})", flush=True)
+    return record
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
     """--init-from as a location trials can read: a model directory or an MLflow `runs:/<id>/model` URI."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     local = Path(value).expanduser()
     if local.exists():
         if not (local / "model.safetensors").exists():
             raise SystemExit(f"--init-from {value}: not a saved emotion model (no model.safetensors)")
         return str(local.resolve())
-    uri = value if value.startswith("runs:/") else f"runs:/{value}/model"
+    uri = value if value.startswith("runs:/") else f"runs:/{value}/{Key.MODEL_DIR}"
     run_id = uri.removeprefix("runs:/").split("/")[0]
     try:
-        artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_id, "model")}
-    except MlflowException as error:
+        found = tracking.has_model_artifact(tracking_uri, run_id, "model.safetensors")
+    except tracking.StoreError as error:
         raise SystemExit(
             f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})"
         ) from None
-    if not any(a.endswith("model.safetensors") for a in artifacts):
+    if not found:
         raise SystemExit(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
     return uri
 
 
-def finish(state) -> None:
-    """Fold statistics, the trial table, the best configuration per scenario; then close the parent run."""
-    from mlflow.tracking import MlflowClient
+# ---------------------------------------------------------------- run
 
-    from orchestrator.plan import SweepPlan
-    from orchestrator.summary import best_per_scenario, fold_rows, log_folds, paper_tables
-    from orchestrator.tracking import child_runs
 
-    client = MlflowClient(state.tracking_uri)
-    plan = SweepPlan.from_dict(state.plan)
-    runs = child_runs(client, state.experiment_id, state.parent_run_id)
-    table = trials_table(runs, plan)
-    client.log_text(state.parent_run_id, table, "trials.txt")
-    print(f"\ntrials (best first by {plan.metric}):\n{table}")
-    rows = fold_rows(runs)
+class SweepInterrupted(Exception):
+    """The driver was interrupted (Ctrl-C) before every trial ended."""
+
+
+def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[str], None] = print) -> int:
+    """Run (or finish) the sweep's phases; returns the process exit code.
+
+    The record is saved when a phase is done (and the pretrain phase's base model known) and when the
+    sweep ends; no child run stays RUNNING, however it ends."""
+    from orchestrator.grid import TrialGrid, fill_init_from
+    from orchestrator.tuner import init_ray, run_phase, trial_statuses
+
+    client = tracking.client_for(record.tracking_uri)
+    grid = TrialGrid.from_dict(record.grid)
+    init_ray(address)
+    record.status = "running"
+    statuses: dict[str, str] = {}
+    failed = 0
+    try:
+        for phase in grid.phases:
+            if phase.name in record.phases_done:
+                continue
+            if phase.name != "pretrain" and record.base_model:
+                phase = fill_init_from(phase, record.base_model)
+            results = run_phase(record, grid, phase)
+            statuses.update(trial_statuses(results))
+            failed += results.num_errors
+            # Fewer ended trials than planned: Tune stopped on Ctrl-C (it creates trials lazily, so
+            # unstarted ones are not even in `results`).
+            if results.num_terminated + results.num_errors < len(phase.variants):
+                raise SweepInterrupted
+            if phase.name == "pretrain" and results.num_errors:
+                _end(client, record, "failed", statuses, default=RunStatus.FAILED)
+                log(_NO_BASE.format(sweep=record.sweep, directory=record.directory))
+                return 1
+            _phase_done(record, phase.name, results, log)
+    except (KeyboardInterrupt, SweepInterrupted):
+        # Tune marks the trials it stops on Ctrl-C as terminated; only a completed tag says finished.
+        closed = _end(client, record, "interrupted", {}, default=RunStatus.KILLED)
+        log(
+            f"\ninterrupted: {closed.get(RunStatus.KILLED, 0)} unfinished trial run(s) marked KILLED in MLflow "
+            f"(they continue on resume). Finish the sweep with:\n"
+            f"    python -m orchestrator.sweep {record.sweep} --resume {record.directory}"
+        )
+        return 130
+    except BaseException:
+        _end(client, record, "failed", statuses, default=RunStatus.FAILED)
+        raise
+    tracking.close_open_children(
+        client, record.experiment_id, record.parent_run_id, statuses, RunStatus.KILLED, drop_orphans=True
+    )
+    record.status = "failed" if failed else "finished"
+    record.save()
+    return 0
+
+
+_NO_BASE = (
+    "the pretrain trial (the base every other trial starts from) failed after its retries; its error is "
+    "on its MLflow run (tag 'error'). Fix the cause and run\n"
+    "    python -m orchestrator.sweep {sweep} --resume {directory}\n"
+    "or give a base with --init-from."
+)
+
+
+def _phase_done(record: SweepRecord, phase: str, results, log) -> None:
+    """Record what a phase leaves for the next: the base model (pretrain), and that it is done.
+
+    A phase with failed trials is not done: --resume restores it, and they retry."""
+    from orchestrator.tuner import base_model_of
+
+    if phase == "pretrain":
+        record.base_model = base_model_of(results, record)
+        log(f"base model for the next phase: {record.base_model}")
+    if not results.num_errors:
+        record.phases_done.append(phase)
+    if phase == "pretrain" or not results.num_errors:
+        record.save()
+
+
+def _end(client, record: SweepRecord, status: str, statuses: dict[str, str], default: str) -> dict[str, int]:
+    """End a sweep that did not run through: save its status, close its open child runs (trials Tune
+    reported on get their status, others `default`) and its parent run."""
+    record.status = status
+    record.save()
+    closed = tracking.close_open_children(client, record.experiment_id, record.parent_run_id, statuses, default)
+    tracking.close_run(client, record.parent_run_id, RunStatus.KILLED if status == "interrupted" else RunStatus.FAILED)
+    return closed
+
+
+# ---------------------------------------------------------------- close
+
+
+def finish(record: SweepRecord) -> None:
+    """Close the sweep: trial table, fold statistics and the best configuration per scenario (all from
+    `orchestrator.results`) on the parent run and the console; then the parent run's final status."""
+    from orchestrator import summary
+    from orchestrator.grid import TrialGrid
+    from orchestrator.results import fold_metrics, fold_rows, load_sweep
+
+    client = tracking.client_for(record.tracking_uri)
+    grid = TrialGrid.from_dict(record.grid)
+    parent_id = record.parent_run_id
+    results = load_sweep(client, tracking.get_run(client, parent_id))
+    tuned = list(grid.tuned)
+    table = summary.trials_table(results, tuned, folds=bool(grid.folds))
+    tracking.log_text(client, parent_id, table, Key.TRIALS_TABLE)
+    print(f"\ntrials (best first by {results.metric}):\n{table}")
+    rows = fold_rows(results.trials)
     if rows:
-        params_of = {
-            r.data.tags.get("config_id"): " ".join(
-                f"{k}={r.data.params.get(k)}" for k in plan.tuned if k in r.data.params
-            )
-            for r in runs
-        }
-        print(log_folds(client, state.parent_run_id, rows, params_of))
-    best = best_per_scenario(runs, plan.metric, plan.mode)
-    tables = paper_tables(client, best, plan.metric, list(plan.tuned))
-    client.log_text(state.parent_run_id, tables, "summary.txt")
-    print(f"best configuration per scenario (by {plan.metric}; held-out test sets as in the paper):\n{tables}")
-    _log_best(client, state.parent_run_id, best, plan.metric, plan.mode)
-    failed = [r for r in runs if r.info.status == "FAILED"]
+        tracking.log_metrics(client, parent_id, fold_metrics(rows))
+        folds = summary.fold_table(rows, summary.params_by_config(results.trials, tuned))
+        tracking.log_text(client, parent_id, folds, Key.FOLDS_TABLE)
+        print(folds)
+    tables = summary.paper_tables(results.best_per_scenario(), results.metric, tuned)
+    tracking.log_text(client, parent_id, tables, Key.SUMMARY)
+    print(f"best configuration per scenario (by {results.metric}; held-out test sets as in the paper):\n{tables}")
+    best = results.best()
+    if best is not None:
+        tracking.log_metrics(client, parent_id, _best_metrics(best.metrics))
+        tracking.set_tags(
+            client, parent_id, {Tag.BEST_TRIAL_ID: best.trial_id, SweepTag.BEST_CONFIG_ID: best.config_id or ""}
+        )
+    failed = [t for t in results.trials if t.status == RunStatus.FAILED]
     if failed:
         print(
-            f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag 'error'). "
-            f"`--resume {state.directory}` retries them."
+            f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag '{Tag.ERROR}'). "
+            f"`--resume {record.directory}` retries them."
         )
-    client.set_terminated(state.parent_run_id, "FAILED" if failed else "FINISHED")
-    uri = state.tracking_uri
+    tracking.close_run(client, parent_id, RunStatus.FAILED if failed else RunStatus.FINISHED)
+    uri = record.tracking_uri
     print("Open the runs in the MLflow UI:")
     print(f"    mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"    {uri}")
 
 
-def trials_table(runs: list, plan) -> str:
-    import pandas as pd
-
-    if not runs:
-        return "(no trial ran)"
-    rows = []
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        row = {"trial_id": tags.get("trial_id", ""), "scenario": tags.get("scenario", ""), "status": run.info.status}
-        if plan.folds:
-            row["fold"] = tags.get("fold", "")
-        row.update({k: run.data.params.get(k, "") for k in plan.tuned})
-        row[plan.metric] = metrics.get(plan.metric)
-        row.update(
-            {
-                k: v
-                for k, v in sorted(metrics.items())
-                if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy")
-            }
-        )
-        row["trial_seconds"] = metrics.get("trial_seconds")
-        rows.append(row)
-    frame = pd.DataFrame(rows).sort_values(plan.metric, ascending=plan.mode == "min", na_position="last")
-    return frame.head(TABLE_LIMIT).to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
-
-
-def _log_best(client, parent_run_id: str, best: dict, metric: str, mode: str) -> None:
-    """The best trial's metrics as `best/...` on the parent (best over all scenarios)."""
-    if not best:
-        return
-    from mlflow.entities import Metric
-
-    sign = 1 if mode == "max" else -1
-    top = max(best.values(), key=lambda r: sign * r.data.metrics[metric])
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"best/{k}", float(v), now, 0)
-        for k, v in top.data.metrics.items()
-        if "/" in k and not k.startswith("trial/")
-    ]
-    for start in range(0, len(metrics), 500):
-        client.log_batch(parent_run_id, metrics=metrics[start : start + 500])
-    client.set_tag(parent_run_id, "best_trial_id", top.data.tags.get("trial_id", ""))
+def _best_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The best trial's final metrics as `best/...` on the parent (its per-attempt trial/ entries left out)."""
+    return {f"{Key.BEST_PREFIX}{k}": v for k, v in metrics.items() if "/" in k and not k.startswith("trial/")}
 
 
 if __name__ == "__main__":

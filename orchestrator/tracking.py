@@ -1,15 +1,102 @@
-"""MLflow on the driver side: experiment, parent run, and a Tune callback that closes child runs."""
+"""MLflow on the driver side: the one module of orchestrator/ that imports `mlflow`.
+
+The store (a checked client, runs found and paged), the sweep's parent run (open, reopen, close),
+child runs closed and tagged, and batched logging. Tag names come from `workers.vocabulary`.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from ray import tune
 
-from workers.tracking import find_trial_run as find_child_run
-from workers.vocabulary import Tag, TrialState
+from workers.tracking import find_trial_run
+from workers.vocabulary import RunStatus, Tag, TrialState
+
+BATCH = 500  # entries per log_batch call (MLflow accepts at most 1000 metrics in one)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached, or holds nothing under the name asked for. One line for the user."""
+
+
+# ---------------------------------------------------------------- the store
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri)
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """A client for the store, checked to answer; a missing SQLite file is an error, not a new store."""
+    # Fail in seconds, not minutes, when a server is down (MLflow retries 7 times with backoff).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise StoreError(f"no MLflow store at {database} (run a sweep first, or pass --tracking-uri)")
+    try:
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # any failure here means the same thing to the user
+        raise StoreError(f"cannot reach the MLflow store at {tracking_uri}: {first_line(error)}") from None
+    return client
+
+
+def store_call(function, *args, **kwargs):
+    """Call the store; any failure becomes one StoreError line."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:
+        raise StoreError(f"MLflow store error ({function.__name__}): {first_line(error)}") from None
+
+
+def get_run(client: MlflowClient, run_id: str):
+    """The run, or None when the store has no run with that id."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise StoreError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
+
+
+def iter_runs(client: MlflowClient, experiment_id: str, filter_string: str = "", order_by: list[str] | None = None):
+    """Every run matching the filter, page by page."""
+    page_token = None
+    while True:
+        page = store_call(
+            client.search_runs,
+            [experiment_id],
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=1000,
+            page_token=page_token,
+        )
+        yield from page
+        page_token = page.token
+        if not page_token:
+            return
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    return list(iter_runs(client, experiment_id, filter_string=f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'"))
+
+
+def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    return find_trial_run(client, experiment_id, parent_run_id, trial_id)
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:
@@ -38,10 +125,29 @@ def git_commit() -> str:
         return "unknown"
 
 
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs(
-        [experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'", max_results=10_000
-    )
+def has_model_artifact(tracking_uri: str, run_id: str, weights_file: str) -> bool:
+    """Whether run `run_id` logged a model/ artifact holding `weights_file`; StoreError when there is no such run."""
+    try:
+        artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_id, "model")}
+    except MlflowException as error:
+        raise StoreError(first_line(error)) from None
+    return any(a.endswith(weights_file) for a in artifacts)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:
+    """All tags in one batched call."""
+    for batch in batches([RunTag(key, str(value)) for key, value in tags.items()]):
+        client.log_batch(run_id, tags=batch)
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics in batches (a sweep's fold statistics and best/ copies run into the hundreds)."""
+    now = int(time.time() * 1000)
+    for batch in batches([Metric(key, float(value), now, step) for key, value in metrics.items()]):
+        client.log_batch(run_id, metrics=batch)
 
 
 def open_parent(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
@@ -50,88 +156,107 @@ def open_parent(client: MlflowClient, experiment_id: str, run_name: str, tags: d
 
 def reopen_parent(client: MlflowClient, parent_run_id: str) -> None:
     """A resumed sweep continues its parent run instead of starting a second one."""
-    client.update_run(parent_run_id, status="RUNNING")
-    client.set_tag(parent_run_id, "resumed", str(int(client.get_run(parent_run_id).data.tags.get("resumed", "0")) + 1))
+    client.update_run(parent_run_id, status=RunStatus.RUNNING)
+    resumed = int(client.get_run(parent_run_id).data.tags.get(Tag.RESUMED, "0")) + 1
+    client.set_tag(parent_run_id, Tag.RESUMED, str(resumed))
+
+
+def close_run(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status)
 
 
 def close_open_children(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_status: dict[str, str], default: str
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    trial_status: dict[str, str],
+    default: str,
+    drop_orphans: bool = False,
 ) -> dict[str, int]:
     """Give every child run still RUNNING a final status; returns how many got which.
 
     A run whose trial completed (tag trial_state=completed) is FINISHED; otherwise its trial's
-    status from `trial_status` (trial id -> status), else `default`.
+    status from `trial_status` (trial id -> status), else `default`. With `drop_orphans` (a completed
+    sweep), a RUNNING run whose trial Tune never recorded (the driver died before Tune first saved
+    its experiment, so the trial ran again under a new id) is marked KILLED and soft-deleted, leaving one run
+    per trial.
     """
     closed: dict[str, int] = {}
     for run in child_runs(client, experiment_id, parent_run_id):
-        if run.info.status != "RUNNING":
+        if run.info.status != RunStatus.RUNNING:
             continue
-        if run.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED:
-            status = "FINISHED"
+        tags = run.data.tags
+        if drop_orphans and tags.get(Tag.TRIAL_ID) not in trial_status:
+            set_tags(client, run.info.run_id, {Tag.ORPHAN: "trial unknown to the resumed sweep; it ran again"})
+            client.set_terminated(run.info.run_id, RunStatus.KILLED)
+            client.delete_run(run.info.run_id)
+            continue
+        if tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED:
+            status = RunStatus.FINISHED
         else:
-            status = trial_status.get(run.data.tags.get(Tag.TRIAL_ID, ""), default)
+            status = trial_status.get(tags.get(Tag.TRIAL_ID, ""), default)
         client.set_terminated(run.info.run_id, status)
         closed[status] = closed.get(status, 0) + 1
     return closed
 
 
-class CloseChildRuns(tune.Callback):
-    """Marks each trial's child run FINISHED or FAILED when Tune is done with the trial.
-
-    Trials log their own runs; without this, a run whose trial was stopped or crashed stays RUNNING.
-    A trial that failed before it could create its run gets one here, so every failure is visible.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.tags = tags
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is not None and run.data.tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
-            # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
-            MlflowClient(self.tracking_uri).set_tag(run.info.run_id, "stopped_early", "true")
-        self._close(trial, "FINISHED")
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        run = find_child_run(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is not None:
-            client = MlflowClient(self.tracking_uri)
-            client.set_tag(run.info.run_id, "retries", str(int(run.data.tags.get("retries", "0")) + 1))
-            client.set_tag(run.info.run_id, "last_error", _error_text(trial, "trial failed")[-2000:])
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
-
-    def _close(self, trial, status: str, error: str | None = None) -> None:
-        client = MlflowClient(self.tracking_uri)
-        run = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run is None:
-            tags = {
-                Tag.PARENT_RUN: self.parent_run_id,
-                Tag.TRIAL_ID: trial.trial_id,
-                **self.tags,
-                **_variant_tags(trial),
-            }
-            run = client.create_run(self.experiment_id, tags=tags, run_name=str(trial))
-        if error:
-            client.set_tag(run.info.run_id, "error", _error_text(trial, error))
-        client.set_terminated(run.info.run_id, status)
+def close_trial_run(
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    trial_id: str,
+    status: str,
+    create_tags: dict[str, str],
+    run_name: str,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """End a trial's child run with `status` (and `tags`); a trial that failed before it could create its
+    run gets one here (with `create_tags`), so every failure is visible."""
+    client = MlflowClient(tracking_uri)
+    run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+    if run is None:
+        base = {Tag.PARENT_RUN: parent_run_id, Tag.TRIAL_ID: trial_id, **create_tags}
+        run = client.create_run(experiment_id, tags=base, run_name=run_name)
+    if tags:
+        set_tags(client, run.info.run_id, tags)
+    client.set_terminated(run.info.run_id, status)
 
 
-def _variant_tags(trial) -> dict[str, str]:
-    from workers.trial import TAGS_KEY, VARIANT_KEY
+def trial_run_tags(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> dict[str, str] | None:
+    """The tags of a trial's child run; None while it has none."""
+    run = find_trial_run(MlflowClient(tracking_uri), experiment_id, parent_run_id, trial_id)
+    return None if run is None else dict(run.data.tags)
 
-    return {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
+
+def tag_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str, tags: dict) -> None:
+    client = MlflowClient(tracking_uri)
+    run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+    if run is not None:
+        set_tags(client, run.info.run_id, tags)
 
 
-def _error_text(trial, fallback: str) -> str:
-    error_file = getattr(trial, "error_file", None)
-    try:
-        if error_file and Path(error_file).exists():
-            return Path(error_file).read_text()[-4000:]
-    except OSError:
-        pass
-    return fallback
+# ---------------------------------------------------------------- artifacts
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    client.log_text(run_id, text, artifact_file)
+
+
+def log_files(client: MlflowClient, run_id: str, directory: Path, files: list[str], artifact_dir: str) -> None:
+    """Log exactly `files` (relative to `directory`) under `artifact_dir`, keeping their sub-folders."""
+    for name in files:
+        client.log_artifact(run_id, str(directory / name), str(Path(artifact_dir, name).parent))
+
+
+def download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path:
+    return Path(client.download_artifacts(run_id, path, directory))
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def batches(items: list, size: int = BATCH) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

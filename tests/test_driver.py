@@ -172,7 +172,7 @@ def test_failing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(
     from ray import tune
 
     import search_spaces
-    from orchestrator.runner import run_sweep
+    from orchestrator.sweep import run_sweep
 
     spec = search_spaces.load("smoke").override(
         {

@@ -8,8 +8,10 @@ from ray import tune
 
 import search_spaces
 from orchestrator import sweep
-from orchestrator.plan import PRETRAIN_PLACEHOLDER, PlanError, build_plan
-from orchestrator.summary import best_per_scenario, fold_rows
+from orchestrator.grid import PRETRAIN_PLACEHOLDER
+from orchestrator.grid import GridError as PlanError
+from orchestrator.grid import build_grid as build_plan
+from orchestrator.results import best_per_scenario, fold_rows
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
 from workers.config import TrialConfig

@@ -64,7 +64,7 @@ def test_finished_smoke_sweep_report_has_the_papers_tables_and_is_logged_to_the_
 
 def test_paper_table_numbers_are_the_selected_runs_metrics(smoke_sweep, tmp_path):
     uri, parent_id, _ = smoke_sweep
-    from orchestrator import runs
+    from orchestrator import results as runs
 
     client = runs.connect(uri)
     sweep = runs.load_sweep(client, runs.find_parent(client, parent_id))

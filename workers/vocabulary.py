@@ -59,3 +59,35 @@ class TrialState:
 
     RUNNING = "running"
     COMPLETED = "completed"
+
+
+# Appended for the driver and the readers of results (orchestrator/).
+class SweepTag:
+    """Parent (sweep) run tags that say how the sweep ranks its trials: the one best-trial rule reads them."""
+
+    METRIC = "metric"  # e.g. val/accuracy
+    MODE = "mode"  # max | min
+    BEST_CONFIG_ID = "best_config_id"
+
+
+class RunStatus:
+    """MLflow's run statuses, as the driver sets and the readers compare them."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class Key:
+    """Metric keys and artifacts the driver and the readers of results name."""
+
+    VAL_ACCURACY = "val/accuracy"  # the default selection metric: validation clips of the training speakers
+    VAL_LOSS = "val/loss"  # the tie-break of the best-trial rule (lower is better)
+    TRIAL_SECONDS = "trial_seconds"
+    BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
+    FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
+    TRIALS_TABLE = "trials.txt"
+    SUMMARY = "summary.txt"
+    FOLDS_TABLE = "folds.txt"
+    MODEL_DIR = "model"

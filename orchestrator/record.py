@@ -1,7 +1,7 @@
-"""What `--resume` needs, stored beside the Tune experiments: `<storage>/<sweep dir>/sweep.json`.
+"""The sweep record: what `--resume` needs, stored beside the Tune experiments as `<sweep dir>/sweep.json`.
 
     <storage>/<sweep>-<YYYYmmdd-HHMMSS>-<parent run id[:8]>/
-        sweep.json      this file: the plan, the MLflow parent run, resources, the base model
+        sweep.json      the record: the trial grid, the MLflow parent run, resources, the base model
         pretrain/       Tune experiment of the pretrain phase (transfer_zh's English base)
         main/           Tune experiment of every other trial
 Local directories and cloud URIs (s3://, gs://) both work: storage goes through pyarrow.fs,
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow.fs
 
-STATE_FILE = "sweep.json"
+RECORD_FILE = "sweep.json"
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class Resources:
 
 
 @dataclass
-class SweepState:
+class SweepRecord:
+    """One sweep's record: where it lives, what it runs, how far it got. Saved when one of these changes."""
+
     directory: str  # the sweep directory (path or URI)
     sweep: str
     tracking_uri: str
@@ -45,7 +47,7 @@ class SweepState:
     parent_run_id: str
     data_dir: str
     data_hash: str
-    plan: dict  # orchestrator.plan.SweepPlan.to_dict()
+    grid: dict  # orchestrator.grid.TrialGrid.to_dict()
     resources: dict  # cpus/gpus/workers per trial, max_concurrent, scheduler, max_failures, reuse_actors
     command: list[str] = field(default_factory=list)
     git_commit: str = ""
@@ -57,17 +59,17 @@ class SweepState:
     def save(self) -> None:
         fs, path = pyarrow.fs.FileSystem.from_uri(_uri(self.directory))
         fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(f"{path}/{STATE_FILE}") as out:
+        with fs.open_output_stream(f"{path}/{RECORD_FILE}") as out:
             out.write(json.dumps(asdict(self), indent=1, default=str).encode())
 
     @classmethod
-    def load(cls, directory: str) -> SweepState:
+    def load(cls, directory: str) -> SweepRecord:
         fs, path = pyarrow.fs.FileSystem.from_uri(_uri(directory))
         try:
-            with fs.open_input_stream(f"{path}/{STATE_FILE}") as stream:
+            with fs.open_input_stream(f"{path}/{RECORD_FILE}") as stream:
                 values = json.loads(stream.read())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{directory} holds no {STATE_FILE}; is it a sweep directory?") from None
+            raise FileNotFoundError(f"{directory} holds no {RECORD_FILE}; is it a sweep directory?") from None
         values["directory"] = directory  # the directory may have moved
         return cls(**values)
 
@@ -90,7 +92,7 @@ def latest_sweep_dir(storage: str, sweep: str) -> str | None:
         e.base_name for e in entries if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(f"{sweep}-")
     )
     for name in reversed(candidates):
-        if fs.get_file_info(f"{root}/{name}/{STATE_FILE}").type == pyarrow.fs.FileType.File:
+        if fs.get_file_info(f"{root}/{name}/{RECORD_FILE}").type == pyarrow.fs.FileType.File:
             return f"{storage.rstrip('/')}/{name}"
     return None
 

@@ -6,7 +6,8 @@ leaving it to Tune, because
 - scenarios tune different knobs (zero-shot tunes nothing), and
 - transfer_zh's trials can only start once its base exists.
 Tune then runs a grid over these explicit variants: scheduling, resources, retries, resume.
-A plan is plain data, stored with the sweep so `--resume` runs exactly the same trials.
+The grid is plain data, stored with the sweep so `--resume` runs exactly the same trials. (A split
+plan, `shards.splits.SplitPlan`, is something else: which speakers a trial trains and is tested on.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from search_spaces import Scenario, SweepSpec
 from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
+from workers.vocabulary import Tag
 
 PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces with the base model
 FOLD_KINDS = ("loso", "emobox")
@@ -28,8 +30,8 @@ PLACE_KEYS = ("data_dir", "num_threads")
 SEARCH_SEED = 0  # sampled configurations are reproducible; --num-samples draws more
 
 
-class PlanError(ValueError):
-    """A sweep that cannot be planned: unknown key, bad value, a fold that cannot exist."""
+class GridError(ValueError):
+    """A sweep that cannot be expanded: unknown key, bad value, a fold that cannot exist."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,14 @@ class Variant:
     def tags(self) -> dict[str, str]:
         eval_sets = self.values.get("eval_sets", {})
         tags = {
-            "scenario": self.scenario,
-            "config_id": self.config_id,
-            "start": str(self.values.get("start", "")),
-            "train_speakers": ",".join(self.values.get("train_speakers", ())),
-            "test_speakers": ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
+            Tag.SCENARIO: self.scenario,
+            Tag.CONFIG_ID: self.config_id,
+            Tag.START: str(self.values.get("start", "")),
+            Tag.TRAIN_SPEAKERS: ",".join(self.values.get("train_speakers", ())),
+            Tag.TEST_SPEAKERS: ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
         }
         if self.fold:
-            tags["fold"] = self.fold
+            tags[Tag.FOLD] = self.fold
         return tags
 
     def to_dict(self) -> dict:
@@ -76,7 +78,7 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class SweepPlan:
+class TrialGrid:
     sweep: str
     metric: str
     mode: str
@@ -92,7 +94,7 @@ class SweepPlan:
         return {**asdict(self), "phases": [p.to_dict() for p in self.phases]}
 
     @classmethod
-    def from_dict(cls, values: dict) -> SweepPlan:
+    def from_dict(cls, values: dict) -> TrialGrid:
         return cls(
             values["sweep"],
             values["metric"],
@@ -103,7 +105,7 @@ class SweepPlan:
         )
 
 
-def build_plan(
+def build_grid(
     spec: SweepSpec,
     speakers: dict[str, dict],
     *,
@@ -112,7 +114,7 @@ def build_plan(
     init_from: str | None = None,
     num_samples: int | None = None,
     explicit_speakers: bool = False,
-) -> SweepPlan:
+) -> TrialGrid:
     """Every trial of `spec` (preset and --set already applied) on a corpus with `speakers`.
 
     `place`: values every trial gets but that are not part of the recipe (data_dir, num_threads).
@@ -120,36 +122,33 @@ def build_plan(
     """
     validate_keys(spec)
     if folds and explicit_speakers:
-        raise PlanError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
+        raise GridError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
     default = default_split(spec, speakers, explicit_speakers)
     splits = fold_splits(folds, default, spec.fold_language, speakers) if folds else [default]
     phases = []
     if spec.pretrain is not None and not init_from:
         # One base for every fold: the folds rotate the transfer target, not the base's speakers.
-        base = expand(spec, spec.pretrain, [default], speakers, place, 1, folded=False, tuned=False)
-        if len(base) != 1:
-            raise PlanError(f"sweep {spec.name!r}: the pretrain scenario must be one configuration, got {len(base)}")
-        phases.append(Phase("pretrain", base))
+        phases.append(Phase("pretrain", (expand_base(spec, default, speakers, place),)))
     main = []
     for scenario in spec.all_scenarios():
-        main.extend(expand(spec, scenario, splits, speakers, place, num_samples, folded=bool(folds)))
+        main.extend(expand_scenario(spec, scenario, splits, speakers, place, num_samples, folded=bool(folds)))
     if init_from:
         main = [_with_init_from(v, init_from, spec.pretrain is not None) for v in main]
     phases.append(Phase("main", tuple(main)))
     searched = set(spec.space).union(*(s.space for s in spec.all_scenarios()))
     variants = [v for p in phases for v in p.variants]
     tuned = tuple(k for k in _varying_keys(variants) if k in searched)
-    return SweepPlan(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned)
+    return TrialGrid(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned)
 
 
 def validate_keys(spec: SweepSpec) -> None:
-    from workers.config import canonical_key
+    from workers.config import TrialConfig
 
     for key in sorted(spec.keys()):
         try:
             canonical_key(key)
         except ValueError as error:
-            raise PlanError(str(error)) from None
+            raise GridError(str(error)) from None
 
 
 def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) -> SplitPlan:
@@ -157,11 +156,11 @@ def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) ->
     if spec.plan and not explicit:
         builders = {"paper": paper_plan, "transfer": transfer_plan}
         if spec.plan not in builders:
-            raise PlanError(f"sweep {spec.name!r} names unknown plan {spec.plan!r}; known: {', '.join(builders)}")
+            raise GridError(f"sweep {spec.name!r} names unknown plan {spec.plan!r}; known: {', '.join(builders)}")
         try:
             return builders[spec.plan](speakers)
         except ValueError as error:
-            raise PlanError(f"sweep {spec.name!r}: {error}") from None
+            raise GridError(f"sweep {spec.name!r}: {error}") from None
     from workers.config import TrialConfig
 
     defaults = TrialConfig()
@@ -175,12 +174,12 @@ def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) ->
 def fold_splits(kind: str, default: SplitPlan, language: str, speakers: dict[str, dict]) -> list[SplitPlan]:
     """The default plan with `language`'s speakers rotated by each fold; other languages stay as planned."""
     if kind not in FOLD_KINDS:
-        raise PlanError(f"unknown --folds {kind!r}; choose one of {', '.join(FOLD_KINDS)}")
+        raise GridError(f"unknown --folds {kind!r}; choose one of {', '.join(FOLD_KINDS)}")
     folds = leave_one_speaker_out(speakers, language) if kind == "loso" else emobox_folds(speakers)
     merged = [merge_fold(default, fold, language, speakers) for fold in folds]
     merged = [m for m in merged if m is not None]
     if not merged:
-        raise PlanError(f"--folds {kind}: no fold holds out a {language!r} speaker of this corpus")
+        raise GridError(f"--folds {kind}: no fold holds out a {language!r} speaker of this corpus")
     return merged
 
 
@@ -198,7 +197,13 @@ def merge_fold(default: SplitPlan, fold: SplitPlan, language: str, speakers: dic
     return SplitPlan(fold.name, train, eval_sets)
 
 
-def expand(
+def expand_base(spec: SweepSpec, split: SplitPlan, speakers: dict[str, dict], place: dict | None) -> Variant:
+    """The pretrain trial: the sweep's base with its pretrain scenario's values, nothing tuned, one split."""
+    config = _fixed_values(spec, spec.pretrain)
+    return _variant(spec, spec.pretrain, config, split, speakers, place, fold="")
+
+
+def expand_scenario(
     spec: SweepSpec,
     scenario: Scenario,
     splits: list[SplitPlan],
@@ -206,31 +211,45 @@ def expand(
     place: dict | None,
     num_samples: int | None,
     folded: bool,
-    tuned: bool = True,
 ) -> tuple[Variant, ...]:
-    """The scenario's configurations (sampled and explicit points), each on every split.
+    """The scenario's configurations (sampled and explicit points), each on every split (a fold when `folded`).
 
     Configurations that come out equal (a point that a preset reduced to the sampled values)
     run once.
     """
-    fixed = {k: v for k, v in {**spec.base, **scenario.values}.items() if k not in PLAN_KEYS}
-    space = {**spec.space, **scenario.space} if tuned else {}
+    fixed = _fixed_values(spec, scenario)
+    space = {**spec.space, **scenario.space}
     samples = scenario.num_samples or num_samples or spec.num_samples
     configs = [{**fixed, **c} for c in sample_space(space, samples)]
-    for point in scenario.points if tuned else ():
+    for point in scenario.points:
         missing = sorted(set(space) - set(point))
         if missing:
-            raise PlanError(f"scenario {scenario.name!r}: point {point} lacks tuned key(s) {missing}")
+            raise GridError(f"scenario {scenario.name!r}: point {point} lacks tuned key(s) {missing}")
         configs.append({**fixed, **point})
     variants: dict[tuple[str, str], Variant] = {}
     for config in configs:
-        config_id = config_hash(scenario.name, config)
         for split in splits:
-            values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
-            check_config(scenario.name, values)
-            fold = split.name if folded else ""
-            variants.setdefault((config_id, fold), Variant(scenario.name, values, fold, config_id))
+            variant = _variant(spec, scenario, config, split, speakers, place, fold=split.name if folded else "")
+            variants.setdefault((variant.config_id, variant.fold), variant)
     return tuple(variants.values())
+
+
+def _fixed_values(spec: SweepSpec, scenario: Scenario) -> dict:
+    return {k: v for k, v in {**spec.base, **scenario.values}.items() if k not in PLAN_KEYS}
+
+
+def _variant(
+    spec: SweepSpec,
+    scenario: Scenario,
+    config: dict,
+    split: SplitPlan,
+    speakers: dict[str, dict],
+    place: dict | None,
+    fold: str,
+) -> Variant:
+    values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
+    check_config(scenario.name, values)
+    return Variant(scenario.name, values, fold, config_hash(scenario.name, config))
 
 
 def sample_space(space: dict, num_samples: int) -> list[dict]:
@@ -252,7 +271,7 @@ def split_values(split: SplitPlan, scenario: Scenario, test_sets: tuple[str, ...
     if scenario.train_languages is not None:
         train = tuple(s for s in train if speakers.get(s, {}).get("language") in scenario.train_languages)
     if not train:
-        raise PlanError(
+        raise GridError(
             f"scenario {scenario.name!r}: plan {split.name!r} has no training speaker in {scenario.train_languages}"
         )
     eval_sets = {k: v for k, v in split.eval_sets.items() if not test_sets or k in test_sets}
@@ -271,7 +290,7 @@ def check_config(scenario: str, values: dict) -> None:
     try:
         TrialConfig.from_dict(values)
     except (ValueError, TypeError) as error:
-        raise PlanError(f"invalid config in scenario {scenario!r}: {error}") from None
+        raise GridError(f"invalid config in scenario {scenario!r}: {error}") from None
 
 
 def fill_init_from(phase: Phase, model: str) -> Phase:

@@ -1,0 +1,380 @@
+"""A sweep's results read back from MLflow: its trial runs as a table, and what is derived from them.
+
+The one results layer of the driver's end-of-sweep summary, the report and `predict --run <parent>`:
+- `load_sweep`: the parent run and its trial runs (`TrialRun`, one flattened child run each);
+- `best` and `best_per_scenario`: the one rule that picks a sweep's best trial;
+- `fold_rows`: mean and sample std over folds per configuration;
+- `paper_table`: a trial's per-emotion table on one held-out set, as the paper prints it.
+
+No Ray and no torch here, and MLflow only through `orchestrator.tracking`: reading results stays cheap.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from orchestrator.tracking import StoreError, connect, get_run, iter_runs, store_call
+from workers.vocabulary import Key, RunStatus, SweepTag, Tag
+
+__all__ = ["StoreError", "connect", "get_run"]
+
+DEFAULT_METRIC = Key.VAL_ACCURACY  # selection is on validation clips of the training speakers, never on tests
+DEFAULT_MODE = "max"
+TIEBREAK_METRIC = Key.VAL_LOSS  # lower is better; small validation sets tie often on accuracy
+FOLD_STATS = ("accuracy", "macro_f1")
+RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One trial's child run, flattened to plain values."""
+
+    run_id: str
+    name: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    scenario: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int | None  # ms since the epoch
+    end_time: int | None
+
+    @classmethod
+    def from_run(cls, run, default_scenario: str = "") -> TrialRun:
+        """From an MLflow run (or anything shaped like one: `.info`, `.data`)."""
+        tags = dict(run.data.tags)
+        return cls(
+            run_id=run.info.run_id,
+            name=getattr(run.info, "run_name", None) or "",
+            status=run.info.status,
+            scenario=tags.get(Tag.SCENARIO) or default_scenario,
+            tags=tags,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            start_time=getattr(run.info, "start_time", None),
+            end_time=getattr(run.info, "end_time", None),
+        )
+
+    @property
+    def trial_id(self) -> str:
+        return self.tags.get(Tag.TRIAL_ID) or self.name or self.run_id[:8]
+
+    @property
+    def fold(self) -> str | None:
+        return self.tags.get(Tag.FOLD)
+
+    @property
+    def config_id(self) -> str | None:
+        return self.tags.get(Tag.CONFIG_ID)
+
+    @property
+    def error(self) -> str | None:
+        return self.tags.get(Tag.ERROR)
+
+    @property
+    def error_line(self) -> str:
+        """The last line of the error (a traceback's last line is the exception and its message)."""
+        lines = [line.strip() for line in (self.error or "").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.tags.get(Tag.STOPPED_EARLY) == "true"
+
+    @property
+    def finished(self) -> bool:
+        """Ran to its end: FINISHED and not stopped by the scheduler before its final evaluation."""
+        return self.status == RunStatus.FINISHED and not self.stopped_early
+
+    def metric(self, key: str) -> float | None:
+        value = self.metrics.get(key)
+        return None if value is None or math.isnan(value) else value
+
+    @property
+    def eval_sets(self) -> list[str]:
+        """Sets with final metrics, `val` first, then the held-out sets by name."""
+        sets = {key.split("/")[0] for key in self.metrics if key.endswith("/accuracy") and key.count("/") == 1}
+        return sorted(sets, key=lambda s: (s != "val", s))
+
+    @property
+    def test_sets(self) -> list[str]:
+        return [s for s in self.eval_sets if s != "val"]
+
+    def speakers_of(self, set_name: str) -> str:
+        """Speakers of an evaluation set from the flattened config (`eval_sets.test_en` = "('0015',)")."""
+        raw = self.params.get(f"eval_sets.{set_name}")
+        if raw is None:
+            return self.tags.get(Tag.TEST_SPEAKERS, "") if set_name != "val" else ""
+        try:
+            return ",".join(str(s) for s in ast.literal_eval(raw))
+        except (ValueError, SyntaxError):
+            return raw
+
+    def selectable(self, metric: str = DEFAULT_METRIC) -> bool:
+        """May be chosen best: finished, not stopped early, and scored on `metric`."""
+        return self.finished and self.metric(metric) is not None
+
+
+@dataclass(frozen=True)
+class SweepResults:
+    """A sweep's parent run and its trial runs."""
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    parent_id: str
+    parent_name: str
+    parent_status: str
+    parent_tags: dict[str, str]
+    parent_start_time: int | None
+    parent_end_time: int | None
+    trials: list[TrialRun]
+
+    @property
+    def name(self) -> str:
+        return self.parent_tags.get(Tag.SWEEP) or self.experiment_name
+
+    @property
+    def metric(self) -> str:
+        """What ranks the trials, as the sweep declared it (parent runs without the tag: validation accuracy)."""
+        return self.parent_tags.get(SweepTag.METRIC) or DEFAULT_METRIC
+
+    @property
+    def mode(self) -> str:
+        return self.parent_tags.get(SweepTag.MODE) or DEFAULT_MODE
+
+    @property
+    def scenarios(self) -> list[str]:
+        return sorted({t.scenario for t in self.trials})
+
+    def count_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for trial in self.trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def best(self, trials: list[TrialRun] | None = None) -> TrialRun | None:
+        """The best of `trials` (default: all of the sweep's) by the sweep's own metric and mode."""
+        return best(self.trials if trials is None else trials, self.metric, self.mode)
+
+    def best_per_scenario(self) -> dict[str, TrialRun | None]:
+        return best_per_scenario(self.trials, self.metric, self.mode)
+
+    def ranked(self) -> list[TrialRun]:
+        return ranked(self.trials, self.metric, self.mode)
+
+
+# ---------------------------------------------------------------- the best trial: one rule
+
+
+def best(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
+    """The best trial: among finished trials scored on `metric` (never one stopped early), the best
+    configuration by its mean over folds (a trial without a fold is a configuration of its own), then
+    that configuration's best fold. Ties: lower `val/loss`, then trial id. None when none qualifies.
+
+    `trials`: TrialRuns or MLflow runs; the one chosen is returned as it was given."""
+    items = list(trials)
+    views = trial_runs(items)
+    given = {id(view): item for view, item in zip(views, items)}
+    candidates = [t for t in views if t.selectable(metric)]
+    if not candidates:
+        return None
+    configs: dict[str, list[TrialRun]] = defaultdict(list)
+    for trial in candidates:
+        configs[trial.config_id if trial.fold and trial.config_id else trial.run_id].append(trial)
+    chosen = min(configs.values(), key=lambda members: _config_key(members, metric, mode))
+    return given[id(min(chosen, key=lambda trial: _trial_key(trial, metric, mode)))]
+
+
+def best_per_scenario(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> dict:
+    """scenario -> its best trial by `best` (None: no trial of the scenario qualifies)."""
+    items = list(trials)
+    scenarios = [view.scenario for view in trial_runs(items)]
+    return {
+        s: best([item for item, scenario in zip(items, scenarios) if scenario == s], metric, mode)
+        for s in sorted(set(scenarios))
+    }
+
+
+def ranked(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> list[TrialRun]:
+    """Selectable trials best first (each by its own score, same tie-break); the rest after them by trial id."""
+    views = trial_runs(trials)
+    scored = sorted((t for t in views if t.selectable(metric)), key=lambda t: _trial_key(t, metric, mode))
+    others = sorted((t for t in views if not t.selectable(metric)), key=lambda t: t.trial_id)
+    return scored + others
+
+
+def _trial_key(trial: TrialRun, metric: str, mode: str) -> tuple:
+    return (_oriented(trial.metric(metric), mode), _loss(trial), trial.trial_id)
+
+
+def _config_key(members: list[TrialRun], metric: str, mode: str) -> tuple:
+    score = statistics.fmean(t.metric(metric) for t in members)
+    losses = [t.metric(TIEBREAK_METRIC) for t in members if t.metric(TIEBREAK_METRIC) is not None]
+    return (_oriented(score, mode), statistics.fmean(losses) if losses else math.inf, min(t.trial_id for t in members))
+
+
+def _oriented(value: float, mode: str) -> float:
+    """Smaller is better, whatever the mode."""
+    return -value if mode == "max" else value
+
+
+def _loss(trial: TrialRun) -> float:
+    loss = trial.metric(TIEBREAK_METRIC)
+    return loss if loss is not None else math.inf
+
+
+def trial_runs(items) -> list[TrialRun]:
+    """TrialRuns as they are; MLflow runs flattened."""
+    return [item if isinstance(item, TrialRun) else TrialRun.from_run(item) for item in items]
+
+
+# ---------------------------------------------------------------- folds
+
+
+def fold_rows(trials) -> list[dict]:
+    """One row per configuration that ran on folds: its finished folds, mean and sample std of each
+    set's stats: {"config_id", "scenario", "folds", "stats": {"<set>/<stat>": (mean, std, n)}}."""
+    groups: dict[str, list[TrialRun]] = defaultdict(list)
+    for trial in trial_runs(trials):
+        if trial.fold and trial.finished:
+            groups[trial.config_id or ""].append(trial)
+    rows = []
+    for config_id, members in sorted(groups.items()):
+        stats = {}
+        for set_name in sorted({s for t in members for s in t.eval_sets}):
+            for stat in FOLD_STATS:
+                values = [v for t in members if (v := t.metric(f"{set_name}/{stat}")) is not None]
+                if values:
+                    stats[f"{set_name}/{stat}"] = (statistics.fmean(values), sample_std(values), len(values))
+        rows.append({"config_id": config_id, "scenario": members[0].scenario, "folds": len(members), "stats": stats})
+    return rows
+
+
+def fold_metrics(rows: list[dict]) -> dict[str, float]:
+    """Fold statistics as parent-run metrics: folds/<config_id>/<set>/<stat>_mean and _std."""
+    metrics = {}
+    for row in rows:
+        for key, (mean, std, _) in row["stats"].items():
+            metrics[f"{Key.FOLDS_PREFIX}{row['config_id']}/{key}_mean"] = mean
+            metrics[f"{Key.FOLDS_PREFIX}{row['config_id']}/{key}_std"] = std
+    return metrics
+
+
+def sample_std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_std_text(stat: tuple[float, float, int] | None) -> str:
+    """'0.820 ± 0.010'; a single fold without spread; '–' for none."""
+    if stat is None:
+        return "–"
+    mean, std, n = stat
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+# ---------------------------------------------------------------- the paper's table
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    label: str  # an emotion, or 'accuracy', 'macro avg', 'weighted avg' (as sklearn names them)
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+
+
+def paper_table(trial: TrialRun, set_name: str) -> list[PaperRow]:
+    """The paper's Tables 1-5 from a trial's metrics: per emotion precision, recall, F1, support;
+    accuracy; macro and weighted averages. Empty when the trial has no per-emotion metrics for the set."""
+    from shards.schema import EMOTIONS
+
+    pattern = re.compile(rf"^{re.escape(set_name)}/([^/]+)/support$")
+    found = {m.group(1) for key in trial.metrics if (m := pattern.match(key))}
+    emotions = [e for e in EMOTIONS if e in found] + sorted(found - set(EMOTIONS))
+    if not emotions:
+        return []
+    values = {
+        e: [trial.metric(f"{set_name}/{e}/{m}") or 0.0 for m in ("precision", "recall", "f1", "support")]
+        for e in emotions
+    }
+    total = int(sum(v[3] for v in values.values()))
+    rows = [PaperRow(e, p, r, f, int(s)) for e, (p, r, f, s) in values.items()]
+    rows.append(PaperRow("accuracy", None, None, trial.metric(f"{set_name}/accuracy"), total))
+    macro = [statistics.fmean(v[i] for v in values.values()) for i in range(3)]
+    weighted = [sum(v[i] * v[3] for v in values.values()) / total if total else 0.0 for i in range(3)]
+    rows.append(PaperRow("macro avg", *macro, total))
+    rows.append(PaperRow("weighted avg", *weighted, total))
+    return rows
+
+
+def paper_table_text(rows: list[PaperRow]) -> str:
+    """The table as sklearn's classification_report prints it."""
+    width = max(len(r.label) for r in rows)
+    lines = [f"{'':>{width}s} {'precision':>9s} {'recall':>9s} {'f1-score':>9s} {'support':>9s}"]
+    for row in rows:
+        cells = [_cell(row.precision), _cell(row.recall), _cell(row.f1)]
+        lines.append(f"{row.label:>{width}s} " + " ".join(f"{c:>9s}" for c in cells) + f" {row.support:>9d}")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+# ---------------------------------------------------------------- reading a sweep
+
+
+def find_parent(client, ref: str, experiment: str | None = None):
+    """The parent run a reference names: a parent run id, a trial run id (its parent), or a sweep
+    name (the latest parent run in the experiment of that name, or in `experiment`)."""
+    if RUN_ID_PATTERN.match(ref):
+        run = get_run(client, ref)
+        if run is not None:
+            parent_id = run.data.tags.get(Tag.PARENT_RUN)
+            return get_run(client, parent_id) if parent_id else run
+    experiment_name = experiment or ref
+    found = store_call(client.get_experiment_by_name, experiment_name)
+    if found is None:
+        names = sorted(e.name for e in store_call(client.search_experiments, max_results=200))
+        raise StoreError(
+            f"no sweep or run {ref!r} in {client.tracking_uri}; experiments there: {', '.join(names) or 'none'}"
+        )
+    for run in iter_runs(client, found.experiment_id, order_by=["attributes.start_time DESC"]):
+        tags = run.data.tags
+        if Tag.PARENT_RUN in tags:
+            continue
+        if experiment and ref != experiment and tags.get(Tag.SWEEP) != ref:
+            continue
+        return run
+    raise StoreError(
+        f"experiment {experiment_name!r} has no sweep parent run"
+        + (f" for sweep {ref!r}" if experiment and ref != experiment else "")
+    )
+
+
+def load_sweep(client, parent) -> SweepResults:
+    experiment = store_call(client.get_experiment, parent.info.experiment_id)
+    default_scenario = parent.data.tags.get(Tag.SWEEP) or experiment.name
+    runs = iter_runs(
+        client, parent.info.experiment_id, filter_string=f"tags.`{Tag.PARENT_RUN}` = '{parent.info.run_id}'"
+    )
+    trials = [TrialRun.from_run(run, default_scenario) for run in runs]
+    return SweepResults(
+        tracking_uri=client.tracking_uri,
+        experiment_id=experiment.experiment_id,
+        experiment_name=experiment.name,
+        parent_id=parent.info.run_id,
+        parent_name=parent.info.run_name or parent.info.run_id[:8],
+        parent_status=parent.info.status,
+        parent_tags=dict(parent.data.tags),
+        parent_start_time=parent.info.start_time,
+        parent_end_time=parent.info.end_time,
+        trials=sorted(trials, key=lambda t: t.trial_id),
+    )

@@ -1,0 +1,234 @@
+"""One phase of a sweep as one Tune experiment: the Tuner, its trainable, configs and callbacks.
+
+Each phase (transfer_zh's `pretrain`, then `main`) is one Tune experiment under the sweep
+directory: a grid over the trial grid's explicit variants. A phase that was interrupted is restored
+with `Tuner.restore(..., resume_errored=True)`: finished trials stay finished, unfinished ones
+continue from their last checkpoint. The sweep's life around the phases is `orchestrator.sweep`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from ray import tune
+
+from orchestrator import tracking
+from orchestrator.grid import Phase, TrialGrid, Variant
+from orchestrator.record import Resources, SweepRecord
+from workers.distributed import DISTRIBUTED_KEY
+from workers.trial import TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
+from workers.vocabulary import RunStatus, Tag, TrialState
+
+# Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
+RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
+
+
+def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase):
+    """Run (or restore and finish) one phase; returns Tune's ResultGrid."""
+    # run_config adds Tune's JSON and CSV result loggers itself; this keeps Tune from adding TensorBoard's.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    path = record.phase_path(phase.name)
+    resources = Resources.from_dict(record.resources)
+    trainable = make_trainable(resources)
+    if tune.Tuner.can_restore(path):
+        print(f"phase {phase.name}: restoring {path} (finished trials stay finished)", flush=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        print(f"phase {phase.name}: {len(phase.variants)} trial(s)", flush=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(record, phase, resources),
+            tune_config=tune_config(grid, phase, resources),
+            run_config=run_config(record, grid, phase, resources),
+        )
+    return tuner.fit()
+
+
+def make_trainable(resources: Resources):
+    if resources.workers_per_trial > 1:
+        from workers.distributed import train_emotion_distributed
+
+        # The trial itself only coordinates; its TorchTrainer's workers hold the CPUs and GPUs.
+        return tune.with_resources(train_emotion_distributed, {"cpu": 0.01})
+    from workers.trial import train_emotion
+
+    return tune.with_resources(train_emotion, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+
+
+def sweep_tags(record: SweepRecord) -> dict[str, str]:
+    """Tags every trial run of the sweep carries."""
+    return {Tag.SWEEP: record.sweep, Tag.DATA_HASH: record.data_hash, Tag.GIT_COMMIT: record.git_commit}
+
+
+def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict:
+    space = {
+        VARIANT_KEY: tune.grid_search([{VALUES_KEY: v.values, TAGS_KEY: v.tags()} for v in phase.variants]),
+        TRACKING_KEY: {
+            "tracking_uri": record.tracking_uri,
+            "experiment_id": record.experiment_id,
+            "parent_run_id": record.parent_run_id,
+            "tags": sorted(sweep_tags(record).items()),
+        },
+    }
+    if resources.workers_per_trial > 1:
+        space[DISTRIBUTED_KEY] = {
+            "num_workers": resources.workers_per_trial,
+            "cpus_per_worker": resources.cpus_per_trial,
+            "gpus_per_worker": resources.gpus_per_trial,
+            "storage_path": record.phase_path(f"{phase.name}-train"),
+        }
+    return space
+
+
+def tune_config(grid: TrialGrid, phase: Phase, resources: Resources):
+    scheduler = None
+    if resources.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs(phase.variants), grace_period=1, reduction_factor=2
+        )
+    return tune.TuneConfig(
+        metric=grid.metric,
+        mode=grid.mode,
+        num_samples=1,
+        scheduler=scheduler,
+        max_concurrent_trials=resources.max_concurrent,
+        reuse_actors=resources.reuse_actors,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_name,
+    )
+
+
+def run_config(record: SweepRecord, grid: TrialGrid, phase: Phase, resources: Resources):
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from orchestrator.progress import TrialProgress
+
+    return tune.RunConfig(
+        name=phase.name,
+        storage_path=record.directory,
+        # JSON and CSV results as Tune writes them by default, without TensorBoard files (MLflow has the curves).
+        callbacks=[
+            JsonLoggerCallback(),
+            CSVLoggerCallback(),
+            CloseChildRuns(record.tracking_uri, record.experiment_id, record.parent_run_id, sweep_tags(record)),
+            TrialProgress(grid.metric, grid.mode, list(grid.tuned)),
+        ],
+        failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+    )
+
+
+def max_epochs(variants: tuple[Variant, ...]) -> int:
+    """ASHA's max_t: above any epoch a trial reports (the recipe counts a stage's partial last pass as
+    an epoch), so ASHA never stops a trial just for reaching the end of its schedule."""
+    from workers.config import TrialConfig
+
+    lengths = [sum(math.ceil(s.epochs) for s in TrialConfig.from_dict(v.values).stage_list()) for v in variants]
+    return max(lengths, default=0) + 1
+
+
+def trial_name(trial) -> str:
+    """Tune's name (and directory name) of a trial: scenario, config id, fold, trial id."""
+    tags = ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {})
+    parts = [tags.get(Tag.SCENARIO, "trial"), tags.get(Tag.CONFIG_ID, ""), tags.get(Tag.FOLD, "")]
+    return "-".join(p for p in parts if p) + f"_{trial.trial_id}"
+
+
+def base_model_of(results, record: SweepRecord) -> str:
+    """The pretrain trial's model: its Tune checkpoint when local, else its MLflow `model/` artifact."""
+    result = next(r for r in results if r.error is None)
+    checkpoint = result.checkpoint
+    if checkpoint is not None and "://" not in record.directory and os.path.isdir(checkpoint.path):
+        return checkpoint.path
+    trial_id = result.metrics.get("trial_id") if result.metrics else None
+    client = tracking.client_for(record.tracking_uri)
+    run = tracking.find_child_run(client, record.experiment_id, record.parent_run_id, trial_id) if trial_id else None
+    if run is None:
+        raise RuntimeError("the pretrain trial left neither a local checkpoint nor an MLflow run")
+    return f"runs:/{run.info.run_id}/model"
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+    )
+
+
+def trial_statuses(results) -> dict[str, str]:
+    """trial id -> MLflow status for every trial of a phase (finished, failed, or unfinished: KILLED)."""
+    # ResultGrid counts its num_terminated/num_errors from these same Trial objects.
+    return {t.trial_id: RUN_STATUS.get(t.status, RunStatus.KILLED) for t in results._experiment_analysis.trials}
+
+
+class CloseChildRuns(tune.Callback):
+    """Marks each trial's child run FINISHED or FAILED when Tune is done with the trial.
+
+    Trials log their own runs; without this, a run whose trial was stopped or crashed stays RUNNING.
+    A trial that failed before it could create its run gets one here, so every failure is visible.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, tags: dict[str, str]):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.tags = tags
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        tags = self._run_tags(trial)
+        extra = {}
+        if tags is not None and tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
+            # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
+            extra[Tag.STOPPED_EARLY] = "true"
+        self._close(trial, RunStatus.FINISHED, extra)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        tags = self._run_tags(trial)
+        if tags is not None:
+            update = {
+                Tag.RETRIES: str(int(tags.get(Tag.RETRIES, "0")) + 1),
+                Tag.LAST_ERROR: _error_text(trial, "trial failed")[-2000:],
+            }
+            tracking.tag_trial_run(self.tracking_uri, self.experiment_id, self.parent_run_id, trial.trial_id, update)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = _error_text(trial, str(getattr(trial, "error_file", "") or "trial failed"))
+        self._close(trial, RunStatus.FAILED, {Tag.ERROR: error})
+
+    def _run_tags(self, trial) -> dict[str, str] | None:
+        return tracking.trial_run_tags(self.tracking_uri, self.experiment_id, self.parent_run_id, trial.trial_id)
+
+    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+        tracking.close_trial_run(
+            self.tracking_uri,
+            self.experiment_id,
+            self.parent_run_id,
+            trial.trial_id,
+            status,
+            create_tags={**self.tags, **_variant_tags(trial)},
+            run_name=str(trial),
+            tags=tags,
+        )
+
+
+def _variant_tags(trial) -> dict[str, str]:
+    return {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
+
+
+def _error_text(trial, fallback: str) -> str:
+    error_file = getattr(trial, "error_file", None)
+    try:
+        if error_file and Path(error_file).exists():
+            return Path(error_file).read_text()[-4000:]
+    except OSError:
+        pass
+    return fallback
