@@ -31,6 +31,9 @@ class Tag:
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
+    # Baseline trials (workers.features_trial, workers.text_trial)
+    MODEL_KIND = "model_kind"  # 'acoustic_features' or 'text'; absent on fine-tuning trials
+    ACOUSTIC_FEATURES = "acoustic_features"  # '<feature set>: hit' or ': computed' (the functionals table)
     # Parent (sweep) runs
     SWEEP = "sweep"
     SWEEP_DIR = "sweep_dir"
