@@ -21,6 +21,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from shards.reader import open_reader
 from shards.schema import EMOTIONS
@@ -58,6 +59,7 @@ class FeaturesConfig:
     hidden_sizes: tuple[int, ...] = (64,)  # mlp: units per hidden layer
     alpha: float = 1e-3  # mlp: L2 penalty
     max_iter: int = 1000  # logreg and mlp: optimiser iterations
+    num_threads: int = 1  # BLAS threads for fitting; the driver sets it to the trial's CPUs
 
     def __post_init__(self) -> None:
         validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
@@ -70,7 +72,9 @@ class FeaturesConfig:
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be one or more positive layer widths, got {self.hidden_sizes}")
         if self.max_iter < 1 or self.num_workers < 0:
-            raise ValueError("max_iter must be >= 1 and num_workers >= 0")
+            raise ValueError("max_iter must be >= 1, num_workers >= 0")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
 
     @classmethod
     def from_dict(cls, values: dict) -> FeaturesConfig:
@@ -136,12 +140,13 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
         }
     )
     setup_seconds = time.perf_counter() - started
-    pipeline = build_classifier(cfg)
-    pipeline.fit(features.values[split.train_rows], reader.index.label[split.train_rows])
     final: dict[str, float] = {}
-    for name, rows in split.eval_rows.items():
-        probabilities = class_probabilities(pipeline, features.values[rows])
-        final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities))
+    with threadpool_limits(cfg.num_threads):  # numpy's BLAS would otherwise take every core of the node
+        pipeline = build_classifier(cfg)
+        pipeline.fit(features.values[split.train_rows], reader.index.label[split.train_rows])
+        for name, rows in split.eval_rows.items():
+            probabilities = class_probabilities(pipeline, features.values[rows])
+            final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities))
     final.update({"setup_seconds": setup_seconds, "trial_seconds": time.perf_counter() - started})
     logger.log_metrics(final)
     with tempfile.TemporaryDirectory() as tmp:
