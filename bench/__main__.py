@@ -9,6 +9,7 @@
 2. padding: padded-frame fraction with and without length bucketing, on ESD length statistics.
 3. step: step time and model FLOP utilisation of an XLSR-53-sized encoder built from config.
 4. sweep: wall time of a sweep's trials with and without the frozen-stage feature cache.
+5. acoustic: openSMILE functionals extracted per second (clips/s), one process against every core.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import figures
+from bench import acoustic, figures
 
 FIGURES = {
     "loader": figures.loader_throughput,
     "padding": figures.padding_fraction,
     "step": figures.step_time,
     "sweep": figures.frozen_cache_sweep,
+    "acoustic": acoustic.extraction_speed,
 }
 
 

@@ -142,7 +142,7 @@ def build_grid(
 
 
 def validate_keys(spec: SweepSpec) -> None:
-    from workers.config import TrialConfig
+    from workers.config import canonical_key
 
     for key in sorted(spec.keys()):
         try:

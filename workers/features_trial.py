@@ -1,0 +1,217 @@
+"""The acoustic-features baseline: openSMILE functionals, standardised, into a scikit-learn classifier.
+
+The ESD paper's baseline, and what learns from real speech on a CPU in minutes. One trial: the
+corpus's functionals (workers.acoustic_features, computed once per node), the same speaker split
+as the fine-tuning trial, a classifier fitted on the training clips, then the same metric set on
+every evaluation set, logged through the same RunLogger and reported through the same Reporter.
+
+The model (`model/` artifact) is a pickled scikit-learn pipeline plus a JSON that says which
+feature set it needs, so `predict_features` answers from audio alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from shards.reader import open_reader
+from shards.schema import EMOTIONS
+from workers.acoustic_features import DEFAULT_FEATURE_SET, FEATURE_SETS, build_smile, functionals, load_or_extract
+from workers.baselines import evaluate_set, split_rows, validate_split_config
+from workers.reporting import Reporter
+from workers.tracking import RunLogger
+from workers.vocabulary import Tag
+
+CLASSIFIERS = ("logreg", "svm", "mlp")
+MODEL_KIND = "acoustic_features"
+PIPELINE_FILE = "pipeline.joblib"
+MODEL_FILE = "features_model.json"
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """One acoustic-features trial. Kept apart from TrialConfig: none of its encoder, schedule or
+    speed knobs apply, and a classifier's knobs mean nothing to the fine-tuning trial."""
+
+    # Data: the same fields, meanings and defaults as TrialConfig's
+    data_dir: str = ""  # shard directory (absolute path; filled in by the driver)
+    train_speakers: tuple[str, ...] = ("0011", "0012", "0013", "0014")
+    eval_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"test_en": ("0015",)})
+    val_fraction: float = 0.1  # of the training speakers' clips, held out for validation
+    seed: int = 0
+    # Features
+    feature_set: str = DEFAULT_FEATURE_SET  # 'eGeMAPSv02' (88 functionals) or 'ComParE_2016' (6373)
+    features_dir: str = ""  # where the functionals table lives ("": beside the shards, or the node's cache)
+    num_workers: int = 0  # extraction processes when the table is missing (0: every core)
+    # Classifier (features are standardised first, with the training clips' mean and deviation)
+    classifier: str = "logreg"  # 'logreg' (multinomial logistic regression), 'svm' (RBF kernel) or 'mlp'
+    C: float = 1.0  # logreg and svm: inverse regularisation strength (larger: less regularised)
+    gamma: float = 0.0  # svm: RBF kernel width (0: scikit-learn's 'scale', 1 / (features x variance))
+    hidden_sizes: tuple[int, ...] = (64,)  # mlp: units per hidden layer
+    alpha: float = 1e-3  # mlp: L2 penalty
+    max_iter: int = 1000  # logreg and mlp: optimiser iterations
+    num_threads: int = 1  # BLAS threads for fitting; the driver sets it to the trial's CPUs
+
+    def __post_init__(self) -> None:
+        validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"feature_set {self.feature_set!r} is not one of {FEATURE_SETS}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
+        if self.C <= 0 or self.alpha < 0 or self.gamma < 0:
+            raise ValueError(f"need C > 0, alpha >= 0 and gamma >= 0; got C={self.C}, alpha={self.alpha}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be one or more positive layer widths, got {self.hidden_sizes}")
+        if self.max_iter < 1 or self.num_workers < 0:
+            raise ValueError("max_iter must be >= 1, num_workers >= 0")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeaturesConfig:
+        """Build from plain values (a Tune config), with a clear error for unknown keys."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown features config key(s) {unknown}; valid keys: {', '.join(names)}")
+        hints = typing.get_type_hints(cls)
+        coerced = {}
+        for key, value in values.items():
+            if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+                value = tuple(value)
+            elif typing.get_origin(hints[key]) is dict and isinstance(value, dict):
+                value = {k: tuple(v) for k, v in value.items()}
+            elif hints[key] is float and isinstance(value, int):
+                value = float(value)
+            coerced[key] = value
+        return cls(**coerced)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_classifier(cfg: FeaturesConfig):
+    """Standardisation then the classifier; every step seeded."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if cfg.classifier == "logreg":
+        model = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, random_state=cfg.seed)
+    elif cfg.classifier == "svm":
+        # Platt scaling (cross-validated sigmoid) gives the probabilities that ECE, reliability diagrams and
+        # predict's threshold need; SVC(probability=True) does the same and is deprecated in scikit-learn 1.9.
+        svm = SVC(C=cfg.C, gamma=cfg.gamma or "scale", random_state=cfg.seed)
+        model = CalibratedClassifierCV(svm, method="sigmoid", ensemble=False)
+    else:
+        model = MLPClassifier(
+            hidden_layer_sizes=cfg.hidden_sizes, alpha=cfg.alpha, max_iter=cfg.max_iter, random_state=cfg.seed
+        )
+    return make_pipeline(StandardScaler(), model)
+
+
+def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporter) -> dict[str, float]:
+    """Fit one classifier configuration and return its final metrics (also logged and reported)."""
+    started = time.perf_counter()
+    reader = open_reader(cfg.data_dir)
+    split = split_rows(reader, cfg.train_speakers, cfg.eval_sets, cfg.val_fraction, cfg.seed)
+    features, status = load_or_extract(
+        cfg.data_dir, cfg.feature_set, cfg.features_dir or None, num_workers=cfg.num_workers or None
+    )
+    logger.log_params(cfg.to_dict())
+    logger.set_tags(
+        {
+            Tag.MODEL_KIND: MODEL_KIND,
+            Tag.DATA_HASH: reader.content_hash,
+            Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
+            Tag.ACOUSTIC_FEATURES: f"{cfg.feature_set}: {status}",
+        }
+    )
+    setup_seconds = time.perf_counter() - started
+    final: dict[str, float] = {}
+    with threadpool_limits(cfg.num_threads):  # numpy's BLAS would otherwise take every core of the node
+        pipeline = build_classifier(cfg)
+        pipeline.fit(features.values[split.train_rows], reader.index.label[split.train_rows])
+        for name, rows in split.eval_rows.items():
+            probabilities = class_probabilities(pipeline, features.values[rows])
+            final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities))
+    final.update({"setup_seconds": setup_seconds, "trial_seconds": time.perf_counter() - started})
+    logger.log_metrics(final)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_features_model(pipeline, cfg.feature_set, features.names, Path(tmp) / "model")
+        logger.log_artifacts(str(model_dir), "model")
+        reporter.report(final, checkpoint_dir=model_dir)
+    return final
+
+
+def class_probabilities(pipeline, values: np.ndarray) -> np.ndarray:
+    """[clips, len(EMOTIONS)] probabilities; an emotion missing from training gets probability 0."""
+    probabilities = np.zeros((len(values), len(EMOTIONS)))
+    if len(values):
+        probabilities[:, pipeline.classes_] = pipeline.predict_proba(values)
+    return probabilities
+
+
+# --- The saved model: what `predict` needs to answer from audio alone ---
+
+
+@dataclass
+class FeaturesModel:
+    pipeline: object  # scikit-learn Pipeline: StandardScaler -> classifier
+    labels: list[str]
+    feature_set: str
+    feature_names: tuple[str, ...]
+    _smile: object = None
+
+    def smile(self):
+        if self._smile is None:
+            self._smile = build_smile(self.feature_set)
+        return self._smile
+
+
+def save_features_model(pipeline, feature_set: str, feature_names: tuple[str, ...], directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, directory / PIPELINE_FILE)
+    description = {
+        "kind": MODEL_KIND,
+        "labels": list(EMOTIONS),
+        "feature_set": feature_set,
+        "feature_names": list(feature_names),
+    }
+    (directory / MODEL_FILE).write_text(json.dumps(description, indent=1))
+    return directory
+
+
+def is_features_model_dir(directory: str | Path) -> bool:
+    return (Path(directory) / MODEL_FILE).exists() and (Path(directory) / PIPELINE_FILE).exists()
+
+
+def load_features_model(directory: str | Path) -> FeaturesModel:
+    """A saved features model. The pipeline is a pickle: load only models you (or your sweeps) wrote."""
+    directory = Path(directory)
+    if not is_features_model_dir(directory):
+        raise FileNotFoundError(f"{directory} is not a saved features model (needs {MODEL_FILE} and {PIPELINE_FILE})")
+    description = json.loads((directory / MODEL_FILE).read_text())
+    pipeline = joblib.load(directory / PIPELINE_FILE)
+    return FeaturesModel(
+        pipeline, description["labels"], description["feature_set"], tuple(description["feature_names"])
+    )
+
+
+def predict_features(model: FeaturesModel, audio_16k: np.ndarray) -> np.ndarray:
+    """Class probabilities (in `model.labels` order) for one clip: int16 samples or floats in [-1, 1] at 16 kHz."""
+    values = functionals(model.smile(), np.asarray(audio_16k))[None, :]
+    return class_probabilities(model.pipeline, values)[0]

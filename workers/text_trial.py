@@ -1,0 +1,204 @@
+"""The text-only baseline (the paper's section 6, Table 6): a text encoder fine-tuned on the transcripts.
+
+ESD speaks the same sentences in every emotion, so the paper's multilingual BERT scored at chance
+(0.20): this trial is the check that the audio models learn from how things are said, not what.
+Same speaker split, metric set, logger and reporter as the fine-tuning trial; one Tune report per
+epoch (val loss and accuracy), the best epoch's model (lowest val loss) is evaluated and saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shards.reader import open_reader
+from workers.baselines import SpeakerSplit, evaluate_set, split_rows, validate_split_config
+from workers.reporting import Reporter
+from workers.text_model import (
+    MODEL_KIND,
+    TextClassifier,
+    build_text_model,
+    build_tiny_text_encoder,
+    predict_text,
+    read_transcripts,
+    save_text_model,
+)
+from workers.tracking import RunLogger
+from workers.vocabulary import Tag
+
+TINY_ENCODER = "tiny"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """One text trial. Kept apart from TrialConfig: its encoder, schedule and audio knobs do not apply."""
+
+    # Data: the same fields, meanings and defaults as TrialConfig's
+    data_dir: str = ""  # shard directory (absolute path; filled in by the driver)
+    train_speakers: tuple[str, ...] = ("0011", "0012", "0013", "0014")
+    eval_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"test_en": ("0015",)})
+    val_fraction: float = 0.1  # of the training speakers' clips, held out for validation
+    seed: int = 0
+    # Model
+    # A hub id or a directory holding the encoder and its tokenizer; 'tiny': a random 2-layer BERT with a
+    # WordPiece tokenizer trained on the training clips' transcripts (built per trial; seconds).
+    encoder: str = "bert-base-multilingual-cased"
+    head_dropout: float = 0.1
+    max_length: int = 64  # tokens per transcript (ESD's longest sentence is ~30 tokens)
+    # Optimisation
+    learning_rate: float = 2e-5  # AdamW, constant
+    batch_size: int = 16
+    epochs: int = 3
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    num_threads: int = 1  # torch CPU threads; the driver sets it to the trial's CPUs
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
+        if not self.encoder:
+            raise ValueError("encoder must be a hub id, a directory or 'tiny'")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1 or self.max_length < 2:
+            raise ValueError(
+                f"need learning_rate > 0, batch_size >= 1, epochs >= 1, max_length >= 2; got {self.learning_rate}, "
+                f"{self.batch_size}, {self.epochs}, {self.max_length}"
+            )
+        if not 0.0 <= self.head_dropout < 1.0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("head_dropout must be in [0, 1); weight_decay and max_grad_norm >= 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TextConfig:
+        """Build from plain values (a Tune config), with a clear error for unknown keys."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown text config key(s) {unknown}; valid keys: {', '.join(names)}")
+        hints = typing.get_type_hints(cls)
+        coerced = {}
+        for key, value in values.items():
+            if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+                value = tuple(value)
+            elif typing.get_origin(hints[key]) is dict and isinstance(value, dict):
+                value = {k: tuple(v) for k, v in value.items()}
+            elif hints[key] is float and isinstance(value, int):
+                value = float(value)
+            coerced[key] = value
+        return cls(**coerced)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def require_transcripts(transcripts: np.ndarray, utterance_ids: np.ndarray, data_dir: str) -> None:
+    """A clear error when clips the trial uses have no transcript."""
+    missing = np.flatnonzero(np.char.str_len(np.char.strip(transcripts.astype(str))) == 0)
+    if len(missing):
+        examples = ", ".join(utterance_ids[missing[:3]])
+        raise ValueError(
+            f"{len(missing)} of {len(transcripts)} clips this text trial uses have no transcript "
+            f"(e.g. {examples}) in {data_dir}; the text baseline needs the `transcript` column: ingest the "
+            "corpus with its transcript files"
+        )
+
+
+def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> dict[str, float]:
+    """Fine-tune the text encoder and head; return the final metrics (also logged and reported)."""
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, cfg.num_threads))
+    torch.manual_seed(cfg.seed)
+    reader = open_reader(cfg.data_dir)
+    split = split_rows(reader, cfg.train_speakers, cfg.eval_sets, cfg.val_fraction, cfg.seed)
+    transcripts = read_transcripts(reader)
+    used = np.concatenate([split.train_rows, *split.eval_rows.values()])
+    require_transcripts(transcripts[used], reader.index.utterance_id[used], cfg.data_dir)
+    labels = reader.index.label
+    with tempfile.TemporaryDirectory(prefix="emotion-text-") as tmp:
+        model = setup_model(cfg, transcripts[split.train_rows], Path(tmp))
+        logger.log_params(cfg.to_dict())
+        logger.set_tags(
+            {
+                Tag.MODEL_KIND: MODEL_KIND,
+                Tag.DATA_HASH: reader.content_hash,
+                Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
+            }
+        )
+        setup_seconds = time.perf_counter() - started
+        step = train(cfg, model, split, transcripts, labels, logger, reporter)
+        final: dict[str, float] = {}
+        for name, rows in split.eval_rows.items():
+            probabilities = predict_text(model, list(transcripts[rows]), cfg.eval_batch_size)
+            final.update(evaluate_set(logger, name, labels[rows], probabilities))
+        final.update(
+            {
+                "epoch": cfg.epochs,
+                "step": step,
+                "setup_seconds": setup_seconds,
+                "trial_seconds": time.perf_counter() - started,
+            }
+        )
+        logger.log_metrics(final, step=step)
+        model_dir = save_text_model(model, Path(tmp) / "model")
+        logger.log_artifacts(str(model_dir), "model")
+        reporter.report(final, checkpoint_dir=model_dir)
+    return final
+
+
+def setup_model(cfg: TextConfig, train_transcripts: np.ndarray, scratch: Path) -> TextClassifier:
+    source = cfg.encoder
+    if source == TINY_ENCODER:
+        source = str(build_tiny_text_encoder(scratch / "tiny-encoder", list(train_transcripts), seed=cfg.seed))
+    return build_text_model(source, cfg.head_dropout, cfg.max_length)
+
+
+def train(
+    cfg: TextConfig,
+    model: TextClassifier,
+    split: SpeakerSplit,
+    transcripts: np.ndarray,
+    labels: np.ndarray,
+    logger: RunLogger,
+    reporter: Reporter,
+) -> int:
+    """`cfg.epochs` epochs of AdamW; keeps the epoch with the lowest val loss. Returns the steps taken."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    val_rows = split.eval_rows.get("val", split.train_rows[:0])
+    best_loss, best_state, step = np.inf, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = rng.permutation(split.train_rows)
+        losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            logits = model(**model.tokenize(list(transcripts[rows])))
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[rows]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        progress = {"epoch": epoch, "step": step, "train/loss": float(np.mean(losses))}
+        if len(val_rows):
+            probabilities = predict_text(model, list(transcripts[val_rows]), cfg.eval_batch_size)
+            picked = probabilities[np.arange(len(val_rows)), labels[val_rows]]
+            progress["val/loss"] = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+            progress["val/accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels[val_rows]))
+            if progress["val/loss"] < best_loss:
+                best_loss = progress["val/loss"]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        logger.log_metrics(progress, step=step)
+        if epoch < cfg.epochs:
+            reporter.report(progress)  # the last epoch's report is the final one, with the test sets
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return step
