@@ -231,6 +231,7 @@ def setup(
             if cfg.init_from
             else "built"
         )
+    model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
     if resume_dir is not None:
         state.best_state = _clone_state(model)  # the checkpoint holds the best model so far
