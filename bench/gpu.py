@@ -78,27 +78,49 @@ class Sizes:
 
 
 FULL = Sizes(
-    "xlsr53_random",
-    1750,
-    48,
-    (8, 16, 32),
-    (16, 32, 64),
-    4,
-    2,
-    (1, 2, 4, 8),
-    4,
-    100,
-    300.0,
-    "inductor",
-    30.0,
-    10**6,
-    1.0,
-    0,
+    encoder="xlsr53_random",
+    clips_per_speaker=1750,
+    probe_clips=48,
+    batch_sizes=(8, 16, 32),
+    eval_batch_sizes=(16, 32, 64),
+    batches_per_combo=4,
+    repeats=2,
+    concurrency=(1, 2, 4, 8),
+    packed=4,
+    raised_eval_every=100,
+    budget_s=300.0,
+    compile_backend="inductor",
+    min_child_timeout_s=60.0,
+    max_concurrency_steps=10**6,
+    max_epoch_scale=1.0,
+    threads=0,
 )
-DRY = Sizes("tiny", 12, 6, (2, 4), (4, 8), 2, 1, (1, 2), 2, 50, 600.0, "eager", 300.0, 24, 0.5, 1)
+DRY = dataclasses.replace(
+    FULL,
+    encoder="tiny",
+    clips_per_speaker=12,
+    probe_clips=6,
+    batch_sizes=(2, 4),
+    eval_batch_sizes=(4, 8),
+    batches_per_combo=2,
+    repeats=1,
+    concurrency=(1, 2),
+    packed=2,
+    raised_eval_every=50,
+    budget_s=600.0,  # nothing is skipped for time in a dry run
+    compile_backend="eager",
+    min_child_timeout_s=300.0,
+    max_concurrency_steps=24,
+    max_epoch_scale=0.5,
+    threads=1,
+)
 
 # Shares of the budget (after the data is built); the trial sections rescale their epochs to fit.
-SHARES = {"step": 0.1, "compile": 0.12, "evaluation": 0.03, "concurrency": 0.2, "paper_trial": 0.25, "packed": 0.3}
+SHARES = {"step": 0.1, "compile": 0.2, "evaluation": 0.03, "concurrency": 0.17, "paper_trial": 0.22, "packed": 0.28}
+# Child processes still running this long after the budget is spent are ended, so the whole run
+# (and its JSON) finishes inside the device's time even when a section overruns its share.
+GRACE_S = 30.0
+_hard_stop_at = float("inf")  # perf_counter() time; set by run()
 
 
 # -- Data ----------------------------------------------------------------------------------------
@@ -492,6 +514,8 @@ class BenchLogger:
 
 def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str) -> None:
     """Child process: one trial through workers.recipe.run_trial, its wall time split by phase."""
+    if not _has("sklearn"):
+        sys.modules["sklearn.metrics"] = sklearn_metrics_standin()
     import workers.recipe as recipe
     from workers.config import TrialConfig
     from workers.reporting import ListReporter
@@ -557,6 +581,37 @@ def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str) 
     _write_json(result_path, result)
 
 
+def sklearn_metrics_standin():
+    """The three sklearn.metrics functions workers.metrics uses, in numpy, for a device image without scikit-learn."""
+    import types
+
+    def confusion_matrix(y_true, y_pred, labels):
+        matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+        return matrix
+
+    def precision_recall_fscore_support(y_true, y_pred, labels, zero_division=0):
+        matrix = confusion_matrix(y_true, y_pred, labels).astype(float)
+        hits, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+        precision = np.divide(hits, predicted, out=np.full_like(hits, zero_division), where=predicted > 0)
+        recall = np.divide(hits, support, out=np.full_like(hits, zero_division), where=support > 0)
+        total = precision + recall
+        f1 = np.divide(2 * precision * recall, total, out=np.full_like(hits, zero_division), where=total > 0)
+        return precision, recall, f1, support.astype(np.int64)
+
+    def classification_report(y_true, y_pred, labels, target_names, digits=2, zero_division=0):
+        p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels, zero_division)
+        return "\n".join(
+            f"{t} {a:.{digits}f} {b:.{digits}f} {c:.{digits}f} {d}" for t, a, b, c, d in zip(target_names, p, r, f, n)
+        )
+
+    module = types.ModuleType("sklearn.metrics")
+    module.confusion_matrix = confusion_matrix
+    module.precision_recall_fscore_support = precision_recall_fscore_support
+    module.classification_report = classification_report
+    return module
+
+
 class TimedReporter:
     """Tune's side of a report: a checkpoint directory is copied (ListReporter), timed as a checkpoint write."""
 
@@ -577,7 +632,7 @@ def run_children(target, args_list: list[tuple], timeout_s: float) -> list[int |
     processes = [context.Process(target=target, args=args, daemon=True) for args in args_list]
     for process in processes:
         process.start()
-    deadline = time.perf_counter() + max(timeout_s, 1.0)
+    deadline = min(time.perf_counter() + max(timeout_s, 1.0), _hard_stop_at)
     for process in processes:
         process.join(max(0.0, deadline - time.perf_counter()))
     for process in processes:
@@ -784,6 +839,7 @@ def environment(device: torch.device, argv: list[str]) -> dict:
         "cpu_count": os.cpu_count(),
         "nvml": _has("pynvml"),
         "matplotlib": _has("matplotlib"),
+        "sklearn": _has("sklearn"),  # without it, trials compute their metrics with sklearn_metrics_standin()
     }
 
 
@@ -809,6 +865,8 @@ def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, a
 
         reader = open_reader(data_dir)
         budget = Budget(sizes.budget_s - (time.perf_counter() - total_started))
+        global _hard_stop_at
+        _hard_stop_at = budget.deadline + GRACE_S
 
         started = time.perf_counter()
         report["step"] = step_section(reader, sizes, device, peak_tflops, budget.slot(SHARES["step"]))
@@ -944,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-gpu-out"), help="folder for gpu.json, gpu.md")
     parser.add_argument("--dry-run", action="store_true", help="every section on the CPU, tiny sizes")
-    parser.add_argument("--budget-s", type=float, default=None, help="seconds for all sections (default 300; dry 60)")
+    parser.add_argument("--budget-s", type=float, default=None, help="seconds for all sections (default 300)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="utilisation denominator (default 790)")
     args = parser.parse_args(argv)
     sizes = DRY if args.dry_run else FULL
