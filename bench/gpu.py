@@ -860,7 +860,12 @@ def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, a
             "hours": manifest["total_seconds"] / 3600,
             "seconds": time.perf_counter() - started,
         }
-        _progress(f"data: {manifest['num_clips']} clips, {manifest['total_seconds'] / 3600:.2f} h of audio", started)
+        _progress(
+            f"data: {manifest['num_clips']} clips, {manifest['total_seconds'] / 3600:.2f} h of audio",
+            started,
+            report,
+            out_dir,
+        )
         from shards.reader import open_reader
 
         reader = open_reader(data_dir)
@@ -870,15 +875,15 @@ def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, a
 
         started = time.perf_counter()
         report["step"] = step_section(reader, sizes, device, peak_tflops, budget.slot(SHARES["step"]))
-        _progress(f"step: {len(report['step']['rows'])} configurations", started)
+        _progress(f"step: {len(report['step']['rows'])} configurations", started, report, out_dir)
         started = time.perf_counter()
         report["compile"] = compile_section(
             sizes, data_dir, device, report["step"], peak_tflops, budget.slot(SHARES["compile"])
         )
-        _progress(f"compile: {len(report['compile']['rows'])} batch sizes", started)
+        _progress(f"compile: {len(report['compile']['rows'])} batch sizes", started, report, out_dir)
         started = time.perf_counter()
         report["evaluation"] = evaluation_section(reader, sizes, device, peak_tflops, budget.slot(SHARES["evaluation"]))
-        _progress("evaluation", started)
+        _progress("evaluation", started, report, out_dir)
 
         paper_batch = [
             r
@@ -896,17 +901,17 @@ def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, a
         report["concurrency"] = concurrency_section(
             data_dir, sizes, device, flops, step_s, peak_tflops, budget.slot(SHARES["concurrency"])
         )
-        _progress("concurrency", started)
+        _progress("concurrency", started, report, out_dir)
         started = time.perf_counter()
         report["paper_trial"] = paper_trial_section(
             data_dir, sizes, device, flops, estimate, peak_tflops, budget.slot(SHARES["paper_trial"]), 1
         )
-        _progress("paper_trial", started)
+        _progress("paper_trial", started, report, out_dir)
         started = time.perf_counter()
         report["packed"] = paper_trial_section(
             data_dir, sizes, device, flops, estimate, peak_tflops, budget.left(), sizes.packed
         )
-        _progress("packed", started)
+        _progress("packed", started, report, out_dir)
     report["total_seconds"] = time.perf_counter() - total_started
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "gpu.json", report)
@@ -914,8 +919,11 @@ def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, a
     return report
 
 
-def _progress(message: str, started: float) -> None:
+def _progress(message: str, started: float, report: dict, out_dir: Path) -> None:
+    """Print how far the run is, and save what it has so far: a crash later still leaves the figures."""
     print(f"[bench gpu] {message} ({time.perf_counter() - started:.1f} s)", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "gpu.json", report)
 
 
 def _fmt(value, digits: int = 1) -> str:
