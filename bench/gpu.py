@@ -107,7 +107,7 @@ DRY = dataclasses.replace(
     concurrency=(1, 2),
     packed=2,
     raised_eval_every=50,
-    budget_s=600.0,  # nothing is skipped for time in a dry run
+    budget_s=3600.0,  # nothing is skipped for time in a dry run, however loaded the machine
     compile_backend="eager",
     min_child_timeout_s=300.0,
     max_concurrency_steps=24,
@@ -776,6 +776,7 @@ def paper_trial_section(
                 cache_dir,
                 threads,
                 schedule="paper_finer",
+                batch_size=sizes.batch_sizes[0],  # the paper's 8 (the dry run's smaller batches give it steps)
                 eval_sets={"test_en": (TEST_SPEAKER,)},
                 eval_every_steps=eval_every,
                 epoch_scale=epoch_scale,
