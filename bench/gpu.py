@@ -474,6 +474,7 @@ class PhaseClock:
         self.seconds: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.in_window = False  # between the end of setup and the start of finish: the training window
+        self.missing: list[str] = []  # recipe functions not found (renamed since): their phase reads 0
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
@@ -482,7 +483,10 @@ class PhaseClock:
             self.seconds[f"{phase}_in_window"] = self.seconds.get(f"{phase}_in_window", 0.0) + seconds
 
     def wrap(self, module, name: str, phase: str, after=None) -> None:
-        original = getattr(module, name)
+        original = getattr(module, name, None)
+        if original is None:
+            self.missing.append(name)
+            return
 
         def timed(*args, **kwargs):
             sync(self.device)
@@ -572,6 +576,7 @@ def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str) 
         "wall_s": wall - marks.get("barrier_wait_s", 0.0),
         "phases_s": clock.seconds,
         "phase_counts": clock.counts,
+        "not_instrumented": clock.missing,
         **counters,
         **marks,
         "trial_seconds_reported": metrics.get("trial_seconds"),
