@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all")
 # How frame-level encoder outputs become one vector per clip (workers.model.POOLERS).
 POOLINGS = ("mean", "attentive", "weighted_sum")
+# Attention kernels of the encoder (transformers' attn_implementation): SDPA picks flash or
+# memory-efficient kernels on a GPU; eager is the reference matmul + softmax.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # TrialConfig fields written into the encoder's Wav2Vec2Config before the model is built, so a
 # checkpoint's own regularisation is never silently inherited.
@@ -155,6 +158,7 @@ class TrialConfig:
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the encoder (CUDA only; skipped on CPU, noted in the run's tags)
     compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
+    attn_implementation: str = "sdpa"  # encoder attention: 'sdpa' (fused kernels) or 'eager'; set on every start
     prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
     eval_batch_size: int = 16  # clips per evaluation batch
     # Head-only stages train from pooled encoder outputs computed once and stored on disk, keyed by
@@ -209,6 +213,10 @@ class TrialConfig:
             raise ValueError("eval_every_steps and eval_batch_size must be >= 1, prefetch_batches >= 0")
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("max_grad_norm and weight_decay must be >= 0")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation {self.attn_implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}"
+            )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
 

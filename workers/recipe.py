@@ -139,6 +139,7 @@ def setup(
             if cfg.init_from
             else "built"
         )
+    model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
     trial = TrainingContext(cfg, data, model, Feeding.from_config(cfg, device), logger, cfg.stage_list(), state)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported

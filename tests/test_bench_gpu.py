@@ -1,0 +1,84 @@
+"""The GPU benchmark's CPU dry run: every section runs through the real recipe and writes numbers.
+
+No timing is asserted (the figures come from the H200 run); what is checked is that the prepared
+script works end to end, so a device session spends its minutes measuring, not debugging.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SECTIONS = ("data", "step", "compile", "evaluation", "concurrency", "paper_trial", "packed")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_gpu_benchmark_imports_without_ray_or_mlflow():
+    # The device image has neither: a module-level import of either would fail there.
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.modules['mlflow'] = None\n"
+        "import bench.gpu, bench.__main__, workers.recipe, workers.tracking, workers.reporting\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_dry_run_writes_every_section_with_numbers(tmp_path):
+    from bench.__main__ import main
+
+    assert main(["gpu", "--dry-run", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert all(section in report for section in SECTIONS)
+    assert report["environment"]["torch"] and report["environment"]["command"].startswith("python -m bench gpu")
+    assert report["data"]["clips"] > 0
+
+    step_rows = report["step"]["rows"]
+    configurations = {(r["batch"], r["precision"], r["attention"]) for r in step_rows}
+    assert len(configurations) == 2 * 2 * len(report["sizes"]["batch_sizes"])  # nothing skipped in a dry run
+    assert {r["optimizer"] for r in step_rows} == {"fused", "foreach"}
+    assert all(_number(r[k]) and r[k] > 0 for r in step_rows for k in ("step_ms", "audio_s_per_s", "tflops"))
+    assert all(_number(f) and f > 0 for f in report["step"]["flops_per_audio_second"].values())
+
+    assert report["compile"]["complete"] and all(r["compiled"] and r["step_ms"] > 0 for r in report["compile"]["rows"])
+    assert all(r["audio_s_per_s"] > 0 for r in report["evaluation"]["rows"])
+    assert report["evaluation"]["forward_flops_per_audio_second"] > 0
+
+    for row, trials in zip(report["concurrency"]["rows"], report["sizes"]["concurrency"]):
+        assert row["trials"] == trials and row["complete"] == trials
+        assert row["aggregate_audio_s_per_s"] > 0 and _number(row["mfu"])
+
+    paper = report["paper_trial"]["rows"]
+    assert [r["eval_every_steps"] for r in paper] == [10, report["sizes"]["raised_eval_every"]]
+    assert report["packed"]["rows"][0]["complete"] == report["sizes"]["packed"]
+    for row in [*paper, *report["packed"]["rows"]]:
+        assert not row["errors"] and len(row["per_trial"]) == row["trials"]
+        for split in row["per_trial"]:
+            assert split["train_steps"] > 0
+            assert all(_number(split[k]) for k in ("setup_s", "training_s", "final_evaluation_s", "checkpoint_s"))
+            assert split["extrapolated_full_trial_s"] >= split["wall_s"] - 1e-9
+    # More evaluation rounds at the paper's 10 steps than with the interval raised.
+    assert paper[0]["per_trial"][0]["evaluation_rounds"] > paper[1]["per_trial"][0]["evaluation_rounds"]
+    assert "| batch | precision |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_sklearn_standin_matches_sklearn():
+    # A device image without scikit-learn still computes the trial's metrics, and the same ones.
+    import numpy as np
+    from sklearn import metrics
+
+    from bench.gpu import sklearn_metrics_standin
+
+    standin = sklearn_metrics_standin()
+    rng = np.random.default_rng(0)
+    y_true, y_pred, labels = rng.integers(0, 5, 300), rng.integers(0, 4, 300), list(range(5))
+    ours = standin.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    theirs = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    assert all(np.allclose(a, b) for a, b in zip(ours, theirs))
+    assert (
+        standin.confusion_matrix(y_true, y_pred, labels) == metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    ).all()
