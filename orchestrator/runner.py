@@ -14,6 +14,7 @@ import os
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.local_ray import start_local_ray
 from orchestrator.plan import Phase, SweepPlan, Variant, fill_init_from
 from orchestrator.state import Resources, SweepState
 from workers.distributed import DISTRIBUTED_KEY
@@ -236,6 +237,9 @@ def init_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
+        return
+    if address is None:  # a local Ray: loopback only, and what a killed predecessor left is stopped
+        start_local_ray(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
         return
     ray.init(
         address=address, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
