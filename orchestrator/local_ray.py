@@ -60,7 +60,8 @@ def stamp(process: psutil.Process) -> dict:
 
 def is_alive(recorded: dict) -> bool:
     try:
-        return psutil.Process(recorded["pid"]).create_time() == recorded["create_time"]
+        process = psutil.Process(recorded["pid"])
+        return process.create_time() == recorded["create_time"] and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -97,7 +98,7 @@ def keep_record() -> Path:
     return path
 
 
-def stop_leftovers(timeout_s: float = 10.0) -> list[int]:
+def stop_leftovers(timeout_s: float = 5.0) -> list[int]:
     """Stop the recorded processes of every driver that is gone; returns the pids stopped."""
     stopped: list[int] = []
     for path in sorted(records_dir().glob("*.json")):
@@ -113,7 +114,10 @@ def stop_leftovers(timeout_s: float = 10.0) -> list[int]:
 
 
 def stop_recorded(processes: list[dict], timeout_s: float) -> list[int]:
-    """SIGTERM the recorded processes that are still the same processes; SIGKILL what is left after timeout_s."""
+    """SIGTERM the recorded processes that are still the same processes; SIGKILL what is left after timeout_s.
+
+    (Ray 2.60's orphaned agents ignored SIGTERM here: the SIGKILL is what ends them.)
+    """
     targets = []
     for recorded in processes:
         if is_alive(recorded):
