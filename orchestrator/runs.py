@@ -153,10 +153,11 @@ def connect(tracking_uri: str):
         database = Path(tracking_uri.removeprefix("sqlite:///"))
         if not database.is_file():
             raise StoreError(f"no MLflow store at {database} (run a sweep first, or pass --tracking-uri)")
-    from mlflow.tracking import MlflowClient
+
+    from orchestrator.store_lock import open_store
 
     try:
-        client = MlflowClient(tracking_uri)
+        client = open_store(tracking_uri)  # not while a sweep is still creating the store
         client.search_experiments(max_results=1)
     except Exception as error:  # any failure here means the same thing to the user
         raise StoreError(f"cannot reach the MLflow store at {tracking_uri}: {_first_line(error)}") from None

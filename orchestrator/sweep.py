@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def new_sweep(spec, args, storage: str):
     """Plan every trial, open the MLflow parent run, and write the sweep state (before anything runs)."""
-    from mlflow.tracking import MlflowClient
 
     from orchestrator.plan import PlanError, build_plan
     from orchestrator.state import SweepState, sweep_dir_name
+    from orchestrator.store_lock import open_store
     from orchestrator.tracking import ensure_experiment, git_commit, open_parent
     from shards.writer import read_manifest
 
@@ -236,7 +236,7 @@ def new_sweep(spec, args, storage: str):
     except PlanError as error:
         raise SystemExit(str(error)) from None
 
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)  # two sweeps on one fresh store: created by one
     experiment = args.experiment or spec.name
     experiment_id = ensure_experiment(client, experiment, tracking_uri)
     commit = git_commit()

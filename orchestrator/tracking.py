@@ -8,6 +8,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from orchestrator.store_lock import store_lock
 from workers.tracking import PARENT_TAG, TRIAL_TAG
 from workers.tracking import find_trial_run as find_child_run
 
@@ -20,13 +21,12 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    root = artifact_root_for(tracking_uri)
-    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    with store_lock(tracking_uri):  # a fresh store's creation and the experiment's: one sweep at a time
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = artifact_root_for(tracking_uri)
+        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
 def git_commit() -> str:
