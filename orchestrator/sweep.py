@@ -211,6 +211,7 @@ def new_sweep(spec, args, storage: str):
     from orchestrator.state import SweepState, sweep_dir_name
     from orchestrator.store_lock import open_store
     from orchestrator.tracking import ensure_experiment, git_commit, open_parent
+    from shards.integrity import ShardIntegrityError, verify_shards_once
     from shards.writer import read_manifest
 
     overrides = parse_overrides(args.overrides)
@@ -221,6 +222,10 @@ def new_sweep(spec, args, storage: str):
         raise SystemExit(str(error)) from None
     data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
     manifest = read_manifest(data_dir)
+    try:
+        verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
+    except ShardIntegrityError as error:
+        raise SystemExit(str(error)) from None
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:
