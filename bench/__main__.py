@@ -11,6 +11,10 @@
 3. step: step time and model FLOP utilisation of an XLSR-53-sized encoder built from config.
 4. sweep: wall time of a sweep's trials with and without the frozen-stage feature cache.
 5. acoustic: openSMILE functionals extracted per second (clips/s), one process against every core.
+6. integrity: what checking shards against their manifest costs (first open hashes; later opens stat),
+   measured on a few hundred MB and extrapolated to an ESD-sized corpus.
+
+    python -m bench --only integrity
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ FIGURES = {
     "step": figures.step_time,
     "sweep": figures.frozen_cache_sweep,
     "acoustic": acoustic.extraction_speed,
+    "integrity": figures.shard_integrity,
 }
 
 
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the device's dense peak (bf16 on GPU) for utilisation; default: 790 for H200, measured matmul on CPU",
     )
+    parser.add_argument("--integrity-mb", type=int, default=256, help="MB of shards the integrity figure hashes")
     args = parser.parse_args(argv)
     for name in args.only:
         print(f"\n== {name} ==", flush=True)

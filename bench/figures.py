@@ -250,3 +250,55 @@ def frozen_cache_sweep(args) -> None:
                 f"  {len(learning_rates)} head-only trials (4 epochs each), {label:24s}: {wall:6.1f} s "
                 f"(val accuracy {', '.join(f'{a:.2f}' for a in accuracies)})"
             )
+
+
+# 5. Shard integrity --------------------------------------------------------------------------
+
+# ESD: 35,000 clips x ~3 s x 16 kHz x 2 bytes (int16) = 3.36 GB of shards.
+ESD_SHARD_BYTES = 35_000 * 3 * SAMPLE_RATE * 2
+
+
+def shard_integrity(args) -> None:
+    """What checking shards against their manifest costs: hashing once per node and shard version, then a
+    stat per shard on every later open. Measured on `--integrity-mb` MB of shards, extrapolated to ESD."""
+    import json
+    import os
+    import shutil
+
+    from shards import integrity
+    from shards.writer import MANIFEST_NAME, file_sha256
+
+    num_shards, shard_mb = 8, max(1, args.integrity_mb // 8)
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir, cache = Path(scratch) / "shards", Path(scratch) / "cache"
+        data_dir.mkdir()
+        entries = []
+        for number in range(num_shards):
+            path = data_dir / f"shard-{number:05d}.arrow"
+            path.write_bytes(os.urandom(shard_mb << 20))
+            entries.append({"path": path.name, "sha256": file_sha256(path), "num_bytes": path.stat().st_size})
+        (data_dir / MANIFEST_NAME).write_text(json.dumps({"shards": entries}))
+        total_mb = num_shards * shard_mb
+        previous_cache = os.environ.get("EMOTION_SWEEP_CACHE")
+        os.environ["EMOTION_SWEEP_CACHE"] = str(cache)  # markers of this run only
+
+        def first_open() -> None:
+            shutil.rmtree(cache, ignore_errors=True)
+            integrity.verify_shards_once(data_dir)
+
+        try:
+            first = _timed(first_open, repeat=2)
+            marked = _timed(lambda: integrity.verify_shards_once(data_dir), repeat=5)
+        finally:
+            os.environ.pop("EMOTION_SWEEP_CACHE")
+            if previous_cache is not None:
+                os.environ["EMOTION_SWEEP_CACHE"] = previous_cache
+    throughput = total_mb / first
+    esd_s = ESD_SHARD_BYTES / (1 << 20) / throughput
+    print(f"  measured on {total_mb} MB in {num_shards} shards (page cache warm: hashing speed, not disk speed)")
+    print(f"  first open (sha256 of every shard):    {first:8.3f} s   {throughput:7.0f} MB/s")
+    print(f"  later opens (markers: a stat a shard):  {marked * 1000:8.2f} ms  ({first / marked:,.0f}x cheaper)")
+    print(
+        f"  ESD-sized corpus ({ESD_SHARD_BYTES / 1e9:.2f} GB), EXTRAPOLATED at {throughput:.0f} MB/s: "
+        f"~{esd_s:.0f} s once per node and shard version (more if the shards come cold from disk/EFS)"
+    )

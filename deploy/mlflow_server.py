@@ -15,7 +15,6 @@ on a fresh head, so losing the head loses at most the minutes since the last bac
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import sqlite3
@@ -25,8 +24,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from deploy.bind_address import interface_addresses, refusal
 
 STATE_DIR = Path.home() / ".emotion-sweep"
 DEFAULT_PIDFILE = STATE_DIR / "mlflow-server.pid"
@@ -40,17 +41,14 @@ def node_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
-def resolve_host(host: str, detect: Callable[[], str] = node_ip) -> str:
-    """The address to bind: a private (VPC) or loopback IP, never a wildcard or a public address."""
+def resolve_host(
+    host: str, detect: Callable[[], str] = node_ip, local_addresses: Callable[[], Iterable] = interface_addresses
+) -> str:
+    """The address to bind: loopback or a private address of this machine, never a wildcard or a public one."""
     address = detect() if host == "auto" else host
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise SystemExit(f"--host must be an IP address or 'auto', got {address!r}") from None
-    if ip.is_unspecified or not (ip.is_private or ip.is_loopback):
+    if (reason := refusal(address, local_addresses)) is not None:
         raise SystemExit(
-            f"refusing to bind MLflow to {address}: only a private (VPC) or loopback "
-            "address keeps the tracking server off the internet"
+            f"refusing to bind MLflow to {address}: {reason} (allowed: loopback, or this node's private IP)"
         )
     return address
 

@@ -215,6 +215,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
     from orchestrator.grid import GridError, build_grid
     from orchestrator.record import sweep_dir_name
+    from shards.integrity import ShardIntegrityError, verify_shards_once
     from shards.writer import read_manifest
 
     overrides = parse_overrides(args.overrides)
@@ -225,6 +226,10 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         raise SystemExit(str(error)) from None
     data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
     manifest = read_manifest(data_dir)
+    try:
+        verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
+    except ShardIntegrityError as error:
+        raise SystemExit(str(error)) from None
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from orchestrator.store_lock import store_lock
 from workers.tracking import find_trial_run
 from workers.vocabulary import RunStatus, Tag, TrialState
 
@@ -31,7 +32,9 @@ class StoreError(RuntimeError):
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri)
+    """A client; constructing one creates (and migrates) a fresh SQLite store, so under its lock."""
+    with store_lock(tracking_uri):
+        return MlflowClient(tracking_uri)
 
 
 def connect(tracking_uri: str) -> MlflowClient:
@@ -48,7 +51,7 @@ def connect(tracking_uri: str) -> MlflowClient:
         if not database.is_file():
             raise StoreError(f"no MLflow store at {database} (run a sweep first, or pass --tracking-uri)")
     try:
-        client = MlflowClient(tracking_uri)
+        client = client_for(tracking_uri)  # not while a sweep is still creating the store
         client.search_experiments(max_results=1)
     except Exception as error:  # any failure here means the same thing to the user
         raise StoreError(f"cannot reach the MLflow store at {tracking_uri}: {first_line(error)}") from None
@@ -107,13 +110,12 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    root = artifact_root_for(tracking_uri)
-    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    with store_lock(tracking_uri):  # a fresh store's creation and the experiment's: one sweep at a time
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = artifact_root_for(tracking_uri)
+        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
 def git_commit() -> str:

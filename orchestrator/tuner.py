@@ -159,6 +159,11 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if address is None:  # a local Ray: loopback only, and what a killed predecessor left is stopped
+        from orchestrator.local_ray import start_local_ray
+
+        start_local_ray(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+        return
     ray.init(
         address=address, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
     )

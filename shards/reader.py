@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from shards.integrity import verify_shards_once
 from shards.schema import EMOTIONS
 from shards.writer import read_manifest
 
@@ -79,9 +80,12 @@ class ShardReader:
             label=np.array([emotion_to_label[e] for e in merged["emotion"]], dtype=np.int64),
         )
 
+    verified_hash: str | None = None  # set by open_reader: the digest of the shard bytes checked on this node
+
     @property
     def content_hash(self) -> str:
-        return self.manifest["content_hash"]
+        """What caches built from these shards are keyed on: the verified bytes when checked, else the manifest."""
+        return self.verified_hash or self.manifest["content_hash"]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -110,13 +114,16 @@ _OPEN_READERS: dict[tuple[str, int, int], ShardReader] = {}
 
 def open_reader(data_dir: str | Path) -> ShardReader:
     """A shared reader per corpus and process: trials on a reused worker skip re-reading the
-    manifest and index (0.2 s for all of ESD). Re-opened when the manifest changes."""
+    manifest and index (0.2 s for all of ESD). Re-opened when the manifest changes. Refuses shards that
+    differ from their manifest (shards.integrity.ShardIntegrityError)."""
     from shards.writer import MANIFEST_NAME
 
     manifest = Path(data_dir).resolve() / MANIFEST_NAME
+    verified_hash = verify_shards_once(manifest.parent)  # hashes a shard once per node and version; raises
     stat = manifest.stat()
     key = (str(manifest), stat.st_mtime_ns, stat.st_size)
     if key not in _OPEN_READERS:
         _OPEN_READERS.clear()  # one corpus at a time: a node rarely alternates between corpora
         _OPEN_READERS[key] = ShardReader(manifest.parent)
+    _OPEN_READERS[key].verified_hash = verified_hash
     return _OPEN_READERS[key]

@@ -4,6 +4,7 @@ helper, and a sweep spread over a local multi-node Ray cluster that tracks into 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -154,7 +155,8 @@ def test_head_runs_mlflow_on_its_private_address_with_artifacts_in_the_bucket():
     bucket = re.search(r"SWEEP_BUCKET=(\S+)", env).group(1)
     assert bucket.startswith("s3://") and args.artifacts.startswith("$SWEEP_BUCKET/")
     assert args.backup.startswith("$SWEEP_BUCKET/")
-    assert mlflow_server.resolve_host(args.host, detect=lambda: "10.0.12.34") == "10.0.12.34"
+    head = lambda: {ipaddress.ip_address("10.0.12.34")}  # noqa: E731  the head's interface
+    assert mlflow_server.resolve_host(args.host, detect=lambda: "10.0.12.34", local_addresses=head) == "10.0.12.34"
     with pytest.raises(SystemExit, match="refusing"):
         mlflow_server.resolve_host(args.host, detect=lambda: "54.210.1.2")
 
@@ -281,7 +283,8 @@ def test_mlflow_helper_refuses_wildcard_public_or_named_hosts(address):
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.31.0.9", "192.168.7.7"])
 def test_mlflow_helper_binds_private_and_loopback_addresses(address):
-    assert mlflow_server.resolve_host(address) == address
+    this_machine = lambda: {ipaddress.ip_address(address)}  # noqa: E731
+    assert mlflow_server.resolve_host(address, local_addresses=this_machine) == address
 
 
 def test_mlflow_store_backup_restores_on_a_fresh_head(tmp_path):
