@@ -1,4 +1,4 @@
-"""A driver that starts its local Ray as a sweep does (orchestrator.runner.init_ray), for tests/test_local_ray.py.
+"""A driver that starts its local Ray as a sweep does (orchestrator.tuner.init_ray), for tests/test_local_ray.py.
 
 python tests/local_ray_driver.py hold   # start, run one task, print the record path, wait to be killed
 python tests/local_ray_driver.py start  # start (stopping what killed drivers left), print the record, exit
