@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from shards.schema import EMOTIONS
-from shards.writer import read_manifest
+from shards.writer import manifest_labels, read_manifest
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class ClipIndex:
     emotion: np.ndarray
     split: np.ndarray
     num_samples: np.ndarray
-    label: np.ndarray  # index into EMOTIONS
+    label: np.ndarray  # index into the corpus's labels (ShardReader.labels)
 
     def __len__(self) -> int:
         return len(self.utterance_id)
@@ -68,7 +67,7 @@ class ShardReader:
         merged = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
         self._block_of_row = np.concatenate(block_of_row) if block_of_row else np.array([], dtype=np.int32)
         self._row_in_block = np.concatenate(row_in_block) if row_in_block else np.array([], dtype=np.int32)
-        emotion_to_label = {e: i for i, e in enumerate(EMOTIONS)}
+        emotion_to_label = {e: i for i, e in enumerate(self.labels)}
         self.index = ClipIndex(
             utterance_id=merged["utterance_id"].astype(str),
             speaker=merged["speaker"].astype(str),
@@ -78,6 +77,11 @@ class ShardReader:
             num_samples=merged["num_samples"].astype(np.int64),
             label=np.array([emotion_to_label[e] for e in merged["emotion"]], dtype=np.int64),
         )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The corpus's ordered label set: class index i is labels[i] (ESD's EMOTIONS for ESD)."""
+        return manifest_labels(self.manifest)
 
     @property
     def content_hash(self) -> str:
