@@ -9,6 +9,8 @@
 2. padding: padded-frame fraction with and without length bucketing, on ESD length statistics.
 3. step: step time and model FLOP utilisation of an XLSR-53-sized encoder built from config.
 4. sweep: wall time of a sweep's trials with and without the frozen-stage feature cache.
+5. ingest: ingest throughput (clips/s) of every corpus format (table, RAVDESS, CREMA-D, EmoDB,
+   IEMOCAP, MSP-Podcast) beside ESD's, on generated trees in each release's layout.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import argparse
 import sys
 
 from bench import figures
+from bench.ingest_corpora import ingest_throughput
 
 FIGURES = {
     "loader": figures.loader_throughput,
     "padding": figures.padding_fraction,
     "step": figures.step_time,
     "sweep": figures.frozen_cache_sweep,
+    "ingest": ingest_throughput,
 }
 
 
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the device's dense peak (bf16 on GPU) for utilisation; default: 790 for H200, measured matmul on CPU",
     )
+    parser.add_argument("--ingest-clips", type=int, default=240, help="ingest: about this many clips per format")
+    parser.add_argument("--ingest-seconds", type=float, default=1.0, help="ingest: length of every clip")
+    parser.add_argument("--ingest-workers", type=int, default=None, help="ingest: decoder processes (default 2)")
     args = parser.parse_args(argv)
     for name in args.only:
         print(f"\n== {name} ==", flush=True)
