@@ -176,13 +176,17 @@ def _speaker_metadata(entry: Entry) -> dict:
 
 
 def _mark_official_splits(scan: CorpusScan, speakers: dict[str, dict], journals: dict[str, dict]) -> None:
-    """'official_split' on every speaker whose clips all lie in one official split (the official plan's input)."""
+    """'official_split' on every speaker (the official plan's input), if the corpus's splits are
+    speaker-independent: one speaker in two splits (a per-utterance split, like ESD's) means no plan."""
     if not scan.official_splits:
         return
+    splits = {s: {u["split"] for u in journals[s]["utterances"].values()} for s in speakers}
+    spanning = sorted(s for s, found in splits.items() if len(found) > 1 or NO_SPLIT in found)
+    if spanning:
+        scan.notes["official_split_plan"] = f"none: speakers without exactly one split: {spanning[:10]}"
+        return
     for speaker, meta in speakers.items():
-        splits = {u["split"] for u in journals[speaker]["utterances"].values()}
-        if len(splits) == 1 and NO_SPLIT not in splits:
-            meta["official_split"] = splits.pop()
+        meta["official_split"] = splits[speaker].pop()
 
 
 # --- reuse ---------------------------------------------------------------------------------------

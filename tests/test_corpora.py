@@ -212,3 +212,42 @@ def test_speaker_folds_are_disjoint_and_stratified_by_language_and_gender():
         cells = {(speakers[s]["language"], speakers[s]["gender"]) for s in tested}
         assert len(cells) == 4  # one of each language x gender in each fold
     assert set(corpus_plans(speakers)) == {"loso", "folds"}
+
+
+def test_named_release_from_the_command_line(tmp_path, capsys):
+    tree = write_iemocap_tree(tmp_path / "iemocap", sessions=(1, 2))
+    out = tmp_path / "out"
+    code = ingest_main(["iemocap", str(tree.root), "--out", str(out), "--workers", "1", "--verify"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "verify: every shard" in printed and "Ses02M" in printed
+    assert "no majority label ('xxx')" in printed  # bad files summarised by reason
+    header = next(line for line in printed.splitlines() if line.startswith("speaker"))
+    assert header.split()[3:7] == ["neu", "hap", "ang", "sad"]  # the corpus's own labels, in order
+    assert ingest_main(["iemocap", str(tree.root), "--out", str(out), "--workers", "1", "--keep-excited"]) == 0
+    assert ShardReader(out).labels == ("neu", "hap", "ang", "sad")  # 'exc' is outside the 4-class set now
+    assert any("'exc' outside the 4-class" in x["reason"] for x in ShardReader(out).manifest["skipped"])
+
+
+def test_a_split_column_is_a_plan_only_when_speaker_independent(tmp_path):
+    tree, table = write_table_tree(tmp_path)
+    rows = table.read_text().splitlines()
+    split_of = {"anna": "train", "ben": "train", "chloe": "test", "dai": "dev"}
+    with_splits = [rows[0]]
+    for line in rows[1:]:
+        fields = line.split(",")
+        fields[4] = split_of.get(fields[2], "")
+        with_splits.append(",".join(fields))
+    table.write_text("\n".join(with_splits) + "\n")
+    scan = scan_table(table, tree.root, parse_label_map(LABEL_MAP), drop_unmapped=True)
+    ingest_corpus(scan, tmp_path / "a", workers=1)
+    official = find_plan(load_plans(tmp_path / "a"), "official")
+    assert official.train_speakers == ("anna", "ben") and official.eval_sets == {"dev": ("dai",), "test": ("chloe",)}
+    # One of chloe's clips in train: the split is per utterance, so there is no official plan.
+    table.write_text(
+        "\n".join(with_splits).replace("chloe/take_001.wav,ang,chloe,fr,test", "chloe/take_001.wav,ang,chloe,fr,train")
+    )
+    scan = scan_table(table, tree.root, parse_label_map(LABEL_MAP), drop_unmapped=True)
+    manifest = ingest_corpus(scan, tmp_path / "b", workers=1).manifest
+    assert "official" not in load_plans(tmp_path / "b")
+    assert "chloe" in manifest["source"]["official_split_plan"]
