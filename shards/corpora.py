@@ -366,7 +366,8 @@ def scan_msp_podcast(root: str | Path) -> CorpusScan:
     ('unknown-test1'), so they can never cross a train/test boundary.
     """
     root = _root(root, "MSP-Podcast")
-    labels_csv = next(_files(root, ("labels_consensus.csv",)), None)
+    # Early releases spell the file labels_concensus.csv.
+    labels_csv = next(_files(root, ("labels_consensus.csv", "labels_concensus.csv")), None)
     if labels_csv is None:
         raise FileNotFoundError(f"no Labels/labels_consensus.csv under {root}")
     audio = {path.name: path for path in _files(root, (".wav",))}

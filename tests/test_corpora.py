@@ -68,7 +68,7 @@ def test_each_release_keeps_every_good_clip_and_names_every_bad_file(tmp_path, n
     result = ingest_corpus(RELEASES[name].scan(tree.root), out, workers=1)
     manifest = assert_ingested_as_expected(out, tree, RELEASE_LABELS[name])
     assert manifest["source"]["kind"] == name
-    assert result.processed == sorted(manifest["speakers"])
+    assert set(manifest["speakers"]) <= set(result.processed)  # a speaker with no good clip is processed, not kept
     # A re-run with nothing changed decodes nothing and writes the same corpus.
     again = ingest_corpus(RELEASES[name].scan(tree.root), out, workers=1)
     assert again.num_decoded_files == 0 and again.reused == result.processed
