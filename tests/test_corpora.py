@@ -6,6 +6,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures.cremad_tree import write_cremad_tree
 from fixtures.emodb_tree import write_emodb_tree
@@ -251,3 +253,27 @@ def test_a_split_column_is_a_plan_only_when_speaker_independent(tmp_path):
     manifest = ingest_corpus(scan, tmp_path / "b", workers=1).manifest
     assert "official" not in load_plans(tmp_path / "b")
     assert "chloe" in manifest["source"]["official_split_plan"]
+
+
+any_speakers = st.dictionaries(
+    keys=st.text("abcxyz0123-", min_size=1, max_size=6),
+    values=st.fixed_dictionaries(
+        {"language": st.sampled_from(["en", "de", "yue"]), "gender": st.sampled_from(["F", "M", "unknown"])},
+        optional={
+            "session": st.sampled_from(["Ses01", "Ses02", "Ses03"]),
+            "official_split": st.sampled_from(["train", "development", "test1"]),
+        },
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(any_speakers)
+def test_no_corpus_plan_ever_puts_a_test_speaker_in_training(speakers):
+    for family, plans in corpus_plans(speakers).items():
+        for plan in plans:
+            held_out = {s for group in plan.eval_sets.values() for s in group}
+            assert held_out and plan.train_speakers, (family, plan)
+            assert not held_out & set(plan.train_speakers)
+            assert set(plan.train_speakers) | held_out <= set(speakers)
