@@ -15,6 +15,8 @@
    measured on a few hundred MB and extrapolated to an ESD-sized corpus.
 
     python -m bench --only integrity
+7. ingest: ingest throughput (clips/s) of every corpus format (table, RAVDESS, CREMA-D, EmoDB,
+   IEMOCAP, MSP-Podcast) beside ESD's, on generated trees in each release's layout.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import sys
 
 from bench import acoustic, figures
+from bench.ingest_corpora import ingest_throughput
 
 FIGURES = {
     "loader": figures.loader_throughput,
@@ -31,6 +34,7 @@ FIGURES = {
     "sweep": figures.frozen_cache_sweep,
     "acoustic": acoustic.extraction_speed,
     "integrity": figures.shard_integrity,
+    "ingest": ingest_throughput,
 }
 
 
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the device's dense peak (bf16 on GPU) for utilisation; default: 790 for H200, measured matmul on CPU",
     )
     parser.add_argument("--integrity-mb", type=int, default=256, help="MB of shards the integrity figure hashes")
+    parser.add_argument("--ingest-clips", type=int, default=240, help="ingest: about this many clips per format")
+    parser.add_argument("--ingest-seconds", type=float, default=1.0, help="ingest: length of every clip")
+    parser.add_argument("--ingest-workers", type=int, default=None, help="ingest: decoder processes (default 2)")
     args = parser.parse_args(argv)
     for name in args.only:
         print(f"\n== {name} ==", flush=True)

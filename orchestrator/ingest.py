@@ -3,6 +3,9 @@
     python -m orchestrator.ingest esd PATH --out DATA_DIR          # ESD, any copy in circulation
     python -m orchestrator.ingest esd PATH --out DATA_DIR --verify # ... then re-read every shard
     python -m orchestrator.ingest verify DATA_DIR                  # check an existing directory
+    python -m orchestrator.ingest table FILE.csv --audio-root DIR --out DATA_DIR   # any labelled table
+    python -m orchestrator.ingest ravdess PATH --out DATA_DIR      # a named release (`list` names them)
+    python -m orchestrator.ingest list
 
 Progress goes to stderr, the summary to stdout (`--json` for a machine-readable one).
 """
@@ -16,7 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from shards.schema import EMOTIONS
+from shards.corpora import RELEASES
+from shards.writer import manifest_labels
 
 MAX_LISTED_PER_REASON = 5
 
@@ -27,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Ingest a raw emotion corpus into Arrow shards + manifest.json + splits.json, "
         "or verify a shard directory.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{esd,verify}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{esd,table,list,verify," + ",".join(RELEASES) + "}"
+    )
     esd = commands.add_parser(
         "esd",
         help="ingest an ESD download (Zhou et al. 2022)",
@@ -37,19 +43,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "speaker whose sources are unchanged.",
     )
     esd.add_argument("path", type=Path, help="the folder ESD was extracted into")
-    esd.add_argument("--out", type=Path, required=True, help="data directory to write (pass it to sweeps as --data)")
-    esd.add_argument("--verify", action="store_true", help="afterwards, re-read every shard against the manifest")
-    esd.add_argument(
-        "--workers",
-        type=int,
+    _output_options(esd)
+    table = commands.add_parser(
+        "table",
+        help="ingest any table of labelled audio files (CSV or JSONL)",
+        description="Columns path, label, speaker (required) and language, split, transcript, gender (optional). "
+        "Every bad row (missing file, unknown label, empty speaker, undecodable audio) is skipped and named "
+        "with its line number. Re-running reuses every speaker whose rows and files are unchanged.",
+    )
+    table.add_argument("table", type=Path, help="FILE.csv (header on line 1) or FILE.jsonl (one object a line)")
+    table.add_argument("--audio-root", type=Path, required=True, help="the folder the table's paths are relative to")
+    table.add_argument(
+        "--labels",
         default=None,
-        help=f"decoder processes (default: all {os.cpu_count()} cores, or 1 when there are too few "
-        "files to pay for starting processes)",
+        help="the label set, in order, with optional merges: 'neu,ang,sad,hap,exc=hap'. Without it every label "
+        "in the table is a class (sorted). Rows with labels it does not name stop the ingest unless --drop-unmapped",
     )
-    esd.add_argument(
-        "--max-shard-mb", type=float, default=256.0, help="audio per shard in MiB; bounds the shard size (default: 256)"
+    table.add_argument(
+        "--drop-unmapped", action="store_true", help="skip (and count) rows whose label --labels does not name"
     )
-    esd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    table.add_argument(
+        "--language", default="und", help="ISO 639 code for rows without a language column (default: und)"
+    )
+    _output_options(table)
+    for release in RELEASES.values():
+        named = commands.add_parser(
+            release.name, help=f"ingest {release.title}", description=f"{release.title}. {release.conventions}."
+        )
+        named.add_argument("path", type=Path, help=f"the folder {release.name} was extracted into")
+        if release.name == "iemocap":
+            named.add_argument(
+                "--classes", choices=("four", "all"), default="four", help="neu/hap/ang/sad (default) or all nine"
+            )
+            named.add_argument(
+                "--keep-excited", action="store_true", help="keep 'exc' as its own label instead of merging into 'hap'"
+            )
+            named.add_argument(
+                "--skip-overlapping", action="store_true", help="skip turns that overlap the other speaker's turn"
+            )
+        _output_options(named)
+    commands.add_parser("list", help="name the corpora a named ingester reads")
     verify = commands.add_parser(
         "verify",
         help="re-read every shard of a data directory against its manifest",
@@ -60,18 +93,80 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="data directory to write (pass it to sweeps as --data)")
+    parser.add_argument("--verify", action="store_true", help="afterwards, re-read every shard against the manifest")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"decoder processes (default: all {os.cpu_count()} cores, or 1 when there are too few "
+        "files to pay for starting processes)",
+    )
+    parser.add_argument(
+        "--max-shard-mb", type=float, default=256.0, help="audio per shard in MiB; bounds the shard size (default: 256)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "verify":
         return run_verify(args.data, args.json)
-    return run_esd(args)
+    if args.command == "list":
+        for release in RELEASES.values():
+            print(f"{release.name:12s} {release.title}\n{'':12s} {release.conventions}")
+        print(f"{'table':12s} any CSV/JSONL of path,label,speaker[,language,split,transcript,gender]")
+        return 0
+    if args.command == "esd":
+        return run_esd(args)
+    return run_corpus(args)
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    """A table or a named release, through shards.corpus."""
+    from shards.corpus import ingest_corpus
+
+    _check_options(args)
+    try:
+        scan = _scan(args)
+        result = ingest_corpus(
+            scan,
+            args.out,
+            workers=args.workers,
+            max_shard_bytes=int(args.max_shard_mb * 1024 * 1024),
+            progress=_progress,
+        )
+    except KeyboardInterrupt:
+        _progress("interrupted: finished speakers are kept; run the same command again to continue")
+        return 130
+    except (FileNotFoundError, FileExistsError, RuntimeError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return _report(args, result)
+
+
+def _scan(args: argparse.Namespace):
+    if args.command == "table":
+        from shards.table import parse_label_map, scan_table
+
+        label_map = parse_label_map(args.labels) if args.labels else None
+        return scan_table(args.table, args.audio_root, label_map, args.drop_unmapped, args.language)
+    if args.command == "iemocap":
+        return RELEASES["iemocap"].scan(
+            args.path, classes=args.classes, merge_excited=not args.keep_excited, skip_overlapping=args.skip_overlapping
+        )
+    return RELEASES[args.command].scan(args.path)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if (args.workers is not None and args.workers < 1) or args.max_shard_mb <= 0:
+        raise SystemExit("--workers must be at least 1 and --max-shard-mb positive")
 
 
 def run_esd(args: argparse.Namespace) -> int:
     from shards.esd import ingest_esd
 
-    if (args.workers is not None and args.workers < 1) or args.max_shard_mb <= 0:
-        raise SystemExit("--workers must be at least 1 and --max-shard-mb positive")
+    _check_options(args)
     try:
         result = ingest_esd(
             args.path,
@@ -85,6 +180,10 @@ def run_esd(args: argparse.Namespace) -> int:
         return 130
     except (FileNotFoundError, FileExistsError, RuntimeError) as error:
         raise SystemExit(f"error: {error}") from None
+    return _report(args, result)
+
+
+def _report(args: argparse.Namespace, result) -> int:
     summary = summarize(result)
     problems = _verify(args.out) if args.verify else []
     if args.json:
@@ -140,6 +239,8 @@ def summarize(result) -> dict:
         seconds_by_speaker[record["speaker"]] = seconds_by_speaker.get(record["speaker"], 0.0) + record["seconds"]
     return {
         "out": str(result.out_dir),
+        "kind": manifest.get("source", {}).get("kind", "demo"),
+        "labels": list(manifest_labels(manifest)),
         "num_clips": manifest["num_clips"],
         "hours": round(manifest["total_seconds"] / 3600, 3),
         "num_shards": len(manifest["shards"]),
@@ -170,15 +271,20 @@ def format_summary(summary: dict) -> str:
         f"{summary['num_shards']} shards -> {summary['out']}",
         "",
     ]
+    labels = summary["labels"]
+    width = max(9, *(len(label) + 1 for label in labels))
+    named = max(8, *(len(s) + 1 for s in summary["speakers"])) if summary["speakers"] else 8
     header = (
-        f"{'speaker':8s}{'lang':5s}{'gender':8s}" + "".join(f"{e:>9s}" for e in EMOTIONS) + f"{'clips':>8s}{'min':>8s}"
+        f"{'speaker':{named}s}{'lang':5s}{'gender':8s}"
+        + "".join(f"{e:>{width}s}" for e in labels)
+        + f"{'clips':>8s}{'min':>8s}"
     )
     lines.append(header)
     for speaker, info in summary["speakers"].items():
-        counts = [info["counts"].get(e, 0) for e in EMOTIONS]
+        counts = [info["counts"].get(e, 0) for e in labels]
         lines.append(
-            f"{speaker:8s}{info['language']:5s}{info['gender']:8s}"
-            + "".join(f"{n:9d}" for n in counts)
+            f"{speaker:{named}s}{info['language']:5s}{info['gender']:8s}"
+            + "".join(f"{n:{width}d}" for n in counts)
             + f"{sum(counts):8d}{info['minutes']:8.1f}"
         )
     lines.append("")
@@ -193,8 +299,9 @@ def format_summary(summary: dict) -> str:
             f"{summary['num_missing_transcripts']} clips without a transcript line (kept, empty text): "
             "manifest.json 'missing_transcripts'"
         )
-    encodings = sorted(set(summary["transcript_encodings"].values()))
-    lines.append(f"transcripts: {len(summary['transcript_encodings'])} files ({', '.join(encodings) or 'none'})")
+    if summary["kind"] == "esd":
+        encodings = sorted(set(summary["transcript_encodings"].values()))
+        lines.append(f"transcripts: {len(summary['transcript_encodings'])} files ({', '.join(encodings) or 'none'})")
     done = (
         f"decoded {summary['num_decoded_files']} files in {summary['decode_seconds']:.1f} s "
         f"({summary['files_per_second']:.0f} files/s)"
@@ -215,7 +322,8 @@ def _skipped_lines(skipped: list[dict]) -> list[str]:
     for entry in skipped:
         # "truncated: the data chunk declares ..." -> "truncated"
         kind = re.split(r"[:(]", entry["reason"], maxsplit=1)[0].strip()
-        by_reason.setdefault(kind, []).append(f"{entry['path']}: {entry['reason']}")
+        where = f"line {entry['line']} ({entry['path']})" if "line" in entry else entry["path"]
+        by_reason.setdefault(kind, []).append(f"{where}: {entry['reason']}")
     lines = [f"skipped {len(skipped)} files (all listed in manifest.json 'skipped'):"]
     for kind, entries in sorted(by_reason.items()):
         lines.append(f"  {kind}: {len(entries)}")

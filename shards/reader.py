@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from shards.integrity import verify_shards_once
 from shards.schema import EMOTIONS
-from shards.writer import read_manifest
+from shards.writer import manifest_labels, read_manifest
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ClipIndex:
     emotion: np.ndarray
     split: np.ndarray
     num_samples: np.ndarray
-    label: np.ndarray  # index into EMOTIONS
+    label: np.ndarray  # index into the corpus's labels (ShardReader.labels)
 
     def __len__(self) -> int:
         return len(self.utterance_id)
@@ -69,7 +69,7 @@ class ShardReader:
         merged = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
         self._block_of_row = np.concatenate(block_of_row) if block_of_row else np.array([], dtype=np.int32)
         self._row_in_block = np.concatenate(row_in_block) if row_in_block else np.array([], dtype=np.int32)
-        emotion_to_label = {e: i for i, e in enumerate(EMOTIONS)}
+        emotion_to_label = {e: i for i, e in enumerate(self.labels)}
         self.index = ClipIndex(
             utterance_id=merged["utterance_id"].astype(str),
             speaker=merged["speaker"].astype(str),
@@ -81,6 +81,11 @@ class ShardReader:
         )
 
     verified_hash: str | None = None  # set by open_reader: the digest of the shard bytes checked on this node
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The corpus's ordered label set: class index i is labels[i] (ESD's EMOTIONS for ESD)."""
+        return manifest_labels(self.manifest)
 
     @property
     def content_hash(self) -> str:

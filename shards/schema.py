@@ -1,15 +1,23 @@
-"""The one schema every corpus (demo or real ESD) is written in."""
+"""The one schema every corpus (demo, ESD, any other) is written in.
+
+A corpus declares its own ordered label set in its manifest (`labels`); a clip's class index is
+the position of its `emotion` column in that list. Shards store the label name, so the Arrow
+schema is the same for every corpus and ESD's shards are byte-identical to earlier ones.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-# ESD's five emotions; the class index of an emotion is its position here.
+# ESD's five emotions (its label set); the class index of an emotion is its position here.
 EMOTIONS: tuple[str, ...] = ("Angry", "Happy", "Neutral", "Sad", "Surprise")
+# ESD's two languages. Other corpora may use any ISO 639-1 or 639-3 code ("de", "und", ...).
 LANGUAGES: tuple[str, ...] = ("en", "zh")
+ISO_639 = re.compile(r"^[a-z]{2,3}$")
 SAMPLE_RATE = 16_000
 # ESD's official split names (per utterance, not speaker-held-out).
 OFFICIAL_SPLITS: tuple[str, ...] = ("train", "evaluation", "test")
@@ -49,13 +57,22 @@ class Clip:
     sample_rate: int = SAMPLE_RATE
 
     def __post_init__(self) -> None:
-        if self.emotion not in EMOTIONS:
-            raise ValueError(f"{self.utterance_id}: unknown emotion {self.emotion!r}; expected one of {EMOTIONS}")
-        if self.language not in LANGUAGES:
-            raise ValueError(f"{self.utterance_id}: unknown language {self.language!r}; expected one of {LANGUAGES}")
+        # The writer checks the label against its corpus's label set; a clip only knows it has one.
+        if not self.emotion:
+            raise ValueError(f"{self.utterance_id}: empty label")
+        if not ISO_639.match(self.language):
+            raise ValueError(
+                f"{self.utterance_id}: language {self.language!r} is not an ISO 639 code (e.g. 'en', 'deu')"
+            )
         if self.audio.dtype != np.int16 or self.audio.ndim != 1:
             raise ValueError(f"{self.utterance_id}: audio must be 1-D int16, got {self.audio.dtype} {self.audio.shape}")
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / self.sample_rate
+
+
+def language_code(text: str) -> str | None:
+    """'en', 'EN', 'en-US', 'en_GB' -> 'en'; 'deu' -> 'deu'; None when it is no ISO 639 code."""
+    primary = re.split(r"[-_]", text.strip().lower(), maxsplit=1)[0]
+    return primary if ISO_639.match(primary) else None

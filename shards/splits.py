@@ -144,9 +144,90 @@ def named_plans(speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
     return families
 
 
-def write_plans(data_dir: str | Path, speakers: dict[str, dict]) -> dict[str, list[SplitPlan]]:
-    """Write every plan family the speakers support to `<data_dir>/splits.json`; return the plans."""
-    plans = named_plans(speakers)
+def _test_sets(speakers: dict[str, dict], held_out: list[str]) -> dict[str, tuple[str, ...]]:
+    """Held-out speakers grouped into one eval set per language: test_<lang>."""
+    eval_sets: dict[str, tuple[str, ...]] = {}
+    for s in held_out:
+        key = f"test_{speakers[s]['language']}"
+        eval_sets[key] = eval_sets.get(key, ()) + (s,)
+    return eval_sets
+
+
+def speaker_folds(speakers: dict[str, dict], k: int = 5) -> list[SplitPlan]:
+    """k speaker-disjoint folds, stratified by language and gender: speakers sorted by (language,
+    gender, id) are dealt round-robin, so each fold tests a like share of every language x gender."""
+    if k < 2 or len(speakers) < k + 1:
+        raise ValueError(f"{k} speaker folds need at least {k + 1} speakers; the corpus has {len(speakers)}")
+    ordered = sorted(speakers, key=lambda s: (speakers[s]["language"], speakers[s].get("gender", "unknown"), s))
+    plans = []
+    for fold in range(k):
+        held_out = ordered[fold::k]
+        train = tuple(s for s in sorted(speakers) if s not in held_out)
+        plans.append(SplitPlan(f"fold-{fold + 1}", train, _test_sets(speakers, sorted(held_out))))
+    return plans
+
+
+def leave_one_session_out(speakers: dict[str, dict]) -> list[SplitPlan]:
+    """One fold per recording session (IEMOCAP's 5): both speakers of the session are tested."""
+    sessions: dict[str, list[str]] = {}
+    for s in sorted(speakers):
+        if speakers[s].get("session"):
+            sessions.setdefault(speakers[s]["session"], []).append(s)
+    if len(sessions) < 2:
+        raise ValueError("leave-one-session-out needs speakers of at least 2 sessions")
+    return [
+        SplitPlan(f"session-{session}", tuple(s for s in sorted(speakers) if s not in held), _test_sets(speakers, held))
+        for session, held in sorted(sessions.items())
+    ]
+
+
+def official_plan(speakers: dict[str, dict]) -> SplitPlan:
+    """A release's own speaker-independent partition (speaker metadata 'official_split'): the
+    'train' speakers train, every other partition is an eval set of its own name."""
+    groups: dict[str, list[str]] = {}
+    for s in sorted(speakers):
+        if speakers[s].get("official_split"):
+            groups.setdefault(speakers[s]["official_split"], []).append(s)
+    if "train" not in groups or len(groups) < 2:
+        raise ValueError("the corpus has no speaker-independent official split")
+    return SplitPlan(
+        "official", tuple(groups.pop("train")), {name: tuple(members) for name, members in sorted(groups.items())}
+    )
+
+
+def corpus_plans(speakers: dict[str, dict], k: int = 5) -> dict[str, list[SplitPlan]]:
+    """The plan families of a corpus other than ESD: 'loso', 'folds', 'sessions', 'official'."""
+    families: dict[str, list[SplitPlan]] = {}
+    for name, build in (
+        (
+            "loso",
+            lambda: [
+                p
+                for lang, members in by_language(speakers).items()
+                if len(members) > 1
+                for p in leave_one_speaker_out(speakers, lang)
+            ],
+        ),
+        ("folds", lambda: speaker_folds(speakers, k)),
+        ("sessions", lambda: leave_one_session_out(speakers)),
+        ("official", lambda: [official_plan(speakers)]),
+    ):
+        try:
+            plans = build()
+        except SpeakerLeakError:
+            raise
+        except ValueError:
+            continue
+        if plans:
+            families[name] = plans
+    return families
+
+
+def write_plans(
+    data_dir: str | Path, speakers: dict[str, dict], plans: dict[str, list[SplitPlan]] | None = None
+) -> dict[str, list[SplitPlan]]:
+    """Write the plans (default: every ESD-style family the speakers support) to `<data_dir>/splits.json`."""
+    plans = named_plans(speakers) if plans is None else plans
     document = {
         "format": SPLITS_FORMAT,
         "speakers": {s: speakers[s] for s in sorted(speakers)},

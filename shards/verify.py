@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shards.schema import CLIP_SCHEMA, EMOTIONS, SAMPLE_RATE
+from shards.schema import CLIP_SCHEMA, SAMPLE_RATE
 from shards.splits import SPLITS_NAME, SpeakerLeakError, load_plans
-from shards.writer import file_sha256, read_manifest
+from shards.writer import file_sha256, manifest_labels, read_manifest
 
 CHECKED_COLUMNS = ("speaker", "emotion", "split", "num_samples")
 
@@ -77,7 +77,7 @@ def _read_shard(data_dir: Path, entry: dict, problems: list[str]) -> pa.Table | 
 def _check_row(shard: str, row: dict, num_bytes: int, manifest: dict, utterances: dict) -> list[str]:
     where = f"{shard}: {row['utterance_id']}"
     problems = []
-    if row["emotion"] not in EMOTIONS:
+    if row["emotion"] not in manifest_labels(manifest):
         problems.append(f"{where}: unknown emotion {row['emotion']!r}")
     if row["sample_rate"] != SAMPLE_RATE or num_bytes != 2 * row["num_samples"]:
         problems.append(f"{where}: audio is not {row['num_samples']} int16 samples at {SAMPLE_RATE} Hz")
@@ -118,7 +118,8 @@ def _check_totals(manifest: dict, seen: Counter, counts: dict[str, Counter], tot
 def _check_plans(data_dir: Path, manifest: dict) -> list[str]:
     if not (data_dir / SPLITS_NAME).exists():
         # An ingest always writes one; older demo corpora may predate it (plans then come from the manifest).
-        return [f"{SPLITS_NAME} is missing"] if manifest.get("source", {}).get("kind") == "esd" else []
+        ingested = manifest.get("source", {}).get("kind") not in (None, "demo")
+        return [f"{SPLITS_NAME} is missing"] if ingested else []
     try:
         plans = load_plans(data_dir)
     except (SpeakerLeakError, ValueError, KeyError) as error:

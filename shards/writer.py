@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class ShardWriter:
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     extra_manifest: dict = field(default_factory=dict)
     speaker_tags: dict[str, str] = field(default_factory=dict)
+    labels: tuple[str, ...] = EMOTIONS  # the corpus's ordered label set (ESD's by default)
     _buffers: dict[tuple[str, str], list[Clip]] = field(default_factory=lambda: defaultdict(list))
     _buffer_bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     _shard_counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
@@ -105,24 +107,29 @@ class ShardWriter:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        self.labels = tuple(self.labels)
+        if len(set(self.labels)) != len(self.labels) or not all(self.labels):
+            raise ValueError(f"a label set names each label once, none empty: {self.labels}")
         (self.out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
 
     def add(self, clip: Clip) -> None:
         if clip.speaker not in self.speakers:
             raise ValueError(f"{clip.utterance_id}: speaker {clip.speaker} has no metadata")
+        if clip.emotion not in self.labels:
+            raise ValueError(f"{clip.utterance_id}: label {clip.emotion!r} is not in the corpus's labels {self.labels}")
         key = (clip.language, clip.speaker)
         if self._buffers[key] and self._buffer_bytes[key] + clip.audio.nbytes > self.max_shard_bytes:
             self._flush(key)
         self._buffers[key].append(clip)
         self._buffer_bytes[key] += clip.audio.nbytes
-        per_speaker = self._counts.setdefault(clip.speaker, dict.fromkeys(EMOTIONS, 0))
+        per_speaker = self._counts.setdefault(clip.speaker, dict.fromkeys(self.labels, 0))
         per_speaker[clip.emotion] += 1
 
     def adopt(self, entries: list[dict], counts: dict[str, dict[str, int]]) -> None:
         """Take already-written shards (manifest entries) and their per speaker x emotion counts."""
         self._entries.extend(entries)
         for speaker, per_emotion in counts.items():
-            merged = self._counts.setdefault(speaker, dict.fromkeys(EMOTIONS, 0))
+            merged = self._counts.setdefault(speaker, dict.fromkeys(self.labels, 0))
             for emotion, count in per_emotion.items():
                 merged[emotion] += count
 
@@ -140,7 +147,8 @@ class ShardWriter:
         index = self._shard_counts[key]
         self._shard_counts[key] += 1
         tag = self.speaker_tags.get(speaker)
-        stem = f"{language}-{speaker}-{tag}" if tag else f"{language}-{speaker}"
+        name = safe_name(speaker)
+        stem = f"{language}-{name}-{tag}" if tag else f"{language}-{name}"
         entry = write_shard(self.out_dir / SHARD_DIR / f"{stem}-{index:04d}.arrow", clips)
         self._entries.append({"speaker": speaker, **entry})
 
@@ -149,7 +157,7 @@ class ShardWriter:
             return self._manifest
         for key in list(self._buffers):
             self._flush(key)
-        manifest = build_manifest(self._entries, self.speakers, self._counts, self.extra_manifest)
+        manifest = build_manifest(self._entries, self.speakers, self._counts, self.extra_manifest, self.labels)
         write_atomically(self.out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
         self._manifest = manifest
         return manifest
@@ -162,7 +170,14 @@ class ShardWriter:
             self.close()
 
 
-def build_manifest(entries: list[dict], speakers: dict, counts: dict, extra: dict) -> dict:
+def safe_name(speaker: str) -> str:
+    """A speaker id as it may appear in a file name (ESD's ids are unchanged)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", speaker)
+
+
+def build_manifest(
+    entries: list[dict], speakers: dict, counts: dict, extra: dict, labels: tuple[str, ...] = EMOTIONS
+) -> dict:
     entries = sorted(entries, key=lambda e: e["path"])
     # One hash for the whole corpus: trials tag their MLflow runs with it.
     content_hash = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()
@@ -170,6 +185,7 @@ def build_manifest(entries: list[dict], speakers: dict, counts: dict, extra: dic
         "format": "emotion-sweep-shards/1",
         "schema": [f.name for f in CLIP_SCHEMA],
         "content_hash": content_hash,
+        "labels": list(labels),
         "num_clips": sum(e["num_rows"] for e in entries),
         "total_seconds": round(sum(e["seconds"] for e in entries), 3),
         "speakers": {s: speakers[s] for s in sorted(speakers)},
@@ -187,3 +203,8 @@ def read_manifest(data_dir: Path) -> dict:
             "`python -m orchestrator.ingest esd PATH --out DIR`, or omit --data to use the demo corpus."
         )
     return json.loads(path.read_text())
+
+
+def manifest_labels(manifest: dict) -> tuple[str, ...]:
+    """A corpus's ordered label set; manifests written before label sets existed are ESD's."""
+    return tuple(manifest.get("labels", EMOTIONS))
