@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 from shards.integrity import verify_shards_once
-from shards.schema import EMOTIONS
 from shards.writer import manifest_labels, read_manifest
 
 
