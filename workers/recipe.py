@@ -32,6 +32,7 @@ from shards.schema import SAMPLE_RATE
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
+from workers.encoders import add_lora
 from workers.features import cached_features, default_cache_dir, encoder_fingerprint, feature_key
 from workers.loader import (
     AudioBatch,
@@ -43,7 +44,7 @@ from workers.loader import (
     feature_steps,
 )
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
-from workers.model import PRETRAINED, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
 from workers.tracking import RunLogger
 
@@ -257,7 +258,10 @@ def build_model(cfg: TrialConfig) -> EmotionClassifier:
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
     )
-    return EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling)
+    model = EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling, layer=cfg.layer)
+    if cfg.uses_lora():
+        add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
+    return model
 
 
 def compile_encoder(model: EmotionClassifier, cfg: TrialConfig, device: torch.device) -> str:
@@ -366,9 +370,8 @@ def train_step(
 
 
 def forward(model: EmotionClassifier, batch: AudioBatch, trial: Trial) -> torch.Tensor:
-    values, mask = normalize_audio(batch.audio, batch.lengths)
     with trial.autocast():
-        return model(values, attention_mask=mask).float()
+        return model.classify(batch.audio, batch.lengths).float()
 
 
 class AudioSource:
@@ -462,13 +465,12 @@ def pooled_features(trial: Trial, rows: np.ndarray) -> np.ndarray:
     """The eval-mode encoder's pooled output for every clip of sorted `rows`."""
     model = trial.model
     model.eval()
-    features = np.zeros((len(rows), model.encoder.config.hidden_size), dtype=np.float32)
+    features = np.zeros((len(rows), model.head.dense.in_features), dtype=np.float32)
     source = AudioSource(trial, encoder_train_mode=False)
     for host_batch in source.eval_batches(rows):
         batch = host_batch.to(trial.device)
-        values, mask = normalize_audio(batch.audio, batch.lengths)
         with trial.autocast():
-            pooled = model.pool(values, attention_mask=mask).float()
+            pooled = model.pool_audio(batch.audio, batch.lengths).float()
         features[np.searchsorted(rows, batch.rows)] = pooled.cpu().numpy()
     return features
 
