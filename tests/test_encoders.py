@@ -257,3 +257,41 @@ def test_a_lora_model_whose_base_was_trained_saves_the_base_too(saved, tmp_path)
     reloaded = load_model(tmp_path / "m")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reloaded.state_dict()[name]), name
+
+
+# --- named starts and pre-fetching ---
+
+
+def test_the_named_family_starts_resolve_and_fetch_one_copy_of_the_weights():
+    from orchestrator import weights
+
+    args = weights.parse_args(["fetch", "wavlm_large", "hubert_large", "xlsr_300m", "data2vec_large", "--dir", "/w"])
+    assert [weights.repo_id(s) for s in args.starts] == [
+        "microsoft/wavlm-large",
+        "facebook/hubert-large-ll60k",
+        "facebook/wav2vec2-xls-r-300m",
+        "facebook/data2vec-audio-large",
+    ]
+    assert weights.repo_id("whisper_large_v3") == "openai/whisper-large-v3"
+    # openai/whisper-large-v3's top level: fp16 weights, fp32 shards, other frameworks.
+    whisper_listing = [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+        "model.fp32-00001-of-00002.safetensors",
+        "model.fp32-00002-of-00002.safetensors",
+        "model.safetensors.index.fp32.json",
+        "pytorch_model.bin",
+        "pytorch_model.fp32-00001-of-00002.bin",
+        "flax_model.msgpack",
+    ]
+    assert weights.weight_files(whisper_listing) == ["config.json", "preprocessor_config.json", "model.safetensors"]
+
+
+def test_show_reads_a_whisper_checkpoint_under_its_own_field_names(saved):
+    from orchestrator import weights
+
+    settings = weights.checkpoint_settings(saved["whisper"][0], None)
+    assert settings["architecture"]["family"] == "whisper"
+    assert settings["architecture"]["hidden_size"] == 64
+    assert set(settings["fields"]) == {"hidden_dropout", "attention_dropout", "activation_dropout", "layerdrop"}
