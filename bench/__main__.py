@@ -3,6 +3,7 @@
     python -m bench                 # all figures (a few minutes on 2 CPU cores)
     python -m bench --only loader padding
     python -m bench --device cuda   # step time and FLOP utilisation on a GPU
+    python -m bench encoders        # encoder families, LoRA vs full, Whisper own length vs 30 s (bench/encoders.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -27,6 +28,11 @@ FIGURES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["encoders"]:
+        from bench import encoders
+
+        return encoders.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

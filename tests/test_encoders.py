@@ -116,6 +116,9 @@ def test_a_freeze_part_means_the_same_in_every_family(saved, family, part):
     assert any_moved(encoders.transformer_modules(model.encoder)) == (part != "head")
     if family == "whisper":  # fixed sinusoids: no stage trains them
         assert not any_moved([model.encoder.embed_positions])
+    else:  # a frozen front end builds no autograd graph (HF's feature encoders would otherwise)
+        features = model.train().encoder.feature_extractor(torch.zeros(1, 4000))
+        assert features.requires_grad == (part == "all")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

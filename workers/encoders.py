@@ -226,6 +226,11 @@ def unfreeze_encoder_part(encoder: nn.Module, part: str) -> None:
             parameter.requires_grad_(True)
     for module in _modules(encoder, family.always_frozen):
         module.requires_grad_(False)
+    for module in frontend_modules(encoder):
+        # HF's wav2vec2-style feature encoders mark their input as requiring grad while this flag is
+        # set, so a frozen front end would still build (and run backward through) its whole graph.
+        if hasattr(module, "_requires_grad"):
+            module._requires_grad = any(p.requires_grad for p in module.parameters())
     if part in ("transformer", "all_but_cnn", "all") and has_lora(encoder):
         for parameter in lora_parameters(encoder):
             parameter.requires_grad_(True)
