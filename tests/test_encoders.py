@@ -181,6 +181,16 @@ def test_whisper_on_30s_unmasked_equals_the_transformers_encoder(saved):
     torch.testing.assert_close(ours[-1], reference, atol=1e-4, rtol=1e-4)
 
 
+def test_whisper_runs_under_bf16_autocast_with_float32_features(saved):
+    model = classifier(saved["whisper"][0]).eval()
+    audio, lengths = audio_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.classify(audio, lengths)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    with torch.no_grad():
+        torch.testing.assert_close(logits.float(), model.classify(audio, lengths), atol=0.1, rtol=0.1)
+
+
 # --- layers ---
 
 

@@ -330,7 +330,9 @@ def whisper_log_mel(
 
 
 def _encode_whisper(encoder: nn.Module, audio: torch.Tensor, lengths: torch.Tensor, all_layers: bool):
-    log_mel, mel_mask = whisper_log_mel(audio, lengths, encoder.config.num_mel_bins)
+    # float32 features under bf16 autocast too: log10 of a bf16 mel sum would lose the quiet bins.
+    with torch.autocast(audio.device.type, enabled=False):
+        log_mel, mel_mask = whisper_log_mel(audio, lengths, encoder.config.num_mel_bins)
     return run_whisper_encoder(encoder, log_mel, mel_mask, all_layers)
 
 
