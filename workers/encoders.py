@@ -367,9 +367,13 @@ def run_whisper_encoder(
             continue
         hidden = layer(hidden, attention_bias)
         states.append(hidden)
-    states[-1] = encoder.layer_norm(hidden)
-    if len(states) == 1:  # every layer dropped: the final norm still applies
-        states.append(states.pop())
+    # As WhisperEncoder's hidden_states: the last entry is after the final norm (kept apart from the
+    # embedding output when layerdrop skipped every layer).
+    final = encoder.layer_norm(hidden)
+    if len(states) > 1:
+        states[-1] = final
+    else:
+        states.append(final)
     return (tuple(states) if all_layers else (states[-1],)), frame_mask
 
 
