@@ -4,6 +4,7 @@
     python -m bench --only loader padding
     python -m bench --device cuda   # step time and FLOP utilisation on a GPU
     python -m bench gpu --out DIR   # the H200 run: bench/gpu.py (JSON + table); --dry-run on the CPU
+    python -m bench encoders        # encoder families, LoRA vs full, Whisper own length vs 30 s (bench/encoders.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -22,10 +23,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from bench import acoustic, figures
 from bench.ingest_corpora import ingest_throughput
+
+# Benchmarks with flags of their own: `python -m bench NAME --help`.
+SUBCOMMANDS = {"gpu": "bench.gpu", "encoders": "bench.encoders"}
 
 FIGURES = {
     "loader": figures.loader_throughput,
@@ -40,10 +45,9 @@ FIGURES = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["gpu"]:
-        from bench import gpu  # imports no Ray or MLflow: the device image has neither
-
-        return gpu.main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        # Imported on demand: bench.gpu imports no Ray or MLflow (the device image has neither).
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

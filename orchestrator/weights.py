@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 from workers.config import ENCODER_CONFIG_FIELDS, START_MODELS, TrialConfig
 
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
+# One copy of the weights: a single file, or numbered shards with their index. Repos such as
+# openai/whisper-large-v3 also carry fp32 copies (model.fp32-*.safetensors) that trials never read.
+SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json")
+PYTORCH_BIN = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,16 +59,17 @@ def weight_files(files: list[str]) -> list[str]:
     top = [f for f in files if "/" not in f]
     if "config.json" not in top:
         raise ValueError("the repo has no config.json at its top level; is it a transformers model?")
-    safetensors = [
-        f for f in top if f.startswith("model") and (f.endswith(".safetensors") or f == "model.safetensors.index.json")
-    ]
-    pytorch = [
-        f for f in top if f.startswith("pytorch_model") and (f.endswith(".bin") or f.endswith(".bin.index.json"))
-    ]
+    safetensors = _one_copy([f for f in top if SAFETENSORS.fullmatch(f)], "model.safetensors")
+    pytorch = _one_copy([f for f in top if PYTORCH_BIN.fullmatch(f)], "pytorch_model.bin")
     weights = safetensors if any(f.endswith(".safetensors") for f in safetensors) else pytorch
     if not weights:
         raise ValueError(f"the repo has no PyTorch weights at its top level (files: {', '.join(sorted(top)[:12])})")
     return [f for f in CONFIG_FILES if f in top] + sorted(weights)
+
+
+def _one_copy(files: list[str], single: str) -> list[str]:
+    """The single-file weights when the repo has them, else its shards and index."""
+    return [single] if single in files else files
 
 
 def fetch(start: str, directory: Path, revision: str = "") -> Path:
@@ -78,26 +84,29 @@ def fetch(start: str, directory: Path, revision: str = "") -> Path:
 
 def checkpoint_settings(start: str, directory: Path | None, revision: str = "") -> dict:
     """The start's own values of the fields a trial sets explicitly, next to TrialConfig's defaults."""
-    from transformers import Wav2Vec2Config
+    from workers.encoders import hidden_size, load_config, num_layers, regularisation_overrides
 
     source = repo_id(start)
     if Path(source).exists():
-        config = Wav2Vec2Config.from_pretrained(str(Path(source).resolve()))
+        config = load_config(str(Path(source).resolve()))
     else:
         options = {"cache_dir": str(directory), "local_files_only": True} if directory else {}
-        config = Wav2Vec2Config.from_pretrained(source, revision=revision or None, **options)
+        config = load_config(source, revision=revision or None, **options)
     defaults = TrialConfig()
+    # The trial's names under this family's config names (Whisper: dropout, encoder_layerdrop, ...).
+    names = regularisation_overrides(config, {name: name for name in ENCODER_CONFIG_FIELDS})
     return {
         "start": start,
         "source": source,
         "architecture": {
-            "layers": config.num_hidden_layers,
-            "hidden_size": config.hidden_size,
+            "family": config.model_type,
+            "layers": num_layers(config),
+            "hidden_size": hidden_size(config),
             "architectures": config.architectures,
         },
         "fields": {
-            name: {"checkpoint": getattr(config, name, None), "trial_default": getattr(defaults, name)}
-            for name in ENCODER_CONFIG_FIELDS
+            name: {"checkpoint": getattr(config, own_name, None), "trial_default": getattr(defaults, name)}
+            for own_name, name in names.items()
         },
     }
 

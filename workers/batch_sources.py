@@ -31,7 +31,7 @@ from workers.loader import (
     feature_eval_batches,
     feature_steps,
 )
-from workers.model import EmotionClassifier, normalize_audio
+from workers.model import EmotionClassifier
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,8 @@ class AudioSource:
         return audio_steps(self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches)
 
     def logits(self, batch: AudioBatch) -> torch.Tensor:
-        values, mask = normalize_audio(batch.audio, batch.lengths)
         with self.feeding.autocast():
-            return self.model(values, attention_mask=mask).float()
+            return self.model.classify(batch.audio, batch.lengths).float()
 
     def eval_batches(self, rows: np.ndarray) -> Iterator[AudioBatch]:
         f = self.feeding
@@ -112,12 +111,11 @@ class AudioSource:
     def pooled_features(self, rows: np.ndarray) -> np.ndarray:
         """The eval-mode encoder's pooled output for every clip of sorted `rows`."""
         self.model.eval()
-        features = np.zeros((len(rows), self.model.encoder.config.hidden_size), dtype=np.float32)
+        features = np.zeros((len(rows), self.model.head.dense.in_features), dtype=np.float32)
         for host_batch in self.eval_batches(rows):
             batch = host_batch.to(self.feeding.device)
-            values, mask = normalize_audio(batch.audio, batch.lengths)
             with self.feeding.autocast():
-                pooled = self.model.pool(values, attention_mask=mask).float()
+                pooled = self.model.pool_audio(batch.audio, batch.lengths).float()
             features[np.searchsorted(rows, batch.rows)] = pooled.cpu().numpy()
         return features
 

@@ -12,7 +12,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all")
+# The same in every encoder family (workers.encoders): 'all_but_cnn' keeps the conv front end frozen
+# (Whisper: its two conv layers); 'lora' trains only LoRA adapters (lora_* fields) and the head.
+TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all", "lora")
+# Which projections get LoRA adapters: attention (q, k, v, out) or attention plus feed-forward.
+LORA_TARGETS = ("attention", "attention_ffn")
 # How frame-level encoder outputs become one vector per clip (workers.model.POOLERS).
 POOLINGS = ("mean", "attentive", "weighted_sum")
 # Attention kernels of the encoder (transformers' attn_implementation): SDPA picks flash or
@@ -38,6 +42,11 @@ ENCODER_CONFIG_FIELDS = (
 START_MODELS: dict[str, str] = {
     "finer": "jonatasgrosman/wav2vec2-large-xlsr-53-english",
     "vanilla": "facebook/wav2vec2-large-xlsr-53",
+    "wavlm_large": "microsoft/wavlm-large",
+    "hubert_large": "facebook/hubert-large-ll60k",
+    "xlsr_300m": "facebook/wav2vec2-xls-r-300m",
+    "data2vec_large": "facebook/data2vec-audio-large",
+    "whisper_large_v3": "openai/whisper-large-v3",
 }
 
 
@@ -75,6 +84,8 @@ def schedule_stages(name: str, learning_rate: float, batch_size: int) -> list[St
         ],
         "full": [Stage("all_but_cnn", 2, learning_rate, batch_size)],
         "head_only": [Stage("head", 2, learning_rate, batch_size)],
+        # Parameter-efficient: head alone 1 epoch, then LoRA adapters (and head) 2 epochs.
+        "lora": [Stage("head", 1, learning_rate, batch_size), Stage("lora", 2, learning_rate, batch_size)],
     }
     if name not in presets:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(presets)}")
@@ -94,8 +105,10 @@ class TrialConfig:
     # Share of English clips in each training epoch, 0..1 (None: as the training speakers come).
     english_fraction: float | None = None
     # Model
-    # 'tiny' or 'xlsr53_random' (random weights, built from config), 'finer', 'vanilla', a hub id, or a
-    # local directory (save_pretrained layout; a CTC checkpoint loads its encoder, the CTC head is dropped)
+    # 'tiny', 'tiny_hubert', 'tiny_wavlm', 'tiny_data2vec', 'tiny_whisper' or 'xlsr53_random' (random
+    # weights, built from config), a named start (START_MODELS), a hub id, or a local directory
+    # (save_pretrained layout). Families: wav2vec2 (XLS-R, MMS), hubert, wavlm, data2vec-audio, whisper;
+    # a checkpoint's task head (CTC, pretraining, classification, Whisper's decoder) is dropped.
     start: str = "tiny"
     init_from: str = ""  # a saved emotion model (workers.checkpoint) to start from instead; head included
     head_dropout: float = 0.1
@@ -141,6 +154,12 @@ class TrialConfig:
     # 'mean' (the paper's: mean over valid frames), 'attentive' (learned frame weights) or
     # 'weighted_sum' (learned softmax weights over every layer's output, then mean; needs layerdrop=0).
     pooling: str = "mean"
+    # Hidden state that feeds the pooling: 'last' or an index (0: embedding output, k: transformer layer k).
+    layer: int | str = "last"
+    # --- LoRA (stages with trainable='lora', e.g. schedule='lora'): peft adapters on the encoder ---
+    lora_rank: int = 8  # rank r of each adapter's low-rank update
+    lora_alpha: float = 16.0  # the update is scaled by lora_alpha / lora_rank
+    lora_target: str = "attention"  # one of LORA_TARGETS: attention projections, or also feed-forward
     # --- Optimisation ---
     weight_decay: float = 0.0  # AdamW; 0 as in the HF Trainer defaults the paper's notebook used
     max_grad_norm: float = 1.0  # clip the gradient norm per optimizer step (0: no clipping)
@@ -201,6 +220,14 @@ class TrialConfig:
                 f"pooling='weighted_sum' needs layerdrop=0 (got {self.layerdrop}): a dropped layer leaves no "
                 "output for its weight; set layerdrop=0"
             )
+        if self.layer != "last" and not (isinstance(self.layer, int) and self.layer >= 0):
+            raise ValueError(f"layer must be 'last' or a hidden-state index >= 0, got {self.layer!r}")
+        if self.pooling == "weighted_sum" and self.layer != "last":
+            raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise ValueError(f"lora_rank must be >= 1 and lora_alpha > 0, got {self.lora_rank}, {self.lora_alpha}")
+        if self.lora_target not in LORA_TARGETS:
+            raise ValueError(f"lora_target {self.lora_target!r} is not one of {LORA_TARGETS}")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         smallest = min((s.batch_size for s in self.stage_list()), default=self.grad_accum_steps)
@@ -223,6 +250,9 @@ class TrialConfig:
     def encoder_overrides(self) -> dict:
         """The Wav2Vec2Config values this trial sets on its encoder, whatever the start's config says."""
         return {"apply_spec_augment": True, **{name: getattr(self, name) for name in ENCODER_CONFIG_FIELDS}}
+
+    def uses_lora(self) -> bool:
+        return any(stage.trainable == "lora" for stage in self.stage_list())
 
     def stage_list(self) -> list[Stage]:
         if self.evaluate_only:

@@ -1,16 +1,19 @@
-"""The paper's model: a wav2vec2 encoder, pooling over valid frames, and a small head."""
+"""The paper's model: a speech encoder (wav2vec2 or another family, workers.encoders), pooling over valid
+frames, and a small head."""
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import PretrainedConfig, Wav2Vec2Config
 
 from shards.schema import EMOTIONS
+from workers import encoders
 from workers.config import POOLINGS, START_MODELS, TRAINABLE_PARTS
 
 
@@ -69,31 +72,42 @@ def xlsr53_encoder_config() -> Wav2Vec2Config:
     )
 
 
-# Starts built from a config with random weights (no download).
-CONFIG_STARTS = {"tiny": tiny_encoder_config, "xlsr53_random": xlsr53_encoder_config}
+# Starts built from a config with random weights (no download); tiny_<family>: the other families' tiny configs.
+CONFIG_STARTS = {
+    "tiny": tiny_encoder_config,
+    "xlsr53_random": xlsr53_encoder_config,
+    "tiny_hubert": partial(encoders.tiny_config, "hubert"),
+    "tiny_wavlm": partial(encoders.tiny_config, "wavlm"),
+    "tiny_data2vec": partial(encoders.tiny_config, "data2vec-audio"),
+    "tiny_whisper": partial(encoders.tiny_config, "whisper"),
+}
 
 
-def with_overrides(config: Wav2Vec2Config, overrides: dict | None) -> Wav2Vec2Config:
+def with_overrides(config: PretrainedConfig, overrides: dict | None) -> PretrainedConfig:
+    """A copy of `config` with the trial's regularisation, under the family's own config names."""
     config = copy.deepcopy(config)
-    for name, value in (overrides or {}).items():
+    for name, value in encoders.regularisation_overrides(config, overrides).items():
         setattr(config, name, value)
     return config
 
 
 def build_encoder(
-    start: str | Wav2Vec2Config, overrides: dict | None = None, *, revision: str = "", weights_dir: str = ""
-) -> Wav2Vec2Model:
+    start: str | PretrainedConfig, overrides: dict | None = None, *, revision: str = "", weights_dir: str = ""
+) -> nn.Module:
     """An encoder from a config, a named start, a hub id or a local directory.
 
     `overrides` (TrialConfig.encoder_overrides()) are written into the config before the model is
     built: dropout modules read their rate at construction. A CTC checkpoint (e.g. the 'finer'
-    start) loads into Wav2Vec2Model without its CTC head. Pretrained weights are kept in this
+    start) loads into Wav2Vec2Model without its CTC head; any family of workers.encoders loads its bare
+    encoder the same way (Whisper: without its decoder). Pretrained weights are kept in this
     process (PRETRAINED), so a reused Tune actor builds its next trial without reading them again.
     """
-    if isinstance(start, Wav2Vec2Config):
-        return Wav2Vec2Model(with_overrides(start, overrides))
+    if isinstance(start, PretrainedConfig):
+        config = with_overrides(start, overrides)
+        return encoders.family_of(config).build(config)
     if start in CONFIG_STARTS:
-        return Wav2Vec2Model(with_overrides(CONFIG_STARTS[start](), overrides))
+        config = with_overrides(CONFIG_STARTS[start](), overrides)
+        return encoders.family_of(config).build(config)
     return PRETRAINED.build(resolve_start(start), overrides, revision=revision, weights_dir=weights_dir)
 
 
@@ -114,18 +128,21 @@ class PretrainedWeights:
 
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
-        self._entries: OrderedDict[tuple, tuple[Wav2Vec2Config, dict]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[PretrainedConfig, dict]] = OrderedDict()
         self.hits = 0
         self.loads = 0
 
-    def build(self, source: str, overrides: dict | None, revision: str = "", weights_dir: str = "") -> Wav2Vec2Model:
+    def build(self, source: str, overrides: dict | None, revision: str = "", weights_dir: str = "") -> nn.Module:
         key = (source, revision, str(Path(weights_dir).resolve()) if weights_dir else "")
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1
             base_config, weights = self._entries[key]
-            return _model_from_weights(with_overrides(base_config, overrides), weights)
+            model = _model_from_weights(with_overrides(base_config, overrides), weights)
+            model.pretrained_source = {"source": source, "revision": revision}
+            return model
         model, base_config = _load_pretrained(source, overrides, revision, weights_dir)
+        model.pretrained_source = {"source": source, "revision": revision}
         self.loads += 1
         self._entries[key] = (base_config, {k: v.detach().clone() for k, v in model.state_dict().items()})
         while len(self._entries) > self.capacity:
@@ -148,8 +165,8 @@ def _load_pretrained(source: str, overrides: dict | None, revision: str, weights
         # A pre-fetched directory is the only place to look: no network, no silent download.
         options.update(cache_dir=weights_dir, local_files_only=True)
     try:
-        base_config = Wav2Vec2Config.from_pretrained(source, **options)
-        model = Wav2Vec2Model.from_pretrained(source, config=with_overrides(base_config, overrides), **options)
+        base_config = encoders.load_config(source, **options)
+        model = encoders.load_pretrained_encoder(source, with_overrides(base_config, overrides), **options)
     except OSError as error:
         where = f"weights_dir={weights_dir}" if weights_dir else "the Hugging Face cache or the hub"
         raise OSError(
@@ -160,10 +177,10 @@ def _load_pretrained(source: str, overrides: dict | None, revision: str, weights
     return model, base_config
 
 
-def _model_from_weights(config: Wav2Vec2Config, weights: dict) -> Wav2Vec2Model:
+def _model_from_weights(config: PretrainedConfig, weights: dict) -> nn.Module:
     """Build without random initialisation (meta device), then take copies of the cached weights."""
     with torch.device("meta"):
-        model = Wav2Vec2Model(config)
+        model = encoders.family_of(config).build(config)
     expected = model.state_dict()
     state = {k: v.clone() for k, v in weights.items() if k in expected}
     model.load_state_dict(state, strict=False, assign=True)
@@ -247,62 +264,104 @@ class WeightedLayerSum(nn.Module):
         return masked_mean(mixed, frame_mask)
 
 
-def build_pooler(pooling: str, config: Wav2Vec2Config) -> nn.Module:
+def build_pooler(pooling: str, config: PretrainedConfig) -> nn.Module:
     if pooling == "mean":
         return MeanPooling()
     if pooling == "attentive":
-        return AttentivePooling(config.hidden_size)
+        return AttentivePooling(encoders.hidden_size(config))
     if pooling == "weighted_sum":
-        if config.layerdrop > 0:
+        if encoders.layerdrop(config) > 0:
             raise ValueError(
-                f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {config.layerdrop}); set layerdrop=0"
+                f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {encoders.layerdrop(config)}); "
+                "set layerdrop=0"
             )
         # The embedding output plus one output per transformer layer.
-        return WeightedLayerSum(config.num_hidden_layers + 1)
+        return WeightedLayerSum(encoders.num_states(config))
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 class EmotionClassifier(nn.Module):
+    """encoder -> pooling over valid frames -> head.
+
+    `layer` picks the hidden state that feeds the pooling: 'last' or an index (0: the embedding
+    output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches and works for
+    every family; `forward(input_values, attention_mask)` takes normalised waveforms (not Whisper).
+    """
+
     def __init__(
-        self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1, pooling: str = "mean"
+        self,
+        encoder: nn.Module,
+        num_labels: int = len(EMOTIONS),
+        head_dropout: float = 0.1,
+        pooling: str = "mean",
+        layer: int | str = "last",
     ):
         super().__init__()
         self.encoder = encoder
+        self.family = encoders.family_of(encoder.config).model_type
         self.pooling = pooling
+        self.layer = check_layer(layer, encoder.config, pooling)
         self.pooler = build_pooler(pooling, encoder.config)
-        self.head = ClassificationHead(encoder.config.hidden_size, num_labels, head_dropout)
+        self.head = ClassificationHead(encoders.hidden_size(encoder.config), num_labels, head_dropout)
         self.labels = list(EMOTIONS)[:num_labels]
+        self.encoder_weights_trained = False  # set by set_trainable: a LoRA checkpoint then keeps the base too
+
+    def _wants_all_layers(self) -> bool:
+        return self.pooler.wants_all_layers or self.layer != "last"
+
+    def _pool_states(self, states: tuple[torch.Tensor, ...], frame_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pooler.wants_all_layers:
+            return self.pooler(states, frame_mask)
+        return self.pooler(states[-1] if self.layer == "last" else states[self.layer], frame_mask)
 
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One vector per clip from the encoder's outputs over the frames that hold audio."""
-        all_layers = self.pooler.wants_all_layers
-        outputs = self.encoder(input_values, attention_mask=attention_mask, output_hidden_states=all_layers)
-        hidden = outputs.hidden_states if all_layers else outputs.last_hidden_state
-        num_frames = (hidden[0] if all_layers else hidden).shape[1]
-        frame_mask = None
-        if attention_mask is not None:
-            frame_mask = self.encoder._get_feature_vector_attention_mask(num_frames, attention_mask)
-        return self.pooler(hidden, frame_mask)
+        if self.family == "whisper":
+            raise TypeError("a Whisper encoder takes int16 audio and lengths: use pool_audio / classify")
+        states, frame_mask = encoders.encode_waveform(
+            self.encoder, input_values, attention_mask, all_layers=self._wants_all_layers()
+        )
+        return self._pool_states(states, frame_mask)
+
+    def pool_audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """As `pool`, from an int16 [batch, samples] batch and its lengths (every family)."""
+        states, frame_mask = encoders.encode(self.encoder, audio, lengths, all_layers=self._wants_all_layers())
+        return self._pool_states(states, frame_mask)
+
+    def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool_audio(audio, lengths))
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.pool(input_values, attention_mask))
 
 
+def check_layer(layer: int | str, config: PretrainedConfig, pooling: str) -> int | str:
+    """'last' or a hidden-state index within the encoder (0: embedding output)."""
+    if layer == "last":
+        return layer
+    if isinstance(layer, str) and layer.isdigit():
+        layer = int(layer)
+    if not isinstance(layer, int) or not 0 <= layer < encoders.num_states(config):
+        raise ValueError(f"layer must be 'last' or an index in [0, {encoders.num_states(config)}), got {layer!r}")
+    if pooling == "weighted_sum":
+        raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
+    return layer
+
+
 def set_trainable(model: EmotionClassifier, part: str) -> None:
-    """Freeze everything, then unfreeze `part`. The head (and the pooler's weights) always train."""
+    """Freeze everything, then unfreeze `part`. The head (and the pooler's weights) always train.
+
+    The encoder's parts are the family's (workers.encoders.unfreeze_encoder_part): the same meaning
+    for wav2vec2, HuBERT, WavLM, data2vec and Whisper.
+    """
     if part not in TRAINABLE_PARTS:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
     model.requires_grad_(False)
     model.head.requires_grad_(True)
     model.pooler.requires_grad_(True)
-    encoder = model.encoder
-    if part == "transformer":
-        encoder.encoder.requires_grad_(True)
-    elif part == "all_but_cnn":
-        encoder.requires_grad_(True)
-        encoder.feature_extractor.requires_grad_(False)
-    elif part == "all":
-        encoder.requires_grad_(True)
+    encoders.unfreeze_encoder_part(model.encoder, part)
+    if part in ("transformer", "all_but_cnn", "all"):
+        model.encoder_weights_trained = True
 
 
 def normalize_audio(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cac
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
+from workers.encoders import add_lora
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
@@ -167,7 +168,10 @@ def build_model(cfg: TrialConfig) -> EmotionClassifier:
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
     )
-    return EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling)
+    model = EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling, layer=cfg.layer)
+    if cfg.uses_lora():
+        add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
+    return model
 
 
 def compile_encoder(model: EmotionClassifier, cfg: TrialConfig, device: torch.device) -> str:
