@@ -276,7 +276,9 @@ class EmotionClassifier(nn.Module):
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One vector per clip from the encoder's outputs over the frames that hold audio."""
         all_layers = self.pooler.wants_all_layers
-        outputs = self.encoder(input_values, attention_mask=attention_mask, output_hidden_states=all_layers)
+        # A frozen encoder under a training head: no graph (its activations would be kept for nothing).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
+            outputs = self.encoder(input_values, attention_mask=attention_mask, output_hidden_states=all_layers)
         hidden = outputs.hidden_states if all_layers else outputs.last_hidden_state
         num_frames = (hidden[0] if all_layers else hidden).shape[1]
         frame_mask = None
@@ -288,8 +290,27 @@ class EmotionClassifier(nn.Module):
         return self.head(self.pool(input_values, attention_mask))
 
 
+# Where an encoder keeps its parts: wav2vec2, HuBERT, WavLM and data2vec-audio all name them so. An
+# encoder family that names them otherwise maps its own names here (workers/encoders.py).
+CNN_PART = "feature_extractor"  # the convolutional feature encoder (raw audio -> frames)
+TRANSFORMER_PART = "encoder"  # the transformer stack (positional conv, layers, final norm)
+
+
+def encoder_part(encoder: nn.Module, name: str) -> nn.Module:
+    part = getattr(encoder, name, None)
+    if not isinstance(part, nn.Module):
+        raise ValueError(f"{type(encoder).__name__} has no module {name!r}; set_trainable cannot find its parts")
+    return part
+
+
 def set_trainable(model: EmotionClassifier, part: str) -> None:
-    """Freeze everything, then unfreeze `part`. The head (and the pooler's weights) always train."""
+    """Freeze everything, then unfreeze `part`. The head (and the pooler's weights) always train.
+
+    Frozen parts build no autograd graph: their parameters stop requiring grad, modules that would
+    force grad at their input (HF feature encoders' `_requires_grad`, which makes the input require
+    grad for gradient checkpointing; `freeze_feature_encoder()` clears it) follow their parameters,
+    and a wholly frozen encoder runs under no_grad (EmotionClassifier.pool).
+    """
     if part not in TRAINABLE_PARTS:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
     model.requires_grad_(False)
@@ -297,12 +318,19 @@ def set_trainable(model: EmotionClassifier, part: str) -> None:
     model.pooler.requires_grad_(True)
     encoder = model.encoder
     if part == "transformer":
-        encoder.encoder.requires_grad_(True)
+        encoder_part(encoder, TRANSFORMER_PART).requires_grad_(True)
     elif part == "all_but_cnn":
         encoder.requires_grad_(True)
-        encoder.feature_extractor.requires_grad_(False)
+        encoder_part(encoder, CNN_PART).requires_grad_(False)
     elif part == "all":
         encoder.requires_grad_(True)
+    for module in encoder.modules():
+        if hasattr(module, "_requires_grad"):
+            module._requires_grad = any(p.requires_grad for p in module.parameters())
+
+
+def encoder_trains(model: EmotionClassifier) -> bool:
+    return any(p.requires_grad for p in model.encoder.parameters())
 
 
 def normalize_audio(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
