@@ -3,6 +3,8 @@
     python -m bench                 # all figures (a few minutes on 2 CPU cores)
     python -m bench --only loader padding
     python -m bench --device cuda   # step time and FLOP utilisation on a GPU
+    python -m bench peer            # this project vs HF Trainer + Ray Tune on the same sweep (bench/peer.py)
+    python -m bench profile         # where one smoke trial's time goes (bench/profile_trial.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -24,9 +26,16 @@ FIGURES = {
     "step": figures.step_time,
     "sweep": figures.frozen_cache_sweep,
 }
+# Commands with their own arguments: `python -m bench NAME --help`.
+COMMANDS = {"peer": "bench.peer", "profile": "bench.profile_trial"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        import importlib
+
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
