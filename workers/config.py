@@ -157,7 +157,12 @@ class TrialConfig:
     compile: bool = False  # torch.compile the encoder (CUDA only; skipped on CPU, noted in the run's tags)
     compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
     prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
-    eval_batch_size: int = 16  # clips per evaluation batch
+    # Clips per evaluation batch. No gradients, so 64 of ESD's longest clips (8.1 s) stay a few GB for
+    # XLSR-53 in bf16 (workers.model.eval_peak_bytes; tests/test_freeze.py checks it).
+    eval_batch_size: int = 64
+    # MLflow calls (metrics, tags, figures, the model) on a writer thread that the trial waits for
+    # before each Tune report (workers/artifact_writer.py); False: in line, as before.
+    background_logging: bool = True
     # Head-only stages train from pooled encoder outputs computed once and stored on disk, keyed by
     # the encoder's weights, the corpus, the rows and the crop (same features as the uncached path).
     cache_frozen_features: bool = True

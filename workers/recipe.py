@@ -29,6 +29,7 @@ from torch import nn
 from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
+from workers.artifact_writer import background_logging
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
@@ -190,6 +191,7 @@ def run_trial(
     over several processes (workers/distributed.py); None: all of them.
     """
     started = time.perf_counter()
+    logger, reporter = background_logging(logger, reporter, enabled=cfg.background_logging)
     trial = setup(cfg, logger, device, resume_dir, shard_rows)
     setup_seconds = time.perf_counter() - started
     while trial.state.stage_index < len(trial.stages):
