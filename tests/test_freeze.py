@@ -93,3 +93,15 @@ def test_a_frozen_cnn_is_unfrozen_again_by_a_later_all_stage(batch):
     training_step(model, batch)
     cnn = getattr(model.encoder, CNN_PART)
     assert all(p.grad is not None for p in cnn.parameters())
+
+
+def test_the_default_eval_batch_of_esds_longest_clips_fits_a_shared_gpu_for_xlsr53():
+    from workers.config import TrialConfig
+    from workers.model import eval_peak_bytes, xlsr53_encoder_config
+
+    batch = TrialConfig().eval_batch_size
+    longest_esd_clip_seconds = 8.1
+    peak = eval_peak_bytes(xlsr53_encoder_config(), batch, longest_esd_clip_seconds, bytes_per_value=2)
+    # A quarter of an L40S (48 GB), as with --gpus-per-trial 0.25, minus XLSR-53's weights and AdamW state.
+    assert peak < 48e9 / 4 - 5e9
+    assert eval_peak_bytes(xlsr53_encoder_config(), 2 * batch, longest_esd_clip_seconds) >= 2 * peak - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -346,3 +347,19 @@ def normalize_audio(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.T
     centered = (values - mean) * mask
     variance = (centered**2).sum(dim=1, keepdim=True) / count
     return centered / torch.sqrt(variance + 1e-7), mask.long()
+
+
+def eval_peak_bytes(config: Wav2Vec2Config, clips: int, seconds: float, bytes_per_value: int = 2) -> int:
+    """An upper estimate of the activation memory of one no-grad evaluation batch (weights excluded).
+
+    Without gradients only a layer's input, output and temporaries are alive at once. The largest
+    are the first conv layer's output (conv_dim[0] channels at 1/stride of the sample rate: for
+    XLSR-53 512 x 3,200 values per second of audio), held with its norm and activation temporaries
+    (x3), and a transformer layer's attention scores plus its feed-forward activations.
+    """
+    samples = int(seconds * 16000)
+    cnn = 3 * clips * config.conv_dim[0] * (samples // config.conv_stride[0])
+    frames = samples // math.prod(config.conv_stride)
+    attention = clips * config.num_attention_heads * frames * frames * 2  # scores and softmax
+    feed_forward = 3 * clips * frames * config.intermediate_size
+    return max(cnn, attention + feed_forward) * bytes_per_value
