@@ -129,9 +129,9 @@ def step_times(repeat: int = 20) -> dict[str, float]:
             step()
             timings[name].append(time.perf_counter() - started)
     medians = {name: statistics.median(t) * 1e3 for name, t in timings.items()}
-    print(f"\n== step time: 8 clips x 3 s, tiny config, 1 thread, all_but_cnn (median of {repeat}, interleaved) ==")
+    print(f"\n== step time: 8 clips x 3 s, tiny config, 1 thread, all_but_cnn ({repeat} steps each, interleaved) ==")
     for name, ms in medians.items():
-        print(f"  {name:52s} {ms:7.1f} ms")
+        print(f"  {name:52s} median {ms:7.1f} ms   min {min(timings[name]) * 1e3:7.1f} ms")
     ratio = medians["this project, freeze fix"] / medians["peer, freeze_feature_encoder()"]
     before = medians["this project, before the fix (_requires_grad on)"] / medians["peer, freeze_feature_encoder()"]
     print(
