@@ -157,9 +157,10 @@ class TrialConfig:
     compile: bool = False  # torch.compile the encoder (CUDA only; skipped on CPU, noted in the run's tags)
     compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
     prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
-    # Clips per evaluation batch. No gradients, so 64 of ESD's longest clips (8.1 s) stay a few GB for
-    # XLSR-53 in bf16 (workers.model.eval_peak_bytes; tests/test_freeze.py checks it).
-    eval_batch_size: int = 64
+    # Clips per evaluation batch (sorted by length). On a CPU 16 is best measured (`python -m bench profile`:
+    # at 64, one padded batch doubled the evaluation rounds' time); on a GPU raise it: without gradients
+    # 64 of ESD's longest clips (8.1 s) are ~5 GB for XLSR-53 in bf16 (workers.model.eval_peak_bytes).
+    eval_batch_size: int = 16
     # MLflow calls (metrics, tags, figures, the model) on a writer thread that the trial waits for
     # before each Tune report (workers/artifact_writer.py); False: in line, as before.
     background_logging: bool = True
