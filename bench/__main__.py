@@ -5,6 +5,8 @@
     python -m bench --device cuda   # step time and FLOP utilisation on a GPU
     python -m bench gpu --out DIR   # the H200 run: bench/gpu.py (JSON + table); --dry-run on the CPU
     python -m bench encoders        # encoder families, LoRA vs full, Whisper own length vs 30 s (bench/encoders.py)
+    python -m bench peer            # this project vs HF Trainer + Ray Tune on the same sweep (bench/peer.py)
+    python -m bench profile         # where one smoke trial's time goes (bench/profile_trial.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -30,7 +32,12 @@ from bench import acoustic, figures
 from bench.ingest_corpora import ingest_throughput
 
 # Benchmarks with flags of their own: `python -m bench NAME --help`.
-SUBCOMMANDS = {"gpu": "bench.gpu", "encoders": "bench.encoders"}
+SUBCOMMANDS = {
+    "gpu": "bench.gpu",
+    "encoders": "bench.encoders",
+    "peer": "bench.peer",
+    "profile": "bench.profile_trial",
+}
 
 FIGURES = {
     "loader": figures.loader_throughput,

@@ -179,7 +179,13 @@ class TrialConfig:
     compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
     attn_implementation: str = "sdpa"  # encoder attention: 'sdpa' (fused kernels) or 'eager'; set on every start
     prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
-    eval_batch_size: int = 16  # clips per evaluation batch
+    # Clips per evaluation batch (sorted by length). On a CPU 16 is best measured (`python -m bench profile`:
+    # at 64, one padded batch doubled the evaluation rounds' time); on a GPU raise it: without gradients
+    # 64 of ESD's longest clips (8.1 s) are ~5 GB for XLSR-53 in bf16 (workers.model.eval_peak_bytes).
+    eval_batch_size: int = 16
+    # MLflow calls (metrics, tags, figures, the model) on a writer thread that the trial waits for
+    # before each Tune report (workers/artifact_writer.py); False: in line, as before.
+    background_logging: bool = True
     # Head-only stages train from pooled encoder outputs computed once and stored on disk, keyed by
     # the encoder's weights, the corpus, the rows and the crop (same features as the uncached path).
     cache_frozen_features: bool = True

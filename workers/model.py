@@ -4,6 +4,7 @@ frames, and a small head."""
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -318,14 +319,17 @@ class EmotionClassifier(nn.Module):
         """One vector per clip from the encoder's outputs over the frames that hold audio."""
         if self.family == "whisper":
             raise TypeError("a Whisper encoder takes int16 audio and lengths: use pool_audio / classify")
-        states, frame_mask = encoders.encode_waveform(
-            self.encoder, input_values, attention_mask, all_layers=self._wants_all_layers()
-        )
+        # A frozen encoder under a training head: no graph (its activations would be kept for nothing).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
+            states, frame_mask = encoders.encode_waveform(
+                self.encoder, input_values, attention_mask, all_layers=self._wants_all_layers()
+            )
         return self._pool_states(states, frame_mask)
 
     def pool_audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """As `pool`, from an int16 [batch, samples] batch and its lengths (every family)."""
-        states, frame_mask = encoders.encode(self.encoder, audio, lengths, all_layers=self._wants_all_layers())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
+            states, frame_mask = encoders.encode(self.encoder, audio, lengths, all_layers=self._wants_all_layers())
         return self._pool_states(states, frame_mask)
 
     def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -353,6 +357,9 @@ def set_trainable(model: EmotionClassifier, part: str) -> None:
 
     The encoder's parts are the family's (workers.encoders.unfreeze_encoder_part): the same meaning
     for wav2vec2, HuBERT, WavLM, data2vec and Whisper.
+    Frozen parts build no autograd graph: modules that would force grad at their input (HF feature
+    encoders' `_requires_grad`; `freeze_feature_encoder()` clears it) follow their parameters, and
+    a wholly frozen encoder runs under no_grad (EmotionClassifier.pool_audio).
     """
     if part not in TRAINABLE_PARTS:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
@@ -362,6 +369,13 @@ def set_trainable(model: EmotionClassifier, part: str) -> None:
     encoders.unfreeze_encoder_part(model.encoder, part)
     if part in ("transformer", "all_but_cnn", "all"):
         model.encoder_weights_trained = True
+    for module in model.encoder.modules():
+        if hasattr(module, "_requires_grad"):
+            module._requires_grad = any(p.requires_grad for p in module.parameters())
+
+
+def encoder_trains(model: EmotionClassifier) -> bool:
+    return any(p.requires_grad for p in model.encoder.parameters())
 
 
 def normalize_audio(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,3 +391,19 @@ def normalize_audio(audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.T
     centered = (values - mean) * mask
     variance = (centered**2).sum(dim=1, keepdim=True) / count
     return centered / torch.sqrt(variance + 1e-7), mask.long()
+
+
+def eval_peak_bytes(config: Wav2Vec2Config, clips: int, seconds: float, bytes_per_value: int = 2) -> int:
+    """An upper estimate of the activation memory of one no-grad evaluation batch (weights excluded).
+
+    Without gradients only a layer's input, output and temporaries are alive at once. The largest
+    are the first conv layer's output (conv_dim[0] channels at 1/stride of the sample rate: for
+    XLSR-53 512 x 3,200 values per second of audio), held with its norm and activation temporaries
+    (x3), and a transformer layer's attention scores plus its feed-forward activations.
+    """
+    samples = int(seconds * 16000)
+    cnn = 3 * clips * config.conv_dim[0] * (samples // config.conv_stride[0])
+    frames = samples // math.prod(config.conv_stride)
+    attention = clips * config.num_attention_heads * frames * frames * 2  # scores and softmax
+    feed_forward = 3 * clips * frames * config.intermediate_size
+    return max(cnn, attention + feed_forward) * bytes_per_value

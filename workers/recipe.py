@@ -31,6 +31,7 @@ from torch import nn
 from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
+from workers.artifact_writer import background_logging
 from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
@@ -98,6 +99,7 @@ def run_trial(
     over several processes (workers/distributed.py); None: all of them.
     """
     started = time.perf_counter()
+    logger, reporter = background_logging(logger, reporter, enabled=cfg.background_logging)
     trial = setup(cfg, logger, device, resume_dir, shard_rows)
     setup_seconds = time.perf_counter() - started
     for _ in range(trial.state.stage_index, len(trial.stages)):

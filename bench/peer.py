@@ -1,0 +1,269 @@
+"""This project against what users would write instead: HF Trainer + `hyperparameter_search(backend="ray")`.
+
+    python -m bench peer                      # both sweeps, the step time, the reused-worker overhead
+    python -m bench peer --skip-sweeps        # only the step time on an identical batch
+
+In one run, side by side (each sweep in its own process, timed from outside, so imports count):
+1. the step time of both models on an identical batch (8 clips x 3 s, tiny config, one thread),
+   with the freeze fix and without it (the feature encoder's `_requires_grad` left on);
+2. `python -m orchestrator.sweep smoke --set schedule=full` and the same work through the peer
+   (bench/peer_trainer.py): sweep wall time, per-trial wall, training clips/s, held-out accuracy;
+3. a reused worker's per-trial overhead: the smoke sweep one trial at a time, shortened (the
+   driver prints the median overhead; 3 of its 4 trials run in a reused worker).
+Then the goals: sweep <= 0.6x the peer's, step time <= the peer's, reused-worker overhead < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SWEEP_RATIO_GOAL = 0.6
+STEP_RATIO_GOAL = 1.0
+REUSED_OVERHEAD_GOAL_SECONDS = 0.5
+OVERHEAD_LINE = re.compile(
+    r"per-trial overhead \(wall time outside run_trial\): median (?P<median>[\d.]+)s, max (?P<max>[\d.]+)s "
+    r"over (?P<count>\d+) trials; median trial wall time (?P<wall>[\d.]+)s"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench peer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--skip-sweeps", action="store_true", help="only the step time")
+    parser.add_argument("--skip-reuse", action="store_true", help="no reused-worker overhead run")
+    parser.add_argument("--step-repeat", type=int, default=20, help="timed steps per variant")
+    run(parser.parse_args(argv))
+    return 0
+
+
+def run(args) -> None:
+    step_times(repeat=args.step_repeat)
+    if args.skip_sweeps:
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
+        ours = project_sweep(Path(tmp) / "ours", ["--set", "schedule=full"])
+        peer = peer_sweep(Path(tmp) / "peer")
+        print_sweeps(ours, peer)
+        if not args.skip_reuse:
+            reused = project_sweep(Path(tmp) / "reuse", ["--max-concurrent", "1", "--set", "epoch_scale=0.25"])
+            print_reuse(reused)
+
+
+# 1. Step time on an identical batch ----------------------------------------------------------
+
+
+def step_times(repeat: int = 20) -> dict[str, float]:
+    """Median ms per training step, the four variants interleaved so load hits them alike."""
+    from transformers import Wav2Vec2ForSequenceClassification
+
+    from bench.peer_trainer import peer_model_config
+    from workers.model import CNN_PART, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+
+    torch.set_num_threads(1)
+    config = peer_model_config()  # the tiny config with the trial's regularisation, 5 labels
+    generator = torch.Generator().manual_seed(0)
+    audio = (torch.randn(8, 3 * 16000, generator=generator) * 3000).to(torch.int16)
+    lengths = torch.full((8,), audio.shape[1])
+    labels = torch.arange(8) % 5
+
+    def ours(fixed: bool):
+        torch.manual_seed(0)
+        model = EmotionClassifier(build_encoder(config)).train()
+        set_trainable(model, "all_but_cnn")
+        if not fixed:
+            getattr(model.encoder, CNN_PART)._requires_grad = True  # the state before the fix
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+        def step():
+            values, mask = normalize_audio(audio, lengths)
+            loss = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    def peer(freeze_flag: bool):
+        torch.manual_seed(0)
+        model = Wav2Vec2ForSequenceClassification(config).train()
+        if freeze_flag:
+            model.freeze_feature_encoder()
+        else:
+            model.wav2vec2.feature_extractor.requires_grad_(False)  # parameters only, as the old set_trainable
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+        def step():
+            values, mask = normalize_audio(audio, lengths)
+            loss = model(values, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    variants = {
+        "this project, freeze fix": ours(True),
+        "this project, before the fix (_requires_grad on)": ours(False),
+        "peer, freeze_feature_encoder()": peer(True),
+        "peer, CNN parameters frozen only": peer(False),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for step in variants.values():
+        step()  # warm-up
+    for _ in range(repeat):
+        for name, step in variants.items():
+            started = time.perf_counter()
+            step()
+            timings[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(t) * 1e3 for name, t in timings.items()}
+    print(f"\n== step time: 8 clips x 3 s, tiny config, 1 thread, all_but_cnn ({repeat} steps each, interleaved) ==")
+    for name, ms in medians.items():
+        print(f"  {name:52s} median {ms:7.1f} ms   min {min(timings[name]) * 1e3:7.1f} ms")
+    ratio = medians["this project, freeze fix"] / medians["peer, freeze_feature_encoder()"]
+    before = medians["this project, before the fix (_requires_grad on)"] / medians["peer, freeze_feature_encoder()"]
+    print(
+        f"  step ratio this project / peer: {ratio:.2f}x (before the fix {before:.2f}x); "
+        f"goal <= {STEP_RATIO_GOAL:g}: {'met' if ratio <= STEP_RATIO_GOAL else 'NOT met'}"
+    )
+    return medians
+
+
+# 2. The two sweeps ---------------------------------------------------------------------------
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    return env
+
+
+def project_sweep(directory: Path, extra: list[str]) -> dict:
+    """`python -m orchestrator.sweep smoke ...` in its own process; figures from its output and its MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    directory.mkdir(parents=True)
+    tracking_uri = f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}"
+    command = [sys.executable, "-m", "orchestrator.sweep", "smoke", *extra]
+    command += ["--storage", str(directory / "ray_results"), "--tracking-uri", tracking_uri]
+    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=_environment(), capture_output=True, text=True, cwd=directory)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the project's sweep failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    overhead = OVERHEAD_LINE.search(done.stdout)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.trial_id != ''")
+    train_clips = _train_clips(runs[0].data.params) if runs else 0
+    trials = [
+        {
+            "learning_rate": float(r.data.params["learning_rate"]),
+            "test_accuracy": r.data.metrics.get("test_en/accuracy"),
+            "val_accuracy": r.data.metrics.get("val/accuracy"),
+            "trial_seconds": r.data.metrics.get("trial_seconds"),
+            "train_clips": train_clips,
+        }
+        for r in runs
+    ]
+    return {
+        "search_seconds": wall,
+        "trials": trials,
+        "median_trial_wall": float(overhead["wall"]) if overhead else None,
+        "median_overhead": float(overhead["median"]) if overhead else None,
+        "max_overhead": float(overhead["max"]) if overhead else None,
+    }
+
+
+def _train_clips(params: dict) -> int:
+    """Clips a trial trains on: its training rows (after the validation holdout) x its epochs."""
+    from orchestrator.paths import ensure_demo_corpus
+    from shards.batching import holdout
+    from shards.reader import ShardReader
+    from workers.config import TrialConfig
+
+    cfg = TrialConfig(
+        schedule=params["schedule"],
+        epoch_scale=float(params["epoch_scale"]),
+        val_fraction=float(params["val_fraction"]),
+    )
+    reader = ShardReader(ensure_demo_corpus(0, log=lambda *_: None))
+    speakers = [s for s in re.findall(r"\d{4}", params["train_speakers"])]
+    train_rows, _ = holdout(reader.index, reader.index.select(speakers), cfg.val_fraction, int(params["seed"]))
+    return int(round(sum(stage.epochs for stage in cfg.stage_list()) * len(train_rows)))
+
+
+def peer_sweep(directory: Path) -> dict:
+    directory.mkdir(parents=True)
+    out = directory / "peer.json"
+    command = [sys.executable, "-m", "bench.peer_trainer", "--out", str(out)]
+    print(f"$ {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=_environment(), capture_output=True, text=True, cwd=directory)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"the peer failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    result["search_seconds"] = wall
+    result["median_trial_wall"] = statistics.median(t["trial_seconds"] for t in result["trials"])
+    return result
+
+
+def _best(trials: list[dict]) -> dict:
+    return max(trials, key=lambda t: t["val_accuracy"] or 0.0)
+
+
+def print_sweeps(ours: dict, peer: dict) -> None:
+    print("\n== sweep: smoke --set schedule=full vs HF Trainer + hyperparameter_search(backend='ray') ==")
+    print("  same work: demo corpus, 0011-0014 (10% val), tiny encoder, batch 8, eval every 15 steps, 8 epochs,")
+    print("  CNN frozen, learning rates 1e-3 and 2e-3, one CPU per trial; held out: speaker 0015")
+    rows = []
+    for name, side in (("this project", ours), ("peer (HF Trainer)", peer)):
+        trials = side["trials"]
+        wall = side["median_trial_wall"] or statistics.median(t["trial_seconds"] for t in trials)
+        clips_per_second = statistics.median(t["train_clips"] for t in trials) / wall
+        best = _best(trials)
+        accuracies = ", ".join(f"lr {t['learning_rate']:g}: {t['test_accuracy']:.3f}" for t in trials)
+        rows.append((name, side["search_seconds"], wall, clips_per_second, best["test_accuracy"], accuracies))
+    print(f"  {'':18s} {'sweep wall':>10s} {'trial wall':>10s} {'clips/s':>8s} {'test acc (best by val)':>23s}")
+    for name, sweep_wall, trial_wall, rate, accuracy, accuracies in rows:
+        print(f"  {name:18s} {sweep_wall:9.1f}s {trial_wall:9.1f}s {rate:8.1f} {accuracy:23.3f}   ({accuracies})")
+    ratio = ours["search_seconds"] / peer["search_seconds"]
+    print(
+        f"  sweep wall ratio this project / peer: {ratio:.2f}x; goal <= {SWEEP_RATIO_GOAL:g}x: "
+        f"{'met' if ratio <= SWEEP_RATIO_GOAL else 'NOT met'}"
+    )
+    print(f"  trial wall ratio: {rows[0][2] / rows[1][2]:.2f}x; clips/s ratio: {rows[0][3] / rows[1][3]:.2f}x")
+    print("  (trial wall: the driver's median for this project, Tune's time_total_s for the peer;")
+    print("   clips/s: training clips / trial wall, evaluation rounds included on both sides)")
+    print("  workarounds the peer needed:")
+    for note in peer["workarounds"]:
+        print(f"   - {note}")
+
+
+def print_reuse(reused: dict) -> None:
+    median = reused["median_overhead"]
+    print("\n== reused worker: smoke, one trial at a time, epoch_scale 0.25 (trials 2-4 reuse the worker) ==")
+    if median is None:
+        print("  the driver printed no overhead line")
+        return
+    print(
+        f"  per-trial overhead (driver: wall outside run_trial): median {median:.2f}s (a reused worker), "
+        f"max {reused['max_overhead']:.2f}s (the first trial, fresh process); goal < "
+        f"{REUSED_OVERHEAD_GOAL_SECONDS:g}s: {'met' if median < REUSED_OVERHEAD_GOAL_SECONDS else 'NOT met'}"
+    )

@@ -1,0 +1,199 @@
+"""Where one smoke trial's time goes, with MLflow logging in line and on the writer thread, side by side.
+
+    python -m bench profile                 # one trial of each mode, alternated, twice
+    python -m bench profile --rounds 1
+
+The trial is the smoke sweep's (tiny encoder, demo corpus, schedule `full`, learning rate 2e-3), run
+in this process with a real MLflow store in a temporary directory and a reporter that copies
+checkpoints as Tune does. The recipe's steps are timed by wrapping them where the recipe looks them
+up (self time: a step's time excludes the steps it calls), the logger by wrapping every call, the
+reporter by wrapping `report`. Process start and imports are timed in a fresh interpreter.
+
+Modes: `before` = MLflow calls in line (as before workers/artifact_writer.py); `after` = the writer
+thread. (An earlier `after` with eval_batch_size 64 doubled the evaluation rounds on a CPU: one
+length-sorted batch of 46 clips pads more than three of 16; the default stays 16.) The machine is shared: compare
+the two columns of one run, not runs made at different times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+MODES = {
+    "before": {"background_logging": False, "eval_batch_size": 16},
+    "after": {"background_logging": True, "eval_batch_size": 16},
+}
+# Recipe steps (module attributes of workers.recipe) and the row each one's self time goes to.
+RECIPE_STEPS = {
+    "setup": "setup (data, model, params/tags)",
+    "train_step": "training steps",
+    "evaluation_round": "evaluation rounds",
+    "evaluate_all": "final evaluation (3 sets)",
+    "confusion_figure": "figures: build",
+    "reliability_figure": "figures: build",
+    "save_model": "checkpoint writes",
+    "save_train_state": "checkpoint writes",
+}
+IMPORTS = "import torch, transformers, mlflow.tracking, workers.recipe, workers.trial, workers.tracking"
+
+
+class Profiler:
+    """Self time per row, per thread: a step's time minus the time of the timed steps it calls."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def timed(self, row: str):
+        stack = self._local.__dict__.setdefault("stack", [])
+        if threading.current_thread() is not threading.main_thread():
+            row = f"{row} [writer thread, overlapped]"
+        stack.append(0.0)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            children = stack.pop()
+            self.seconds[row] += elapsed - children
+            if stack:
+                stack[-1] += elapsed
+
+    def wrap(self, function, row: str):
+        @functools.wraps(function)
+        def timed_call(*args, **kwargs):
+            with self.timed(row):
+                return function(*args, **kwargs)
+
+        return timed_call
+
+
+class TimedLogger:
+    """A RunLogger whose every call is timed; `client` and `run_id` pass through for batched metrics."""
+
+    def __init__(self, logger, profiler: Profiler):
+        self.logger = logger
+        self.client = logger.client
+        self.run_id = logger.run_id
+        rows = {
+            "log_params": "MLflow: params, tags, metrics",
+            "set_tags": "MLflow: params, tags, metrics",
+            "log_metrics": "MLflow: params, tags, metrics",
+            "log_text": "MLflow: artifacts (text, model)",
+            "log_artifacts": "MLflow: artifacts (text, model)",
+            "log_figure": "figures: render + log",
+        }
+        for name, row in rows.items():
+            setattr(self, name, profiler.wrap(getattr(logger, name), row))
+
+
+class TimedReporter:
+    def __init__(self, reporter, profiler: Profiler):
+        self.report = profiler.wrap(reporter.report, "reporter (Tune report, checkpoint copy)")
+
+
+def import_seconds() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IMPORTS], check=True)
+    return time.perf_counter() - started
+
+
+def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]:
+    from mlflow.tracking import MlflowClient
+
+    import search_spaces
+    import workers.artifact_writer as artifact_writer
+    import workers.recipe as recipe
+    from orchestrator.paths import ensure_demo_corpus
+    from workers.config import TrialConfig
+    from workers.reporting import ListReporter
+    from workers.tracking import MlflowRunLogger
+
+    spec = search_spaces.load("smoke")
+    values = {**spec.base, "schedule": "full", "learning_rate": 2e-3, **MODES[mode]}
+    values["data_dir"] = str(ensure_demo_corpus(0, log=lambda *_: None))
+    cfg = TrialConfig.from_dict(values)
+    tracking_uri = f"sqlite:///{root / mode / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(mode, artifact_location=str(root / mode / "artifacts"))
+    run_id = client.create_run(experiment_id).info.run_id
+
+    profiler = Profiler()
+    patched = {name: getattr(recipe, name) for name in RECIPE_STEPS}
+    patched_writer = (artifact_writer.BackgroundLogger.flush, artifact_writer.BackgroundLogger._run)
+    try:
+        for name, row in RECIPE_STEPS.items():
+            setattr(recipe, name, profiler.wrap(patched[name], row))
+        artifact_writer.BackgroundLogger.flush = profiler.wrap(patched_writer[0], "waiting for the writer thread")
+        artifact_writer.BackgroundLogger._run = profiler.wrap(patched_writer[1], "MLflow")
+        logger = TimedLogger(MlflowRunLogger(tracking_uri, run_id), profiler)
+        reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
+        started = time.perf_counter()
+        with profiler.timed("other (epoch planning, batch waits, optimizer setup)"):
+            final = recipe.run_trial(cfg, logger, reporter)
+        wall = time.perf_counter() - started
+    finally:
+        for name, function in patched.items():
+            setattr(recipe, name, function)
+        artifact_writer.BackgroundLogger.flush, artifact_writer.BackgroundLogger._run = patched_writer
+    return dict(profiler.seconds), wall, final
+
+
+def print_table(imports: float, results: dict[str, list[tuple[dict, float, dict]]]) -> None:
+    rows = sorted({row for runs in results.values() for seconds, _, _ in runs for row in seconds})
+    walls = {mode: sum(w for _, w, _ in runs) / len(runs) for mode, runs in results.items()}
+    print(f"\n{'':56s}" + "".join(f"{mode:>18s}" for mode in results))
+    print(f"  {'process start + imports (fresh interpreter)':54s}" + f"{imports:17.2f}s" * len(results))
+    for row in rows:
+        cells = ""
+        for mode, runs in results.items():
+            seconds = sum(s.get(row, 0.0) for s, _, _ in runs) / len(runs)
+            share = "" if "writer thread" in row else f" {seconds / walls[mode]:4.0%}"
+            cells += f"{seconds:11.2f}s{share:>6s}"
+        print(f"  {row:54s}{cells}")
+    print(f"  {'trial wall (run_trial)':54s}" + "".join(f"{walls[mode]:17.2f}s" for mode in results))
+    for mode, runs in results.items():
+        training = sum(s.get("training steps", 0.0) for s, _, _ in runs) / len(runs)
+        accuracy = ", ".join(f"{final['test_en/accuracy']:.3f}" for _, _, final in runs)
+        print(
+            f"  {mode}: not training {walls[mode] - training:.2f}s of {walls[mode]:.2f}s; test_en/accuracy {accuracy}"
+        )
+    if {"before", "after"} <= set(walls):
+        print(f"  trial wall after / before: {walls['after'] / walls['before']:.2f}x (same run, alternated)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="trials per mode (alternated)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a smoke trial gets one CPU)")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    imports = import_seconds()
+    results: dict[str, list] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        for round_index in range(args.rounds):
+            for mode in MODES:
+                root = Path(tmp) / f"round{round_index}"
+                root.mkdir(exist_ok=True)
+                results[mode].append(profile_trial(mode, root))
+                print(f"  round {round_index + 1} {mode}: {results[mode][-1][1]:.1f}s", flush=True)
+    print_table(imports, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

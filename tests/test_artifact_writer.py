@@ -1,0 +1,83 @@
+"""MLflow calls on the writer thread: nothing lost, all in the store before each report, errors surface."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from workers.artifact_writer import background_logging  # noqa: E402
+from workers.tracking import MlflowRunLogger  # noqa: E402
+
+
+class StoreAtReport:
+    """A reporter that reads the MLflow run at each report, as the driver could right after it."""
+
+    def __init__(self, client, run_id):
+        self.client, self.run_id, self.seen = client, run_id, []
+
+    def report(self, metrics, checkpoint_dir=None):
+        run = self.client.get_run(self.run_id)
+        history = self.client.get_metric_history(self.run_id, "val/loss")
+        files = sorted(a.path for a in self.client.list_artifacts(self.run_id))
+        model = sorted(a.path for a in self.client.list_artifacts(self.run_id, "model"))
+        self.seen.append(
+            {"tags": dict(run.data.tags), "val_loss_steps": [m.step for m in history], "files": files + model}
+        )
+
+
+@pytest.fixture
+def run(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("writer")
+    return client, client.create_run(experiment).info.run_id
+
+
+def test_everything_logged_before_a_report_is_in_the_store_at_that_report(run, tmp_path, tracking_uri):
+    client, run_id = run
+    reporter = StoreAtReport(client, run_id)
+    logger, flushing = background_logging(MlflowRunLogger(tracking_uri, run_id), reporter)
+    logger.set_tags({"device": "cpu", "weights": "built"})
+    for step in range(1, 6):  # evaluation rounds, back to back: sent as batches
+        logger.log_metrics({"val/loss": 1.0 / step, "val/accuracy": 0.1 * step}, step=step * 15)
+    figure, axis = plt.subplots()
+    axis.plot([0, 1], [1, 0])
+    logger.log_figure(figure, "confusion_matrix_val.png")
+    logger.log_text("report", "classification_report_val.txt")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    logger.log_artifacts(str(model_dir), "model")
+    (model_dir / "model.safetensors").unlink()  # the caller's directory may go as soon as the call returns
+    flushing.report({"val/accuracy": 0.5})
+
+    seen = reporter.seen[0]
+    assert seen["tags"]["device"] == "cpu" and seen["tags"]["weights"] == "built"
+    assert seen["val_loss_steps"] == [15, 30, 45, 60, 75]
+    assert seen["files"] == [
+        "classification_report_val.txt",
+        "confusion_matrix_val.png",
+        "model",
+        "model/model.safetensors",
+    ]
+    assert plt.get_fignums() == []  # the figure left pyplot's registry on the caller's thread
+
+
+def test_a_failed_background_call_raises_at_the_next_report(run, tracking_uri):
+    client, run_id = run
+    reporter = StoreAtReport(client, run_id)
+    logger, flushing = background_logging(MlflowRunLogger(tracking_uri, run_id), reporter)
+    logger.set_tags({"ok": "1"})
+    client.delete_run(run_id)
+    client.delete_experiment(client.get_run(run_id).info.experiment_id)
+    logger.log_metrics({"val/loss": 1.0}, step=1)
+    logger.log_text("x", "x.txt")
+    with pytest.raises(RuntimeError, match="background MLflow call failed"):
+        flushing.report({"val/accuracy": 0.5})
+    assert reporter.seen == []
+
+
+def test_disabled_returns_the_logger_and_reporter_unchanged(tracking_uri):
+    logger, reporter = object(), object()
+    assert background_logging(logger, reporter, enabled=False) == (logger, reporter)

@@ -1,0 +1,162 @@
+"""A trial's MLflow calls on a background thread, so figures and store round trips never stall training.
+
+`background_logging(logger, reporter)` returns a logger whose calls are queued and run, in order, by
+one writer thread, and a reporter that waits for the queue to drain before each Tune report: what a
+report (the final one above all) announces is in the store when Tune sees it, also when a scheduler
+stops the trial inside that report. Metrics queued back to back go to the store as one batch.
+
+Figures are detached from pyplot on the caller's thread (pyplot's figure registry is not
+thread-safe) and rendered by the writer (Agg renders a detached figure on any thread). Directories
+handed to `log_artifacts` are copied first: the caller may delete them as soon as the call returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+IDLE_SECONDS = 5.0
+
+
+class BackgroundLogger:
+    """Wraps a RunLogger: the same interface, calls run on a writer thread. `flush()` waits and re-raises."""
+
+    def __init__(self, logger):
+        self.logger = logger
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # --- the RunLogger interface
+    def log_params(self, params: dict) -> None:
+        self._put("log_params", dict(params))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._put("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._put("log_text", text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)  # out of pyplot's registry here; the writer only renders the Figure object
+        self._put("_log_detached_figure", figure, artifact_file)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        copy = Path(tempfile.mkdtemp(prefix="artifacts-")) / Path(local_dir).name
+        shutil.copytree(local_dir, copy)
+        self._put("_log_copied_artifacts", str(copy), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._put("set_tags", dict(tags))
+
+    # --- control
+    def flush(self) -> None:
+        """Wait until every queued call has run; raise the first error a call raised."""
+        self._queue.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"a background MLflow call failed: {error!r}") from error
+
+    def _put(self, method: str, *args) -> None:
+        if self._error is not None:
+            self.flush()  # surface the failure at the next call instead of losing later logs silently
+        with self._lock:
+            self._queue.put((method, args))
+            if self._thread is None:  # started on demand; it ends after IDLE_SECONDS without work
+                self._thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)
+                self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                calls = [self._queue.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None  # a reused worker keeps no idle thread per past trial
+                        return
+                continue
+            while True:  # take what is already waiting, so back-to-back metrics become one batch
+                try:
+                    calls.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if self._error is None:
+                    self._run(calls)
+            except BaseException as error:  # kept for flush(); the thread goes on draining
+                self._error = error
+            finally:
+                for _ in calls:
+                    self._queue.task_done()
+
+    def _run(self, calls: list) -> None:
+        pending: dict[int | None, dict[str, float]] = {}
+        for method, args in calls:
+            if method == "log_metrics":
+                metrics, step = args
+                pending.setdefault(step, {}).update(metrics)
+                continue
+            self._send_metrics(pending)
+            getattr(self, method)(*args) if method.startswith("_") else getattr(self.logger, method)(*args)
+        self._send_metrics(pending)
+
+    def _send_metrics(self, pending: dict[int | None, dict[str, float]]) -> None:
+        client, run_id = getattr(self.logger, "client", None), getattr(self.logger, "run_id", None)
+        if client is not None and run_id is not None and len(pending) > 1:
+            # An MLflow run: every step's metrics in one log_batch (1000 a call is MLflow's limit).
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            items = [Metric(k, v, now, step or 0) for step, metrics in pending.items() for k, v in metrics.items()]
+            for start in range(0, len(items), 1000):
+                client.log_batch(run_id, metrics=items[start : start + 1000])
+        else:
+            for step, metrics in pending.items():
+                self.logger.log_metrics(metrics, step=step)
+        pending.clear()
+
+    def _log_detached_figure(self, figure, artifact_file: str) -> None:
+        """Render on this thread and log the file (never through pyplot, which the caller's thread owns)."""
+        directory = Path(tempfile.mkdtemp(prefix="figure-"))
+        try:
+            path = directory / artifact_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path)
+            self.logger.log_artifacts(str(directory), None)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _log_copied_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        try:
+            self.logger.log_artifacts(local_dir, artifact_path)
+        finally:
+            shutil.rmtree(Path(local_dir).parent, ignore_errors=True)
+
+
+class FlushingReporter:
+    """Drains the logger's queue before every Tune report (a scheduler may stop the trial inside one)."""
+
+    def __init__(self, reporter, logger: BackgroundLogger):
+        self.reporter = reporter
+        self.logger = logger
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        self.logger.flush()
+        self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
+
+
+def background_logging(logger, reporter, enabled: bool = True):
+    """(logger, reporter) with MLflow calls moved to a writer thread; unchanged when not enabled."""
+    if not enabled:
+        return logger, reporter
+    background = BackgroundLogger(logger)
+    return background, FlushingReporter(reporter, background)
