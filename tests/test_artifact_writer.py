@@ -71,9 +71,10 @@ def test_a_failed_background_call_raises_at_the_next_report(run, tracking_uri):
     logger.set_tags({"ok": "1"})
     client.delete_run(run_id)
     client.delete_experiment(client.get_run(run_id).info.experiment_id)
-    logger.log_metrics({"val/loss": 1.0}, step=1)
-    logger.log_text("x", "x.txt")
+    # The failure surfaces at the next call after it happened, at the latest at the report.
     with pytest.raises(RuntimeError, match="background MLflow call failed"):
+        logger.log_metrics({"val/loss": 1.0}, step=1)
+        logger.log_text("x", "x.txt")
         flushing.report({"val/accuracy": 0.5})
     assert reporter.seen == []
 

@@ -6,7 +6,12 @@ import torch
 from shards.batching import collate
 from shards.reader import ShardReader
 from workers.config import TRAINABLE_PARTS
-from workers.model import CNN_PART, TRANSFORMER_PART, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.encoders import add_lora
+from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+
+# The tiny wav2vec2's module names (workers.encoders maps them per family).
+CNN_PART = "feature_extractor"
+TRANSFORMER_PART = "encoder"
 
 # What each stage kind leaves frozen, by the encoder's own attribute names.
 FROZEN_PARTS = {
@@ -14,6 +19,7 @@ FROZEN_PARTS = {
     "transformer": (CNN_PART, "feature_projection"),
     "all_but_cnn": (CNN_PART,),
     "all": (),
+    "lora": (CNN_PART, "feature_projection"),  # and every base weight of the transformer (adapters train)
 }
 
 
@@ -54,6 +60,8 @@ def test_frozen_modules_build_no_graph_and_get_no_gradient(batch, part):
     torch.manual_seed(0)
     # Masking on: the masked-frame embedding is a frozen parameter in some stages.
     model = EmotionClassifier(build_encoder("tiny", {"mask_time_prob": 0.3, "mask_time_length": 2}))
+    if part == "lora":
+        add_lora(model.encoder, rank=4, alpha=8, target="attention")
     set_trainable(model, part)
     frozen = frozen_modules(model.encoder, part)
     outputs_with_grad: list[str] = []
@@ -82,6 +90,7 @@ def test_frozen_modules_build_no_graph_and_get_no_gradient(batch, part):
         "transformer": lambda n: n.startswith("encoder.") and not n.startswith(f"encoder.{TRANSFORMER_PART}."),
         "all_but_cnn": lambda n: n.startswith(f"encoder.{CNN_PART}."),
         "all": lambda n: False,
+        "lora": lambda n: n.startswith("encoder.") and "lora_" not in n,
     }[part]
     assert frozen_parameters == [n for n, _ in model.named_parameters() if expected_frozen(n)]
 

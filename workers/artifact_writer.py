@@ -108,17 +108,10 @@ class BackgroundLogger:
         self._send_metrics(pending)
 
     def _send_metrics(self, pending: dict[int | None, dict[str, float]]) -> None:
-        client, run_id = getattr(self.logger, "client", None), getattr(self.logger, "run_id", None)
-        if client is not None and run_id is not None and len(pending) > 1:
-            # An MLflow run: every step's metrics in one log_batch (1000 a call is MLflow's limit).
-            import time
-
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            items = [Metric(k, v, now, step or 0) for step, metrics in pending.items() for k, v in metrics.items()]
-            for start in range(0, len(items), 1000):
-                client.log_batch(run_id, metrics=items[start : start + 1000])
+        if not pending:
+            return
+        if hasattr(self.logger, "log_metric_steps"):  # an MLflow run: every step's metrics in one batch
+            self.logger.log_metric_steps(dict(pending))
         else:
             for step, metrics in pending.items():
                 self.logger.log_metrics(metrics, step=step)
