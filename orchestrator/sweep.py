@@ -320,11 +320,29 @@ def resume_sweep(args, storage: str) -> SweepRecord:
     if record.status == "finished":
         return record
     record.resources = resources_from(args, record.resources)
+    check_phases_open(record)  # before the record or MLflow changes: a failure here leaves both as they were
     record.status = "running"
     record.save()
     tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)
     print(f"resuming sweep {record.sweep} from {directory} (MLflow parent run {record.parent_run_id})", flush=True)
     return record
+
+
+def check_phases_open(record: SweepRecord) -> None:
+    """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
+    from ray import tune
+
+    from orchestrator.grid import TrialGrid
+
+    for phase in TrialGrid.from_dict(record.grid).phases:
+        if phase.name in record.phases_done:
+            continue
+        try:
+            tune.Tuner.can_restore(record.phase_path(phase.name))
+        except Exception as error:  # pyarrow's errors for a path or URI it cannot open
+            raise SystemExit(
+                f"cannot open the sweep directory {record.directory}: {tracking.first_line(error)}"
+            ) from None
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
@@ -360,7 +378,7 @@ def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[st
     The record is saved when a phase is done (and the pretrain phase's base model known) and when the
     sweep ends; no child run stays RUNNING, however it ends."""
     from orchestrator.grid import TrialGrid, fill_init_from
-    from orchestrator.tuner import init_ray, run_phase, trial_statuses
+    from orchestrator.tuner import init_ray, run_phase, trial_statuses, was_interrupted
 
     client = tracking.client_for(record.tracking_uri)
     grid = TrialGrid.from_dict(record.grid)
@@ -375,12 +393,12 @@ def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[st
             if phase.name != "pretrain" and record.base_model:
                 phase = fill_init_from(phase, record.base_model)
             results = run_phase(record, grid, phase)
+            # Ctrl-C: Tune reports the trials it stopped as terminated, like finished ones. Fewer ended
+            # trials than planned: Tune stopped early (it creates trials lazily; unstarted ones are not in `results`).
+            if was_interrupted() or results.num_terminated + results.num_errors < len(phase.variants):
+                raise SweepInterrupted
             statuses.update(trial_statuses(results))
             failed += results.num_errors
-            # Fewer ended trials than planned: Tune stopped on Ctrl-C (it creates trials lazily, so
-            # unstarted ones are not even in `results`).
-            if results.num_terminated + results.num_errors < len(phase.variants):
-                raise SweepInterrupted
             if phase.name == "pretrain" and results.num_errors:
                 _end(client, record, "failed", statuses, default=RunStatus.FAILED)
                 log(_NO_BASE.format(sweep=record.sweep, directory=record.directory))
