@@ -213,24 +213,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def new_sweep(spec, args, storage: str) -> SweepRecord:
     """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
+    from orchestrator import preflight
     from orchestrator.grid import GridError, build_grid
     from orchestrator.record import sweep_dir_name
     from shards.integrity import ShardIntegrityError, verify_shards_once
-    from shards.writer import read_manifest
+    from shards.splits import SpeakerLeakError
 
     overrides = parse_overrides(args.overrides)
     resources = resources_from(args)
-    try:
+    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
+    try:  # the cheap checks first: a bad --set costs no demo corpus, a bad server no data
+        preflight.check_overrides(overrides)
         spec = spec.with_preset(args.preset).override(overrides)
+        if {"train_speakers", "eval_sets"} & set(overrides):
+            preflight.check_speaker_leak(spec.base)
+        preflight.check_tracking(tracking_uri)
+        data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
+        manifest = preflight.open_data(data_dir)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
-    manifest = read_manifest(data_dir)
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
         raise SystemExit(str(error)) from None
-    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:
         grid = build_grid(
@@ -242,7 +247,13 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
             explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
         )
-    except GridError as error:
+    except (GridError, SpeakerLeakError) as error:
+        raise SystemExit(str(error)) from None
+    variants = [v for phase in grid.phases for v in phase.variants]
+    try:  # on the driver, before any trial: bad speakers, empty sets or missing weights cost no attempts
+        preflight.check_trials(variants, manifest, data_dir)
+        preflight.check_starts(variants)
+    except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
 
     client = tracking.client_for(tracking_uri)
@@ -303,6 +314,12 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         raise SystemExit(str(error)) from None
     if record.sweep != args.name:
         raise SystemExit(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
+    from orchestrator import preflight
+
+    try:
+        preflight.check_tracking(record.tracking_uri)
+    except preflight.PreflightError as error:
+        raise SystemExit(str(error)) from None
     ignored = [
         flag
         for flag, value in (

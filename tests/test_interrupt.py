@@ -26,7 +26,7 @@ NUM_TRIALS = 4
 
 def start_driver(demo_dir, tmp_path, *extra) -> subprocess.Popen:
     argv = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--data", str(demo_dir), "--storage", "ray"]
-    argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "--max-concurrent", "1"]
+    argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]
     argv += ["--set", "epoch_scale=1.0", "--set", "eval_every_steps=5", *extra]
     return subprocess.Popen(
         argv,
@@ -75,7 +75,7 @@ def sweep_runs(tmp_path):
     return client, parents, children
 
 
-def check_interrupted(tmp_path, code: int, output: str) -> dict[str, str]:
+def check_interrupted(tmp_path, code: int, output: str, all_started: bool) -> dict[str, str]:
     """The interrupted sweep as the user finds it; returns trial id -> run status of its child runs."""
     assert code == 130, output[-3000:]
     assert "--resume" in output, output[-3000:]
@@ -84,7 +84,8 @@ def check_interrupted(tmp_path, code: int, output: str) -> dict[str, str]:
     (record_file,) = (tmp_path / "ray").glob("smoke-*/sweep.json")
     assert json.loads(record_file.read_text())["status"] == "interrupted"
     statuses = {c.data.tags["trial_id"]: c.info.status for c in children}
-    assert len(children) < NUM_TRIALS, "with one trial at a time, some trials never started"
+    if not all_started:
+        assert len(children) < NUM_TRIALS, "with one trial at a time, some trials never started"
     for child in children:
         completed = child.data.tags.get("trial_state") == "completed"
         assert child.info.status == ("FINISHED" if completed else "KILLED"), child.data.tags
@@ -113,10 +114,11 @@ def resume_command(output: str, tmp_path: Path) -> list[str]:
 
 
 def test_sigint_to_the_process_group_interrupts_and_resume_finishes_the_rest(demo_dir, tmp_path):
-    code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path), whole_group=True)
-    before = check_interrupted(tmp_path, code, output)
+    one_at_a_time = ("--max-concurrent", "1")
+    code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path, *one_at_a_time), whole_group=True)
+    before = check_interrupted(tmp_path, code, output, all_started=False)
 
-    resumed = start_driver(demo_dir, tmp_path, *resume_command(output, tmp_path))
+    resumed = start_driver(demo_dir, tmp_path, *one_at_a_time, *resume_command(output, tmp_path))
     try:
         output, _ = resumed.communicate(timeout=600)
     finally:
@@ -126,6 +128,9 @@ def test_sigint_to_the_process_group_interrupts_and_resume_finishes_the_rest(dem
     check_resumed(tmp_path, before)
 
 
-def test_sigint_to_the_driver_alone_interrupts(demo_dir, tmp_path):
-    code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path), whole_group=False)
-    check_interrupted(tmp_path, code, output)
+def test_sigint_while_every_trial_runs_interrupts(demo_dir, tmp_path):
+    """Every trial started: Tune reports all of them terminated, as if the sweep had finished."""
+    all_at_once = ("--max-concurrent", str(NUM_TRIALS), "--cpus-per-trial", "0.25")
+    code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path, *all_at_once), whole_group=False)
+    check_interrupted(tmp_path, code, output, all_started=True)
+    assert f"{NUM_TRIALS} started" in output or output.count(" started ") >= NUM_TRIALS
