@@ -214,10 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 def new_sweep(spec, args, storage: str) -> SweepRecord:
     """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
     from orchestrator import preflight
-    from orchestrator.grid import GridError, build_grid
+    from orchestrator.grid import build_grid
     from orchestrator.record import sweep_dir_name
     from shards.integrity import ShardIntegrityError, verify_shards_once
-    from shards.splits import SpeakerLeakError
 
     overrides = parse_overrides(args.overrides)
     resources = resources_from(args)
@@ -247,7 +246,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
             explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
         )
-    except (GridError, SpeakerLeakError) as error:
+    except ValueError as error:  # GridError, and the split plan's own (a speaker leak, no training speakers)
         raise SystemExit(str(error)) from None
     variants = [v for phase in grid.phases for v in phase.variants]
     try:  # on the driver, before any trial: bad speakers, empty sets or missing weights cost no attempts
