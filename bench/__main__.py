@@ -4,6 +4,7 @@
     python -m bench --only loader padding
     python -m bench --device cuda   # step time and FLOP utilisation on a GPU
     python -m bench gpu --out DIR   # the H200 run: bench/gpu.py (JSON + table); --dry-run on the CPU
+    python -m bench faults          # interrupt, kill and corruption injected into real sweeps: bench/faults.py
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import gpu  # imports no Ray or MLflow: the device image has neither
 
         return gpu.main(argv[1:])
+    if argv[:1] == ["faults"]:
+        from bench import faults
+
+        return faults.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
