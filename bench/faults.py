@@ -139,6 +139,8 @@ def left_running(session: int) -> list[str]:
 def record_runs(outcome: Outcome, work: Path) -> None:
     from mlflow.tracking import MlflowClient
 
+    if not (work / "mlruns" / "mlflow.db").exists():
+        return  # the sweep stopped before it opened a store (nothing to count, and none to create)
     client = MlflowClient(tracking_uri(work))
     experiment = client.get_experiment_by_name("smoke")
     if experiment is None:
