@@ -9,6 +9,7 @@ empty sets, held-out clips per class), and every distinct start's weights. Each 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,14 +68,23 @@ def check_tracking(tracking_uri: str) -> None:
         return
     from orchestrator import tracking
 
-    with _environment(
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-        MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S),
-    ):
+    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(PROBE_TIMEOUT_S)):
         try:
-            tracking.connect(tracking_uri)
-        except tracking.StoreError as error:
-            raise PreflightError(f"{error} (checked with a {PROBE_TIMEOUT_S} s timeout; is the server up?)") from None
+            tracking.client_for(tracking_uri).search_experiments(max_results=1)
+        except Exception as error:  # refused, timed out, not an MLflow server: the sweep cannot log either way
+            raise PreflightError(
+                f"cannot reach the MLflow tracking server at {tracking_uri} ({_reason(error)}; waited at most "
+                f"{PROBE_TIMEOUT_S} s): start it, or pass another --tracking-uri"
+            ) from None
+
+
+def _reason(error: Exception) -> str:
+    """The OS's words for a failed connection (e.g. '[Errno 111] Connection refused'), else the first line."""
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(error))
+    if found:
+        return found.group(0).strip()
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0][:160]
 
 
 @contextmanager
