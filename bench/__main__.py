@@ -7,6 +7,7 @@
     python -m bench encoders        # encoder families, LoRA vs full, Whisper own length vs 30 s (bench/encoders.py)
     python -m bench peer            # this project vs HF Trainer + Ray Tune on the same sweep (bench/peer.py)
     python -m bench profile         # where one smoke trial's time goes (bench/profile_trial.py)
+    python -m bench faults          # interrupt, kill and corruption injected into real sweeps: bench/faults.py
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -37,6 +38,7 @@ SUBCOMMANDS = {
     "encoders": "bench.encoders",
     "peer": "bench.peer",
     "profile": "bench.profile_trial",
+    "faults": "bench.faults",
 }
 
 FIGURES = {

@@ -209,10 +209,11 @@ def run_verify(data_dir: Path, as_json: bool) -> int:
 
 def _verify(data_dir: Path) -> list[str]:
     from shards.verify import verify_corpus
+    from shards.writer import ManifestError
 
     try:
         return verify_corpus(data_dir)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ManifestError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -64,13 +64,19 @@ class SweepRecord:
 
     @classmethod
     def load(cls, directory: str) -> SweepRecord:
-        fs, path = pyarrow.fs.FileSystem.from_uri(_uri(directory))
+        """The record in `directory`, given in any form `sweep_location` takes; FileNotFoundError (one line)
+        when it holds none or cannot be read."""
+        location = sweep_location(directory)
         try:
+            fs, path = pyarrow.fs.FileSystem.from_uri(location)
             with fs.open_input_stream(f"{path}/{RECORD_FILE}") as stream:
                 values = json.loads(stream.read())
         except FileNotFoundError:
             raise FileNotFoundError(f"{directory} holds no {RECORD_FILE}; is it a sweep directory?") from None
-        values["directory"] = directory  # the directory may have moved
+        except (OSError, ValueError, pyarrow.ArrowException) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise FileNotFoundError(f"cannot read the sweep record in {directory}: {first}") from None
+        values["directory"] = location  # the directory may have moved; Tune wants it absolute
         return cls(**values)
 
     def phase_path(self, phase: str) -> str:
@@ -95,6 +101,22 @@ def latest_sweep_dir(storage: str, sweep: str) -> str | None:
         if fs.get_file_info(f"{root}/{name}/{RECORD_FILE}").type == pyarrow.fs.FileType.File:
             return f"{storage.rstrip('/')}/{name}"
     return None
+
+
+def sweep_location(location: str) -> str:
+    """A sweep directory as a user may give it (relative, `~`, `file://`, a trailing slash, its sweep.json or
+    one of its phase directories) as the absolute path or URI that pyarrow and Tune open."""
+    from pathlib import Path
+
+    if "://" in location and not location.startswith("file://"):
+        location = location.rstrip("/")
+        return location.removesuffix(f"/{RECORD_FILE}")
+    path = Path(location.removeprefix("file://")).expanduser().resolve()
+    if path.name == RECORD_FILE:
+        return str(path.parent)
+    if not (path / RECORD_FILE).exists() and (path.parent / RECORD_FILE).exists():
+        return str(path.parent)  # a phase directory (main/, pretrain/)
+    return str(path)
 
 
 def _uri(location: str) -> str:

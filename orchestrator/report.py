@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 ARTIFACT_DIR = "report"
 # Config values that are not tuned knobs: where things are, and the speaker split (a fold's identity).
@@ -695,10 +695,12 @@ def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
     sets = _sets(ordered)
     scenario_column = len(sweep.scenarios) > 1
     error_column = any(t.error for t in ordered)
+    attempt_column = any(t.attempt > 1 for t in ordered)
     header = [
         "rank",
         "trial",
         "status",
+        *(["attempt"] if attempt_column else []),
         *(["scenario"] if scenario_column else []),
         *knobs,
         sweep.metric,
@@ -716,6 +718,7 @@ def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
                 str(rank) if trial.selectable(sweep.metric) else "–",
                 trial.trial_id,
                 trial.status,
+                *([str(trial.attempt)] if attempt_column else []),
                 *([trial.scenario] if scenario_column else []),
                 *[trial.params.get(k, "") for k in knobs],
                 _num(trial.metric(sweep.metric), 3),
@@ -728,7 +731,14 @@ def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
         Heading(2, "All trials"),
         Text(
             f"Best first by `{sweep.metric}`; unfinished trials last (a running trial shows its latest "
-            "values)." + (" Failed trials' errors are below the table." if error_column else "")
+            "values)."
+            + (" Failed trials' errors are below the table." if error_column else "")
+            + (
+                f" A retried trial's values are its last attempt's (column attempt); in MLflow, "
+                f"`{Key.ATTEMPT}` beside each step says which attempt logged it."
+                if attempt_column
+                else ""
+            )
         ),
         Table(header, rows),
     ]

@@ -83,6 +83,12 @@ class TrialRun:
         return lines[-1] if lines else ""
 
     @property
+    def attempt(self) -> int:
+        """The attempt that logged the run's latest values (1 unless Tune retried the trial)."""
+        raw = self.tags.get(Tag.ATTEMPT, "")
+        return int(raw) if raw.isdigit() else 1
+
+    @property
     def stopped_early(self) -> bool:
         return self.tags.get(Tag.STOPPED_EARLY) == "true"
 

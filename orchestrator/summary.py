@@ -20,8 +20,11 @@ def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
     if not sweep.trials:
         return "(no trial ran)"
     rows = []
+    retried = any(t.attempt > 1 for t in sweep.trials)
     for trial in sweep.ranked():
         row = {Tag.TRIAL_ID: trial.trial_id, Tag.SCENARIO: trial.scenario, "status": trial.status}
+        if retried:  # the values are the last attempt's
+            row[Tag.ATTEMPT] = trial.attempt
         if folds:
             row[Tag.FOLD] = trial.fold or ""
         row.update({k: trial.params.get(k, "") for k in tuned})

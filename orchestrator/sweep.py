@@ -213,24 +213,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def new_sweep(spec, args, storage: str) -> SweepRecord:
     """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
-    from orchestrator.grid import GridError, build_grid
+    from orchestrator import preflight
+    from orchestrator.grid import build_grid
     from orchestrator.record import sweep_dir_name
     from shards.integrity import ShardIntegrityError, verify_shards_once
-    from shards.writer import read_manifest
 
     overrides = parse_overrides(args.overrides)
     resources = resources_from(args)
-    try:
+    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
+    try:  # the cheap checks first: a bad --set costs no demo corpus, a bad server no data
+        preflight.check_overrides(overrides)
         spec = spec.with_preset(args.preset).override(overrides)
+        if {"train_speakers", "eval_sets"} & set(overrides):
+            preflight.check_speaker_leak(spec.base)
+        preflight.check_tracking(tracking_uri)
+        data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
+        manifest = preflight.open_data(data_dir)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
-    manifest = read_manifest(data_dir)
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
         raise SystemExit(str(error)) from None
-    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
     try:
         grid = build_grid(
@@ -242,7 +246,13 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
             explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
         )
-    except GridError as error:
+    except ValueError as error:  # GridError, and the split plan's own (a speaker leak, no training speakers)
+        raise SystemExit(str(error)) from None
+    variants = [v for phase in grid.phases for v in phase.variants]
+    try:  # on the driver, before any trial: bad speakers, empty sets or missing weights cost no attempts
+        preflight.check_trials(variants, manifest, data_dir)
+        preflight.check_starts(variants)
+    except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
 
     client = tracking.client_for(tracking_uri)
@@ -303,6 +313,12 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         raise SystemExit(str(error)) from None
     if record.sweep != args.name:
         raise SystemExit(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
+    from orchestrator import preflight
+
+    try:
+        preflight.check_tracking(record.tracking_uri)
+    except preflight.PreflightError as error:
+        raise SystemExit(str(error)) from None
     ignored = [
         flag
         for flag, value in (
@@ -320,11 +336,29 @@ def resume_sweep(args, storage: str) -> SweepRecord:
     if record.status == "finished":
         return record
     record.resources = resources_from(args, record.resources)
+    check_phases_open(record)  # before the record or MLflow changes: a failure here leaves both as they were
     record.status = "running"
     record.save()
     tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)
     print(f"resuming sweep {record.sweep} from {directory} (MLflow parent run {record.parent_run_id})", flush=True)
     return record
+
+
+def check_phases_open(record: SweepRecord) -> None:
+    """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
+    from ray import tune
+
+    from orchestrator.grid import TrialGrid
+
+    for phase in TrialGrid.from_dict(record.grid).phases:
+        if phase.name in record.phases_done:
+            continue
+        try:
+            tune.Tuner.can_restore(record.phase_path(phase.name))
+        except Exception as error:  # pyarrow's errors for a path or URI it cannot open
+            raise SystemExit(
+                f"cannot open the sweep directory {record.directory}: {tracking.first_line(error)}"
+            ) from None
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
@@ -360,7 +394,7 @@ def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[st
     The record is saved when a phase is done (and the pretrain phase's base model known) and when the
     sweep ends; no child run stays RUNNING, however it ends."""
     from orchestrator.grid import TrialGrid, fill_init_from
-    from orchestrator.tuner import init_ray, run_phase, trial_statuses
+    from orchestrator.tuner import init_ray, run_phase, trial_statuses, was_interrupted
 
     client = tracking.client_for(record.tracking_uri)
     grid = TrialGrid.from_dict(record.grid)
@@ -375,12 +409,12 @@ def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[st
             if phase.name != "pretrain" and record.base_model:
                 phase = fill_init_from(phase, record.base_model)
             results = run_phase(record, grid, phase)
+            # Ctrl-C: Tune reports the trials it stopped as terminated, like finished ones. Fewer ended
+            # trials than planned: Tune stopped early (it creates trials lazily; unstarted ones are not in `results`).
+            if was_interrupted() or results.num_terminated + results.num_errors < len(phase.variants):
+                raise SweepInterrupted
             statuses.update(trial_statuses(results))
             failed += results.num_errors
-            # Fewer ended trials than planned: Tune stopped on Ctrl-C (it creates trials lazily, so
-            # unstarted ones are not even in `results`).
-            if results.num_terminated + results.num_errors < len(phase.variants):
-                raise SweepInterrupted
             if phase.name == "pretrain" and results.num_errors:
                 _end(client, record, "failed", statuses, default=RunStatus.FAILED)
                 log(_NO_BASE.format(sweep=record.sweep, directory=record.directory))

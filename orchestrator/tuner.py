@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 
 from ray import tune
@@ -24,9 +26,13 @@ from workers.vocabulary import RunStatus, Tag, TrialState
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
 RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
 
+# Set when a SIGINT (Ctrl-C) reached the driver during the last `run_phase`.
+_INTERRUPTED = threading.Event()
+
 
 def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase):
-    """Run (or restore and finish) one phase; returns Tune's ResultGrid."""
+    """Run (or restore and finish) one phase; returns Tune's ResultGrid (`was_interrupted()` says
+    whether Ctrl-C stopped it)."""
     # run_config adds Tune's JSON and CSV result loggers itself; this keeps Tune from adding TensorBoard's.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     path = record.phase_path(phase.name)
@@ -43,7 +49,35 @@ def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase):
             tune_config=tune_config(grid, phase, resources),
             run_config=run_config(record, grid, phase, resources),
         )
-    return tuner.fit()
+    _INTERRUPTED.clear()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Tune leaves its own handler installed after fit
+
+
+def was_interrupted() -> bool:
+    """Whether Ctrl-C (SIGINT) stopped the last `run_phase`: Tune then stops every running trial and
+    reports it TERMINATED, like a finished one, so its ResultGrid cannot tell."""
+    return _INTERRUPTED.is_set()
+
+
+class NoteInterrupt(tune.Callback):
+    """Notes a SIGINT during `Tuner.fit`, then lets Tune's own handler stop the experiment.
+
+    Tune installs its SIGINT handler inside `fit`, before it sets up the callbacks: this wraps it."""
+
+    def setup(self, **info):
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread() or not callable(tune_handler):
+            return
+
+        def note_then_stop(signum, frame):
+            _INTERRUPTED.set()
+            tune_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, note_then_stop)
 
 
 def make_trainable(resources: Resources):
@@ -117,6 +151,7 @@ def run_config(record: SweepRecord, grid: TrialGrid, phase: Phase, resources: Re
             CSVLoggerCallback(),
             CloseChildRuns(record.tracking_uri, record.experiment_id, record.parent_run_id, sweep_tags(record)),
             TrialProgress(grid.metric, grid.mode, list(grid.tuned)),
+            NoteInterrupt(),
         ],
         failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

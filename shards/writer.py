@@ -202,7 +202,22 @@ def read_manifest(data_dir: Path) -> dict:
             f"{data_dir} holds no {MANIFEST_NAME}: not a shard directory. Create one with "
             "`python -m orchestrator.ingest esd PATH --out DIR`, or omit --data to use the demo corpus."
         )
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path} is not valid JSON ({error}): truncated or edited? {REBUILD_HINT}") from None
+    missing = [key for key in MANIFEST_KEYS if key not in manifest] if isinstance(manifest, dict) else MANIFEST_KEYS
+    if missing:
+        raise ManifestError(f"{path} lacks {', '.join(missing)}: not a manifest this project wrote. {REBUILD_HINT}")
+    return manifest
+
+
+class ManifestError(ValueError):
+    """A manifest.json that cannot be read as one (one line naming the file)."""
+
+
+MANIFEST_KEYS = ("content_hash", "speakers", "counts", "shards")
+REBUILD_HINT = "Rebuild the directory with `python -m orchestrator.ingest esd PATH --out DIR`."
 
 
 def manifest_labels(manifest: dict) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ ENCODER_CONFIG_FIELDS = (
     "mask_feature_length",
 )
 
+# Starts with random weights built from a config (workers.model.CONFIG_STARTS): nothing to download.
+RANDOM_STARTS: tuple[str, ...] = ("tiny", "xlsr53_random")
 # Named start checkpoints; anything else is a hub id or a local directory.
 START_MODELS: dict[str, str] = {
     "finer": "jonatasgrosman/wav2vec2-large-xlsr-53-english",

@@ -21,6 +21,9 @@ class RunLogger(Protocol):
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def run_tags(self) -> dict[str, str]:
+        """The tags the run holds now (a retried trial's run holds its earlier attempts' tags)."""
+
     def completed_metrics(self) -> dict[str, float] | None:
         """The metrics of a run already marked completed (Tag.TRIAL_STATE), else None."""
 
@@ -33,6 +36,9 @@ class NullLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def run_tags(self) -> dict[str, str]:
+        return {}
 
     def completed_metrics(self) -> dict[str, float] | None:
         return None  # nothing is recorded, so nothing ever completed
@@ -138,6 +144,9 @@ class MlflowRunLogger:
         from mlflow.entities import RunTag
 
         self._log_batches(tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def run_tags(self) -> dict[str, str]:
+        return dict(self.client.get_run(self.run_id).data.tags)
 
     def completed_metrics(self) -> dict[str, float] | None:
         run = self.client.get_run(self.run_id)

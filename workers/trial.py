@@ -8,6 +8,8 @@ recipe, the trial
 - finds or creates its MLflow child run by trial id (a restored trial reuses its run),
 - records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
   `trial/started_at` metric entry per attempt),
+- numbers its attempts (tag Tag.ATTEMPT, and Key.ATTEMPT beside every round of metrics it logs: a retry
+  logs the steps between its checkpoint and the crash again, and the attempt tells the two apart),
 - never trains twice: a run already marked completed replays its final metrics to Tune,
 - continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
 - fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
@@ -21,7 +23,7 @@ import os
 import time
 from pathlib import Path
 
-from workers.vocabulary import Tag, TrialState
+from workers.vocabulary import Key, Tag, TrialState
 
 # Config keys that are about where results go, not about the recipe.
 TRACKING_KEY = "tracking"
@@ -54,7 +56,7 @@ def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: 
     from workers.config import TrialConfig
 
     cfg = TrialConfig.from_dict(values)
-    record_attempt(logger)
+    logger = AttemptLogger(logger, record_attempt(logger))
     if cfg.init_from:
         cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
     with _checkpoint_dir(checkpoint) as resume_dir:
@@ -111,16 +113,19 @@ def replay_if_completed(logger, reporter, checkpoint) -> bool:
     completed = logger.completed_metrics()
     if completed is None:
         return False
-    metrics = {k: v for k, v in completed.items() if k != ATTEMPT_METRIC}
+    metrics = {k: v for k, v in completed.items() if k not in (ATTEMPT_METRIC, Key.ATTEMPT)}
     with _checkpoint_dir(checkpoint) as directory:
         reporter.report(metrics, checkpoint_dir=directory)
     return True
 
 
-def record_attempt(logger) -> None:
+def record_attempt(logger) -> int:
+    """Record that an attempt starts; returns its number (1 for the first)."""
     now = time.time()
+    attempt = int(logger.run_tags().get(Tag.ATTEMPT, "0")) + 1
     logger.set_tags(
         {
+            Tag.ATTEMPT: str(attempt),
             Tag.STARTED_AT: f"{now:.3f}",
             Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             Tag.HOST: os.uname().nodename,
@@ -128,7 +133,22 @@ def record_attempt(logger) -> None:
             Tag.TRIAL_STATE: TrialState.RUNNING,
         }
     )
-    logger.log_metrics({ATTEMPT_METRIC: now})
+    logger.log_metrics({ATTEMPT_METRIC: now, Key.ATTEMPT: attempt})
+    return attempt
+
+
+class AttemptLogger:
+    """The trial's logger, with Key.ATTEMPT logged beside every round of metrics (same step, same call)."""
+
+    def __init__(self, logger, attempt: int):
+        self.logger = logger
+        self.attempt = attempt
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logger.log_metrics({**metrics, Key.ATTEMPT: self.attempt}, step=step)
+
+    def __getattr__(self, name: str):
+        return getattr(self.logger, name)
 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:

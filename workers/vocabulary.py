@@ -31,6 +31,8 @@ class Tag:
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
+    # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint)
+    ATTEMPT = "attempt"
     # Where a trial attempt ran
     HOST = "host"
     PID = "pid"
@@ -88,6 +90,9 @@ class Key:
     VAL_ACCURACY = "val/accuracy"  # the default selection metric: validation clips of the training speakers
     VAL_LOSS = "val/loss"  # the tie-break of the best-trial rule (lower is better)
     TRIAL_SECONDS = "trial_seconds"
+    # Logged with every round of metrics (same step, same timestamp): which attempt the round belongs to.
+    # A retry re-logs the steps between its checkpoint and the crash; this tells the two entries apart.
+    ATTEMPT = "trial/attempt"
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"
