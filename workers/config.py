@@ -39,7 +39,7 @@ ENCODER_CONFIG_FIELDS = (
 )
 
 # Starts with random weights built from a config (workers.model.CONFIG_STARTS): nothing to download.
-RANDOM_STARTS: tuple[str, ...] = ("tiny", "xlsr53_random")
+RANDOM_STARTS: tuple[str, ...] = ("tiny", "tiny_hubert", "tiny_wavlm", "tiny_data2vec", "tiny_whisper", "xlsr53_random")
 # Named start checkpoints; anything else is a hub id or a local directory.
 START_MODELS: dict[str, str] = {
     "finer": "jonatasgrosman/wav2vec2-large-xlsr-53-english",
