@@ -301,7 +301,9 @@ def selected_details(
 def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], out_dir: Path, metric: str) -> list:
     blocks: list = [Heading(3, f"{scenario}: trial {trial.trial_id}")]
     start = trial.params.get("start") or trial.tags.get(Tag.START, "?")
-    facts = [f"Run `{trial.run_id}`; start `{start}`; {_config_text(trial, knobs) or 'no tuned knobs'}."]
+    kind = trial.tags.get(Tag.TRIAL_KIND, "finetune")
+    what = f"start `{start}`" if kind == "finetune" else f"a `{kind}` baseline"
+    facts = [f"Run `{trial.run_id}`; {what}; {_config_text(trial, knobs) or 'no tuned knobs'}."]
     if trial.tags.get(Tag.TRAIN_SPEAKERS):
         facts.append(f"Trained on speakers {trial.tags[Tag.TRAIN_SPEAKERS]}.")
     facts.append(
