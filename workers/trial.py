@@ -97,7 +97,7 @@ def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
     """(TrialConfig values, per-trial MLflow tags) from a Tune config, nested or flat."""
     variant = config.get(VARIANT_KEY)
     if variant is None:
-        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY)}
+        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY, KIND_KEY)}
         return values, {k: str(v) for k, v in config.get(TAGS_KEY, {}).items()}
     return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
 
