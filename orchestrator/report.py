@@ -191,7 +191,8 @@ def comparison_table(rows: list[results.SweepBest]) -> Table:
         if trial is None:
             cells += ["none finished", "", ""]
         else:
-            knobs = tuned_knobs(sweep.trials)
+            # Knobs that vary within its scenario: a classifier's own, not the defaults of the others'.
+            knobs = tuned_knobs([t for t in sweep.trials if t.scenario == trial.scenario])
             cells += [
                 f"{trial.trial_id} ({trial.scenario})",
                 _config_text(trial, knobs),
