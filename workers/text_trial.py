@@ -90,10 +90,12 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
 
 
 def setup_model(cfg: TextConfig, train_transcripts: np.ndarray, scratch: Path) -> TextClassifier:
+    """The encoder and head, on the trial's GPU when it was given one (Tune sets CUDA_VISIBLE_DEVICES)."""
     source = cfg.encoder
     if source == TINY_ENCODER:
         source = str(build_tiny_text_encoder(scratch / "tiny-encoder", list(train_transcripts), seed=cfg.seed))
-    return build_text_model(source, cfg.head_dropout, cfg.max_length)
+    model = build_text_model(source, cfg.head_dropout, cfg.max_length)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train(
@@ -116,8 +118,9 @@ def train(
         losses = []
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start : start + cfg.batch_size]
-            logits = model(**model.tokenize(list(transcripts[rows])))
-            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[rows]))
+            device = next(model.parameters()).device
+            logits = model(**model.tokenize(list(transcripts[rows]), device))
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[rows]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:
