@@ -224,3 +224,14 @@ def test_fold_rows_give_mean_and_sample_std_per_configuration():
     assert rows["b"]["folds"] == 1 and rows["b"]["stats"]["test_en/accuracy"][1] == 0.0
     best = best_per_scenario(runs, "val/accuracy", "max")
     assert best["finer"].data.tags["fold"] == "f1" and set(best) == {"finer", "vanilla"}
+
+
+def test_a_sweeps_kind_is_stored_with_its_grid_and_sets_ashas_horizon():
+    from orchestrator.grid import TrialGrid
+    from orchestrator.tuner import max_epochs
+
+    for name, preset, epochs in (("features", None, 1), ("text", "tiny", 3), ("smoke", None, 8)):
+        grid = plan_of(name, preset)
+        stored = TrialGrid.from_dict(grid.to_dict())  # what --resume runs
+        assert stored.kind == grid.kind == search_spaces.load(name).kind
+        assert max_epochs(stored.phases[-1].variants, stored.kind) == epochs + 1
