@@ -44,7 +44,7 @@ class LoadedModel:
     model: object  # workers.model.EmotionClassifier (torch is imported lazily), or a features model
     labels: list[str]
     source: dict = field(default_factory=dict)  # where it came from, for the output
-    kind: str = "finetuned"  # what the model directory held (workers.trial_kinds.saved_model_kind)
+    kind: str = FINETUNED_MODEL_KIND  # what the model directory held (workers.trial_kinds.saved_model_kind)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

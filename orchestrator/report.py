@@ -25,6 +25,7 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
+from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Tag
 
 ARTIFACT_DIR = "report"
@@ -302,8 +303,8 @@ def selected_details(
 def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], out_dir: Path, metric: str) -> list:
     blocks: list = [Heading(3, f"{scenario}: trial {trial.trial_id}")]
     start = trial.params.get("start") or trial.tags.get(Tag.START, "?")
-    kind = trial.tags.get(Tag.TRIAL_KIND, "finetune")
-    what = f"start `{start}`" if kind == "finetune" else f"a `{kind}` baseline"
+    kind = trial.tags.get(Tag.TRIAL_KIND, FINETUNE)
+    what = f"start `{start}`" if kind == FINETUNE else f"a `{kind}` baseline"
     facts = [f"Run `{trial.run_id}`; {what}; {_config_text(trial, knobs) or 'no tuned knobs'}."]
     if trial.tags.get(Tag.TRAIN_SPEAKERS):
         facts.append(f"Trained on speakers {trial.tags[Tag.TRAIN_SPEAKERS]}.")

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from orchestrator.tracking import StoreError, connect, get_run, iter_runs, store_call
+from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 __all__ = ["StoreError", "connect", "get_run"]
@@ -157,7 +158,7 @@ class SweepResults:
     @property
     def kind(self) -> str:
         """What its trials ran (workers.trial_kinds); sweeps from before the tag fine-tuned."""
-        return self.parent_tags.get(Tag.TRIAL_KIND) or "finetune"
+        return self.parent_tags.get(Tag.TRIAL_KIND) or FINETUNE
 
     @property
     def data_hash(self) -> str:
