@@ -20,6 +20,7 @@ import numpy as np
 
 from search_spaces import Scenario, SweepSpec
 from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
+from workers.trial_kinds import FINETUNE, trial_kind
 from workers.vocabulary import Tag
 
 PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces with the base model
@@ -36,7 +37,7 @@ class GridError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One trial: its scenario, its fold (if any), and every TrialConfig value it runs with."""
+    """One trial: its scenario, its fold (if any), and every config value it runs with (its kind's config)."""
 
     scenario: str
     values: dict
@@ -85,6 +86,7 @@ class TrialGrid:
     phases: tuple[Phase, ...]
     folds: str = ""
     tuned: tuple[str, ...] = ()  # searched keys whose values differ between trials (progress, tables)
+    kind: str = FINETUNE  # what every trial runs (workers.trial_kinds)
 
     @property
     def num_trials(self) -> int:
@@ -102,6 +104,7 @@ class TrialGrid:
             tuple(Phase.from_dict(p) for p in values["phases"]),
             values.get("folds", ""),
             tuple(values.get("tuned", ())),
+            values.get("kind", FINETUNE),
         )
 
 
@@ -121,6 +124,8 @@ def build_grid(
     `explicit_speakers`: the user set train_speakers/eval_sets, so no named plan replaces them.
     """
     validate_keys(spec)
+    if init_from and spec.kind != FINETUNE:
+        raise GridError(f"--init-from starts a fine-tuning trial from a model; a {spec.kind!r} sweep has none")
     if folds and explicit_speakers:
         raise GridError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
     default = default_split(spec, speakers, explicit_speakers)
@@ -138,17 +143,24 @@ def build_grid(
     searched = set(spec.space).union(*(s.space for s in spec.all_scenarios()))
     variants = [v for p in phases for v in p.variants]
     tuned = tuple(k for k in _varying_keys(variants) if k in searched)
-    return TrialGrid(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned)
+    return TrialGrid(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned, spec.kind)
 
 
 def validate_keys(spec: SweepSpec) -> None:
-    from workers.config import canonical_key
-
+    """Every key the sweep names is a field of its kind's config (TrialConfig: aliases accepted)."""
+    kind = _kind(spec)
     for key in sorted(spec.keys()):
         try:
-            canonical_key(key)
+            kind.key(key)
         except ValueError as error:
             raise GridError(str(error)) from None
+
+
+def _kind(spec: SweepSpec):
+    try:
+        return trial_kind(spec.kind)
+    except ValueError as error:
+        raise GridError(f"sweep {spec.name!r}: {error}") from None
 
 
 def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) -> SplitPlan:
@@ -161,9 +173,7 @@ def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) ->
             return builders[spec.plan](speakers)
         except ValueError as error:
             raise GridError(f"sweep {spec.name!r}: {error}") from None
-    from workers.config import TrialConfig
-
-    defaults = TrialConfig()
+    defaults = _kind(spec).config()
     return SplitPlan(
         "base",
         tuple(spec.base.get("train_speakers", defaults.train_speakers)),
@@ -248,7 +258,7 @@ def _variant(
     fold: str,
 ) -> Variant:
     values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
-    check_config(scenario.name, values)
+    check_config(scenario.name, values, spec.kind)
     return Variant(scenario.name, values, fold, config_hash(scenario.name, config))
 
 
@@ -284,11 +294,9 @@ def config_hash(scenario: str, config: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def check_config(scenario: str, values: dict) -> None:
-    from workers.config import TrialConfig
-
+def check_config(scenario: str, values: dict, kind: str = FINETUNE) -> None:
     try:
-        TrialConfig.from_dict(values)
+        trial_kind(kind).config_from(values)
     except (ValueError, TypeError) as error:
         raise GridError(f"invalid config in scenario {scenario!r}: {error}") from None
 

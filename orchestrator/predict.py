@@ -26,7 +26,9 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.results import StoreError
 from shards.user_audio import AudioFileError, read_audio
+from workers.baseline_config import FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, TEXT_MODEL_KIND
 from workers.calibration import DEFAULT_THRESHOLD
+from workers.trial_kinds import FINETUNED_MODEL_KIND, saved_model_kind
 from workers.vocabulary import Key, Tag
 
 MAX_COMPETING = 3
@@ -39,9 +41,10 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    model: object  # workers.model.EmotionClassifier (torch is imported lazily)
+    model: object  # workers.model.EmotionClassifier (torch is imported lazily), or a features model
     labels: list[str]
     source: dict = field(default_factory=dict)  # where it came from, for the output
+    kind: str = FINETUNED_MODEL_KIND  # what the model directory held (workers.trial_kinds.saved_model_kind)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.device == "auto"
             else args.device
         )
-        loaded.model.to(device).eval()
+        if loaded.kind == FINETUNED_MODEL_KIND:  # a features model runs openSMILE and scikit-learn on the CPU
+            loaded.model.to(device).eval()
     except (RuntimeError, AssertionError) as error:  # unknown device string, or no such GPU here
         print(
             f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr
@@ -186,11 +190,12 @@ def find_model_dir(path: Path) -> Path:
     """A model directory itself, or the one checkpoint under a Tune trial directory (its latest)."""
     from workers.checkpoint import WEIGHTS_FILE, is_model_dir
 
-    if is_model_dir(path):
+    if is_model_dir(path) or saved_model_kind(path) == FEATURES_MODEL_KIND:
         return path
     if not path.is_dir():
         raise ModelLoadError(f"--checkpoint {path} is not a directory")
     found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
+    found += sorted(p.parent for p in path.rglob(FEATURES_MODEL_FILE))
     if not found:
         raise ModelLoadError(
             f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and encoder_config.json)"
@@ -202,6 +207,15 @@ def find_model_dir(path: Path) -> Path:
 
 
 def _load(directory: Path, source: dict) -> LoadedModel:
+    """The model a directory holds, by its kind (the marker file its trial wrote)."""
+    kind = saved_model_kind(directory)
+    if kind == TEXT_MODEL_KIND:
+        raise ModelLoadError(f"{directory} is a text model: it reads transcripts, not audio, so predict cannot use it")
+    if kind == FEATURES_MODEL_KIND:
+        from workers.features_trial import load_features_model
+
+        model = load_features_model(directory)
+        return LoadedModel(model, list(model.labels), source, kind)
     from workers.checkpoint import load_model
 
     try:
@@ -221,7 +235,7 @@ def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_s
         clip = read_audio(path, max_seconds=max_seconds)
     except AudioFileError as error:
         return {"file": str(path), "answered": False, "error": str(error)}
-    probabilities = classify(loaded.model, clip.audio, device)
+    probabilities = probabilities_of(loaded, clip.audio, device)
     return {
         "file": str(path),
         "answered": True,
@@ -234,6 +248,15 @@ def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_s
             "format": clip.source_format,
         },
     }
+
+
+def probabilities_of(loaded: LoadedModel, audio, device):
+    """Class probabilities for one mono 16 kHz clip, by the kind of model: a features model needs only the audio."""
+    if loaded.kind == FEATURES_MODEL_KIND:
+        from workers.features_trial import predict_features
+
+        return predict_features(loaded.model, audio)
+    return classify(loaded.model, audio, device)
 
 
 def classify(model, audio, device):

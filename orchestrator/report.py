@@ -2,9 +2,12 @@
 
     python -m orchestrator.report smoke                    # the latest smoke sweep in ./mlruns
     python -m orchestrator.report <parent-run-id> --out reports/transfer
+    python -m orchestrator.report features text smoke      # several sweeps on the same data, side by side
 
 Writes report.md (images beside it, under images/) and report.html (one self-contained file) and
-logs them to the sweep's parent run as artifacts under report/.
+logs them to the sweep's parent run as artifacts under report/. With several sweeps it writes the
+comparison (each sweep's best configuration on every held-out set; refused when their data differ)
+and logs nothing: it belongs to no one sweep.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
+from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Key, Tag
 
 ARTIFACT_DIR = "report"
@@ -42,14 +46,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "sweep_or_run",
+        "sweeps_or_runs",
+        nargs="+",
         metavar="SWEEP_OR_RUN",
-        help="a sweep name (its latest parent run) or a run id (a parent, or a trial: its parent)",
+        help="a sweep name (its latest parent run) or a run id (a parent, or a trial: its parent); several: "
+        "compare their best configurations (sweeps on the same data only)",
     )
     parser.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
     parser.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
     parser.add_argument(
-        "--out", type=Path, default=None, help="report directory; default: ./reports/<sweep>-<parent run id[:8]>"
+        "--out",
+        type=Path,
+        default=None,
+        help="report directory; default: ./reports/<sweep>-<parent run id[:8]> (several: ./reports/compare-<sweeps>)",
     )
     parser.add_argument("--no-log", action="store_true", help="write the files only; do not log them to the parent run")
     return parser.parse_args(argv)
@@ -60,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     try:
         client = results.connect(tracking_uri)
-        sweep = results.load_sweep(client, results.find_parent(client, args.sweep_or_run, args.experiment))
+        sweeps = [
+            results.load_sweep(client, results.find_parent(client, ref, args.experiment)) for ref in args.sweeps_or_runs
+        ]
     except StoreError as error:
         print(f"report: {error}", file=sys.stderr)
         return 1
+    if len(sweeps) > 1:
+        return compare_main(sweeps, args.out)
+    sweep = sweeps[0]
     if not sweep.trials:
         print(
             f"report: run {sweep.parent_id} (sweep {sweep.name}, {sweep.parent_status}) has no trial runs; "
@@ -123,6 +137,71 @@ def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     document.add(*knob_section(sweep, chosen, knobs, out_dir))
     document.add(*trials_section(sweep, knobs))
     return document
+
+
+# ---------------------------------------------------------------- several sweeps
+
+
+def compare_main(sweeps: list[SweepResults], out: Path | None) -> int:
+    try:
+        rows = results.compare_sweeps(sweeps)
+    except results.DataMismatch as error:
+        print(f"report: cannot compare: {error}", file=sys.stderr)
+        return 1
+    names = "-".join(_slug(s.name) for s in sweeps)
+    out_dir = (out or Path.cwd() / "reports" / f"compare-{names}").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    document = comparison_report(rows)
+    (out_dir / "report.md").write_text(to_markdown(document))
+    (out_dir / "report.html").write_text(to_html(document, out_dir))
+    table = comparison_table(rows)
+    print(to_markdown(Document("", [table])).strip())
+    print(f"wrote {out_dir / 'report.html'}")
+    print(f"wrote {out_dir / 'report.md'}")
+    return 0
+
+
+def comparison_report(rows: list[results.SweepBest]) -> Document:
+    document = Document(f"Sweeps compared: {', '.join(row.sweep.name for row in rows)}")
+    sweep = rows[0].sweep
+    document.add(
+        Text(
+            f"{len(rows)} sweeps on the same data (hash `{sweep.data_hash[:16]}`), store `{sweep.tracking_uri}`. "
+            f"Report written {time.strftime('%Y-%m-%d %H:%M')}."
+        ),
+        Text(
+            "**How each row is chosen.** Each sweep's best trial by the sweep's own metric (validation clips of "
+            f"the training speakers; ties: lower `{TIEBREAK_METRIC}`; with folds, a configuration by its mean), "
+            "exactly as its own report and summary choose it. The held-out speakers never take part in the choice.",
+            kind="note",
+        ),
+        Heading(2, "Best configuration of each sweep on every held-out set"),
+        comparison_table(rows),
+    )
+    return document
+
+
+def comparison_table(rows: list[results.SweepBest]) -> Table:
+    sets = results.compared_sets(rows)
+    header = ["sweep", "kind", "parent run", "selected trial", "configuration", "selected by"]
+    header += [f"{s}/{stat}" for s in sets for stat in results.COMPARED_STATS]
+    lines = []
+    for row in rows:
+        sweep, trial = row.sweep, row.trial
+        cells = [sweep.name, sweep.kind, sweep.parent_id[:8]]
+        if trial is None:
+            cells += ["none finished", "", ""]
+        else:
+            # Knobs that vary within its scenario: a classifier's own, not the defaults of the others'.
+            knobs = tuned_knobs([t for t in sweep.trials if t.scenario == trial.scenario])
+            cells += [
+                f"{trial.trial_id} ({trial.scenario})",
+                _config_text(trial, knobs),
+                f"{sweep.metric} {_num(trial.metric(sweep.metric), 3)}",
+            ]
+        cells += [_num(row.stat(s, stat), 3) for s in sets for stat in results.COMPARED_STATS]
+        lines.append(cells)
+    return Table(header, lines, caption="uar: unweighted average recall (macro recall); –: not measured")
 
 
 # ---------------------------------------------------------------- overview
@@ -224,7 +303,9 @@ def selected_details(
 def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], out_dir: Path, metric: str) -> list:
     blocks: list = [Heading(3, f"{scenario}: trial {trial.trial_id}")]
     start = trial.params.get("start") or trial.tags.get(Tag.START, "?")
-    facts = [f"Run `{trial.run_id}`; start `{start}`; {_config_text(trial, knobs) or 'no tuned knobs'}."]
+    kind = trial.tags.get(Tag.TRIAL_KIND, FINETUNE)
+    what = f"start `{start}`" if kind == FINETUNE else f"a `{kind}` baseline"
+    facts = [f"Run `{trial.run_id}`; {what}; {_config_text(trial, knobs) or 'no tuned knobs'}."]
     if trial.tags.get(Tag.TRAIN_SPEAKERS):
         facts.append(f"Trained on speakers {trial.tags[Tag.TRAIN_SPEAKERS]}.")
     facts.append(

@@ -4,7 +4,9 @@ The one results layer of the driver's end-of-sweep summary, the report and `pred
 - `load_sweep`: the parent run and its trial runs (`TrialRun`, one flattened child run each);
 - `best` and `best_per_scenario`: the one rule that picks a sweep's best trial;
 - `fold_rows`: mean and sample std over folds per configuration;
-- `paper_table`: a trial's per-emotion table on one held-out set, as the paper prints it.
+- `paper_table`: a trial's per-emotion table on one held-out set, as the paper prints it;
+- `compare_sweeps`: the best trial of each of several sweeps on the same data (baselines beside
+  fine-tuned encoders), refused for sweeps whose data differ.
 
 No Ray and no torch here, and MLflow only through `orchestrator.tracking`: reading results stays cheap.
 """
@@ -19,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from orchestrator.tracking import StoreError, connect, get_run, iter_runs, store_call
+from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 __all__ = ["StoreError", "connect", "get_run"]
@@ -157,6 +160,15 @@ class SweepResults:
     @property
     def scenarios(self) -> list[str]:
         return sorted({t.scenario for t in self.trials})
+
+    @property
+    def kind(self) -> str:
+        """What its trials ran (workers.trial_kinds); sweeps from before the tag fine-tuned."""
+        return self.parent_tags.get(Tag.TRIAL_KIND) or FINETUNE
+
+    @property
+    def data_hash(self) -> str:
+        return self.parent_tags.get(Tag.DATA_HASH, "")
 
     def count_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -384,3 +396,43 @@ def load_sweep(client, parent) -> SweepResults:
         parent_end_time=parent.info.end_time,
         trials=sorted(trials, key=lambda t: t.trial_id),
     )
+
+
+# ---------------------------------------------------------------- several sweeps side by side
+
+COMPARED_STATS = ("accuracy", "uar", "macro_f1")  # per held-out set, for every compared sweep
+
+
+class DataMismatch(ValueError):
+    """Sweeps that ran on different data (or whose data is unknown): their numbers do not compare."""
+
+
+@dataclass(frozen=True)
+class SweepBest:
+    """One sweep of a comparison and its best trial (None: none finished)."""
+
+    sweep: SweepResults
+    trial: TrialRun | None
+
+    def stat(self, set_name: str, stat: str) -> float | None:
+        return self.trial.metric(f"{set_name}/{stat}") if self.trial else None
+
+
+def compare_sweeps(sweeps: list[SweepResults]) -> list[SweepBest]:
+    """Each sweep's best trial by its own metric and the one rule (`best`), in the order given.
+
+    Only sweeps on the same data compare: DataMismatch, naming each sweep's data hash, when the
+    parent runs' `data_hash` tags differ or one is missing."""
+    hashes = {sweep.data_hash for sweep in sweeps}
+    if len(hashes) > 1 or "" in hashes:
+        listed = "; ".join(f"{s.name} (run {s.parent_id[:8]}): {s.data_hash[:16] or 'no data hash'}" for s in sweeps)
+        raise DataMismatch(
+            f"these sweeps ran on different data, so their held-out numbers do not compare: {listed}. "
+            "Compare sweeps of one corpus (same --data, unchanged shards)."
+        )
+    return [SweepBest(sweep, sweep.best()) for sweep in sweeps]
+
+
+def compared_sets(rows: list[SweepBest]) -> list[str]:
+    """The held-out sets any compared sweep's best trial was tested on, by name."""
+    return sorted({s for row in rows if row.trial for s in row.trial.test_sets})

@@ -1,4 +1,8 @@
-"""Fan out a named sweep of fine-tuning trials with Ray Tune; every trial is an MLflow run.
+"""Fan out a named sweep of trials with Ray Tune; every trial is an MLflow run.
+
+A sweep's trials fine-tune a speech encoder, or run a baseline (`features`: openSMILE functionals
+and a classifier; `text`: a text encoder on the transcripts): the sweep names its kind
+(workers.trial_kinds), and everything here is the same for every kind.
 
 The sweep's life, in one place: `main` opens it (`new_sweep`, or `resume_sweep` from its record),
 runs its phases (`run_sweep`, one Tune experiment each: `orchestrator.tuner`) and closes it
@@ -8,6 +12,7 @@ python -m orchestrator.sweep smoke                        # local Ray, demo corp
 python -m orchestrator.sweep transfer_zh --preset tiny    # the paper's transfer study, CPU-sized
 python -m orchestrator.sweep finer_vs_vanilla --folds loso --gpus-per-trial 0.5
 python -m orchestrator.sweep transfer_zh --resume         # finish the newest interrupted transfer_zh
+python -m orchestrator.sweep features                     # the acoustic-features baseline, CPU, minutes
 python -m orchestrator.sweep list                         # the named sweeps
 """
 
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from orchestrator import paths, tracking
 from orchestrator.record import Resources, SweepRecord
+from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
@@ -177,6 +183,11 @@ def resources_from(args, stored: dict | None = None) -> dict:
     return resources
 
 
+def check_resources(resources: dict, kind: str) -> None:
+    if resources["workers_per_trial"] > 1 and kind != FINETUNE:
+        raise SystemExit(f"--workers-per-trial > 1 runs data-parallel fine-tuning; a {kind!r} trial is one process")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -254,6 +265,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         preflight.check_starts(variants)
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
+    check_resources(resources, grid.kind)
 
     client = tracking.client_for(tracking_uri)
     experiment = args.experiment or spec.name
@@ -268,6 +280,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         Tag.PRESET: args.preset or spec.default_preset or "",
         Tag.FOLDS: args.folds or "",
         Tag.INIT_FROM: init_from or "",
+        Tag.TRIAL_KIND: grid.kind,
         SweepTag.METRIC: grid.metric,
         SweepTag.MODE: grid.mode,
     }
@@ -337,6 +350,7 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         return record
     record.resources = resources_from(args, record.resources)
     check_phases_open(record)  # before the record or MLflow changes: a failure here leaves both as they were
+    check_resources(record.resources, record.grid.get("kind", FINETUNE))
     record.status = "running"
     record.save()
     tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)

@@ -8,7 +8,6 @@ continue from their last checkpoint. The sweep's life around the phases is `orch
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import threading
@@ -20,7 +19,8 @@ from orchestrator import tracking
 from orchestrator.grid import Phase, TrialGrid, Variant
 from orchestrator.record import Resources, SweepRecord
 from workers.distributed import DISTRIBUTED_KEY
-from workers.trial import TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
+from workers.trial import KIND_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
+from workers.trial_kinds import FINETUNE, trial_kind
 from workers.vocabulary import RunStatus, Tag, TrialState
 
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
@@ -93,7 +93,12 @@ def make_trainable(resources: Resources):
 
 def sweep_tags(record: SweepRecord) -> dict[str, str]:
     """Tags every trial run of the sweep carries."""
-    return {Tag.SWEEP: record.sweep, Tag.DATA_HASH: record.data_hash, Tag.GIT_COMMIT: record.git_commit}
+    return {
+        Tag.SWEEP: record.sweep,
+        Tag.DATA_HASH: record.data_hash,
+        Tag.GIT_COMMIT: record.git_commit,
+        Tag.TRIAL_KIND: record.grid.get("kind", FINETUNE),
+    }
 
 
 def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict:
@@ -105,6 +110,7 @@ def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict
             "parent_run_id": record.parent_run_id,
             "tags": sorted(sweep_tags(record).items()),
         },
+        KIND_KEY: record.grid.get("kind", FINETUNE),
     }
     if resources.workers_per_trial > 1:
         space[DISTRIBUTED_KEY] = {
@@ -123,7 +129,7 @@ def tune_config(grid: TrialGrid, phase: Phase, resources: Resources):
 
         # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
         scheduler = ASHAScheduler(
-            time_attr="epoch", max_t=max_epochs(phase.variants), grace_period=1, reduction_factor=2
+            time_attr="epoch", max_t=max_epochs(phase.variants, grid.kind), grace_period=1, reduction_factor=2
         )
     return tune.TuneConfig(
         metric=grid.metric,
@@ -159,13 +165,11 @@ def run_config(record: SweepRecord, grid: TrialGrid, phase: Phase, resources: Re
     )
 
 
-def max_epochs(variants: tuple[Variant, ...]) -> int:
-    """ASHA's max_t: above any epoch a trial reports (the recipe counts a stage's partial last pass as
-    an epoch), so ASHA never stops a trial just for reaching the end of its schedule."""
-    from workers.config import TrialConfig
-
-    lengths = [sum(math.ceil(s.epochs) for s in TrialConfig.from_dict(v.values).stage_list()) for v in variants]
-    return max(lengths, default=0) + 1
+def max_epochs(variants: tuple[Variant, ...], kind: str = FINETUNE) -> int:
+    """ASHA's max_t: above any epoch a trial reports, so ASHA never stops a trial just for reaching
+    the end of its schedule."""
+    trials = trial_kind(kind)
+    return max((trials.max_epochs(trials.config_from(v.values)) for v in variants), default=0) + 1
 
 
 def trial_name(trial) -> str:

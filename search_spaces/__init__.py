@@ -54,6 +54,9 @@ class SweepSpec:
     plan: str | None = None
     test_sets: tuple[str, ...] = ()  # keep only these held-out sets of the plan (empty: all)
     fold_language: str = "en"  # whose speakers rotate under --folds
+    # What each trial runs (workers.trial_kinds): 'finetune' (the recipe, TrialConfig), 'features'
+    # (openSMILE + classifier, FeaturesConfig) or 'text' (transcripts, TextConfig); keys are of that config.
+    kind: str = "finetune"
 
     def all_scenarios(self) -> tuple[Scenario, ...]:
         return self.scenarios or (Scenario(self.name),)
@@ -102,7 +105,7 @@ class SweepSpec:
         return preset(self) if callable(preset) else self.override(preset)
 
     def keys(self) -> set[str]:
-        """Every TrialConfig key the sweep names (for validation)."""
+        """Every config key the sweep names (for validation against its kind's config)."""
         keys = set(self.base) | set(self.space)
         for scenario in (*self.scenarios, *([self.pretrain] if self.pretrain else [])):
             keys |= set(scenario.values) | set(scenario.space)

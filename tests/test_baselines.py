@@ -117,7 +117,7 @@ def test_features_config_rejects_what_it_cannot_run():
         FeaturesConfig(feature_set="MFCC")
     with pytest.raises(ValueError, match="both training and a held-out set"):
         FeaturesConfig(eval_sets={"test_en": ("0011",)})
-    with pytest.raises(ValueError, match="unknown features config key"):
+    with pytest.raises(ValueError, match="unknown FeaturesConfig key"):
         FeaturesConfig.from_dict({"learning_rate": 1e-3})
     assert FeaturesConfig.from_dict({"hidden_sizes": [32, 16], "C": 2}).hidden_sizes == (32, 16)
 

@@ -15,6 +15,7 @@ from orchestrator.results import best_per_scenario, fold_rows
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
 from workers.config import TrialConfig
+from workers.trial_kinds import trial_kind
 
 PLACE = {"data_dir": "/data", "num_threads": 1}
 
@@ -32,17 +33,51 @@ def language(speaker):
 def test_every_named_sweep_loads_and_plans_with_each_preset(name):
     spec = search_spaces.load(name)
     assert spec.name == name and spec.description
+    kind = trial_kind(spec.kind)  # the config its trials run with
     for preset in [None, *spec.presets]:
         plan = plan_of(name, preset)
-        assert plan.num_trials >= 1
+        assert plan.num_trials >= 1 and plan.kind == spec.kind
         for phase in plan.phases:
             for variant in phase.variants:
-                config = TrialConfig.from_dict({**variant.values, "init_from": ""})
+                values = {**variant.values, "init_from": ""} if "init_from" in variant.values else variant.values
+                config = kind.config_from(values)
                 held_out = {s for group in config.eval_sets.values() for s in group}
                 assert not held_out & set(config.train_speakers)
     tiny = plan_of(name, "tiny")
     assert tiny.num_trials <= 8  # runs on 2 CPU cores in minutes
-    assert all(v.values["start"] == "tiny" for p in tiny.phases for v in p.variants)
+    model = {"finetune": "start", "text": "encoder"}.get(spec.kind)  # features: no model to shrink
+    assert model is None or all(v.values[model] == "tiny" for p in tiny.phases for v in p.variants)
+
+
+def test_features_sweep_crosses_each_classifier_with_its_own_knobs():
+    plan = plan_of("features")
+    assert plan.kind == "features"
+    by_classifier = {}
+    for variant in plan.phases[-1].variants:
+        assert variant.scenario == variant.values["classifier"]
+        by_classifier.setdefault(variant.scenario, []).append(variant.values)
+    assert sorted(by_classifier) == ["logreg", "mlp", "svm"]
+    assert len({v["C"] for v in by_classifier["logreg"]}) == 3 and len({v["C"] for v in by_classifier["svm"]}) == 3
+    assert {(tuple(v["hidden_sizes"]), v["alpha"]) for v in by_classifier["mlp"]} == {
+        ((64,), 1e-3),
+        ((64,), 1e-1),
+        ((128, 64), 1e-3),
+        ((128, 64), 1e-1),
+    }
+    assert plan.phases[-1].variants[0].values["eval_sets"] == {"test_en": ("0015",), "test_zh": ("0002",)}
+
+
+def test_baseline_sweeps_validate_keys_against_their_own_config():
+    with pytest.raises(PlanError, match="unknown FeaturesConfig key 'learning_rate'"):
+        plan_of("features", overrides={"learning_rate": 1e-3})
+    with pytest.raises(PlanError, match="did you mean 'alpha'"):
+        plan_of("features", overrides={"alpah": 0.1})
+    with pytest.raises(PlanError, match="classifier 'forest'"):
+        plan_of("features", overrides={"classifier": "forest"})
+    with pytest.raises(PlanError, match="unknown TextConfig key 'start'"):
+        plan_of("text", "tiny", overrides={"start": "tiny"})
+    with pytest.raises(PlanError, match="--init-from"):
+        plan_of("features", init_from="/models/base")
 
 
 def test_list_shows_every_sweep_and_its_presets(capsys):
@@ -189,3 +224,14 @@ def test_fold_rows_give_mean_and_sample_std_per_configuration():
     assert rows["b"]["folds"] == 1 and rows["b"]["stats"]["test_en/accuracy"][1] == 0.0
     best = best_per_scenario(runs, "val/accuracy", "max")
     assert best["finer"].data.tags["fold"] == "f1" and set(best) == {"finer", "vanilla"}
+
+
+def test_a_sweeps_kind_is_stored_with_its_grid_and_sets_ashas_horizon():
+    from orchestrator.grid import TrialGrid
+    from orchestrator.tuner import max_epochs
+
+    for name, preset, epochs in (("features", None, 1), ("text", "tiny", 3), ("smoke", None, 8)):
+        grid = plan_of(name, preset)
+        stored = TrialGrid.from_dict(grid.to_dict())  # what --resume runs
+        assert stored.kind == grid.kind == search_spaces.load(name).kind
+        assert max_epochs(stored.phases[-1].variants, stored.kind) == epochs + 1

@@ -45,21 +45,6 @@ def split_rows(
     return SpeakerSplit(train_rows, eval_rows)
 
 
-def validate_split_config(
-    train_speakers: tuple[str, ...], eval_sets: dict[str, tuple[str, ...]], val_fraction: float
-) -> None:
-    """The checks TrialConfig makes on the same fields."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not train_speakers:
-        raise ValueError("train_speakers must name at least one speaker")
-    if not eval_sets:
-        raise ValueError("eval_sets must name at least one held-out set")
-    overlap = {s for speakers in eval_sets.values() for s in speakers} & set(train_speakers)
-    if overlap:
-        raise ValueError(f"speakers {sorted(overlap)} are in both training and a held-out set")
-
-
 def mean_cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     """The `<set>/loss` the fine-tuning trial logs, from probabilities (clipped away from log 0)."""
     if len(y_true) == 0:

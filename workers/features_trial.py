@@ -11,12 +11,10 @@ feature set it needs, so `predict_features` answers from audio alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -25,78 +23,17 @@ from threadpoolctl import threadpool_limits
 
 from shards.reader import open_reader
 from shards.schema import EMOTIONS
-from workers.acoustic_features import DEFAULT_FEATURE_SET, FEATURE_SETS, build_smile, functionals, load_or_extract
-from workers.baselines import evaluate_set, split_rows, validate_split_config
+from workers.acoustic_features import build_smile, functionals, load_or_extract
+from workers.baseline_config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
+from workers.baselines import evaluate_set, split_rows
 from workers.reporting import Reporter
 from workers.tracking import RunLogger
 from workers.vocabulary import Tag
 
-CLASSIFIERS = ("logreg", "svm", "mlp")
-MODEL_KIND = "acoustic_features"
+__all__ = ["CLASSIFIERS", "FeaturesConfig", "run_features_trial", "load_features_model", "predict_features"]
+MODEL_KIND = FEATURES_MODEL_KIND
 PIPELINE_FILE = "pipeline.joblib"
-MODEL_FILE = "features_model.json"
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    """One acoustic-features trial. Kept apart from TrialConfig: none of its encoder, schedule or
-    speed knobs apply, and a classifier's knobs mean nothing to the fine-tuning trial."""
-
-    # Data: the same fields, meanings and defaults as TrialConfig's
-    data_dir: str = ""  # shard directory (absolute path; filled in by the driver)
-    train_speakers: tuple[str, ...] = ("0011", "0012", "0013", "0014")
-    eval_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"test_en": ("0015",)})
-    val_fraction: float = 0.1  # of the training speakers' clips, held out for validation
-    seed: int = 0
-    # Features
-    feature_set: str = DEFAULT_FEATURE_SET  # 'eGeMAPSv02' (88 functionals) or 'ComParE_2016' (6373)
-    features_dir: str = ""  # where the functionals table lives ("": beside the shards, or the node's cache)
-    num_workers: int = 0  # extraction processes when the table is missing (0: every core)
-    # Classifier (features are standardised first, with the training clips' mean and deviation)
-    classifier: str = "logreg"  # 'logreg' (multinomial logistic regression), 'svm' (RBF kernel) or 'mlp'
-    C: float = 1.0  # logreg and svm: inverse regularisation strength (larger: less regularised)
-    gamma: float = 0.0  # svm: RBF kernel width (0: scikit-learn's 'scale', 1 / (features x variance))
-    hidden_sizes: tuple[int, ...] = (64,)  # mlp: units per hidden layer
-    alpha: float = 1e-3  # mlp: L2 penalty
-    max_iter: int = 1000  # logreg and mlp: optimiser iterations
-    num_threads: int = 1  # BLAS threads for fitting; the driver sets it to the trial's CPUs
-
-    def __post_init__(self) -> None:
-        validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
-        if self.feature_set not in FEATURE_SETS:
-            raise ValueError(f"feature_set {self.feature_set!r} is not one of {FEATURE_SETS}")
-        if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
-        if self.C <= 0 or self.alpha < 0 or self.gamma < 0:
-            raise ValueError(f"need C > 0, alpha >= 0 and gamma >= 0; got C={self.C}, alpha={self.alpha}")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be one or more positive layer widths, got {self.hidden_sizes}")
-        if self.max_iter < 1 or self.num_workers < 0:
-            raise ValueError("max_iter must be >= 1, num_workers >= 0")
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> FeaturesConfig:
-        """Build from plain values (a Tune config), with a clear error for unknown keys."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown features config key(s) {unknown}; valid keys: {', '.join(names)}")
-        hints = typing.get_type_hints(cls)
-        coerced = {}
-        for key, value in values.items():
-            if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
-                value = tuple(value)
-            elif typing.get_origin(hints[key]) is dict and isinstance(value, dict):
-                value = {k: tuple(v) for k, v in value.items()}
-            elif hints[key] is float and isinstance(value, int):
-                value = float(value)
-            coerced[key] = value
-        return cls(**coerced)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+MODEL_FILE = FEATURES_MODEL_FILE
 
 
 def build_classifier(cfg: FeaturesConfig):

@@ -20,12 +20,13 @@ from torch import nn
 
 from shards.reader import ShardReader
 from shards.schema import EMOTIONS
+from workers.baseline_config import TEXT_MODEL_FILE, TEXT_MODEL_KIND
 from workers.model import ClassificationHead, masked_mean
 
-MODEL_KIND = "text"
+MODEL_KIND = TEXT_MODEL_KIND
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.safetensors"
-MODEL_FILE = "text_model.json"
+MODEL_FILE = TEXT_MODEL_FILE
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 

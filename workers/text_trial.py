@@ -8,11 +8,8 @@ epoch (val loss and accuracy), the best epoch's model (lowest val loss) is evalu
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,8 @@ import torch
 from torch import nn
 
 from shards.reader import open_reader
-from workers.baselines import SpeakerSplit, evaluate_set, split_rows, validate_split_config
+from workers.baseline_config import TINY_ENCODER, TextConfig
+from workers.baselines import SpeakerSplit, evaluate_set, split_rows
 from workers.reporting import Reporter
 from workers.text_model import (
     MODEL_KIND,
@@ -34,67 +32,7 @@ from workers.text_model import (
 from workers.tracking import RunLogger
 from workers.vocabulary import Tag
 
-TINY_ENCODER = "tiny"
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """One text trial. Kept apart from TrialConfig: its encoder, schedule and audio knobs do not apply."""
-
-    # Data: the same fields, meanings and defaults as TrialConfig's
-    data_dir: str = ""  # shard directory (absolute path; filled in by the driver)
-    train_speakers: tuple[str, ...] = ("0011", "0012", "0013", "0014")
-    eval_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"test_en": ("0015",)})
-    val_fraction: float = 0.1  # of the training speakers' clips, held out for validation
-    seed: int = 0
-    # Model
-    # A hub id or a directory holding the encoder and its tokenizer; 'tiny': a random 2-layer BERT with a
-    # WordPiece tokenizer trained on the training clips' transcripts (built per trial; seconds).
-    encoder: str = "bert-base-multilingual-cased"
-    head_dropout: float = 0.1
-    max_length: int = 64  # tokens per transcript (ESD's longest sentence is ~30 tokens)
-    # Optimisation
-    learning_rate: float = 2e-5  # AdamW, constant
-    batch_size: int = 16
-    epochs: int = 3
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0: no clipping
-    num_threads: int = 1  # torch CPU threads; the driver sets it to the trial's CPUs
-    eval_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
-        if not self.encoder:
-            raise ValueError("encoder must be a hub id, a directory or 'tiny'")
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1 or self.max_length < 2:
-            raise ValueError(
-                f"need learning_rate > 0, batch_size >= 1, epochs >= 1, max_length >= 2; got {self.learning_rate}, "
-                f"{self.batch_size}, {self.epochs}, {self.max_length}"
-            )
-        if not 0.0 <= self.head_dropout < 1.0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("head_dropout must be in [0, 1); weight_decay and max_grad_norm >= 0")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TextConfig:
-        """Build from plain values (a Tune config), with a clear error for unknown keys."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown text config key(s) {unknown}; valid keys: {', '.join(names)}")
-        hints = typing.get_type_hints(cls)
-        coerced = {}
-        for key, value in values.items():
-            if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
-                value = tuple(value)
-            elif typing.get_origin(hints[key]) is dict and isinstance(value, dict):
-                value = {k: tuple(v) for k, v in value.items()}
-            elif hints[key] is float and isinstance(value, int):
-                value = float(value)
-            coerced[key] = value
-        return cls(**coerced)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+__all__ = ["TINY_ENCODER", "TextConfig", "run_text_trial"]
 
 
 def require_transcripts(transcripts: np.ndarray, utterance_ids: np.ndarray, data_dir: str) -> None:
@@ -152,10 +90,12 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
 
 
 def setup_model(cfg: TextConfig, train_transcripts: np.ndarray, scratch: Path) -> TextClassifier:
+    """The encoder and head, on the trial's GPU when it was given one (Tune sets CUDA_VISIBLE_DEVICES)."""
     source = cfg.encoder
     if source == TINY_ENCODER:
         source = str(build_tiny_text_encoder(scratch / "tiny-encoder", list(train_transcripts), seed=cfg.seed))
-    return build_text_model(source, cfg.head_dropout, cfg.max_length)
+    model = build_text_model(source, cfg.head_dropout, cfg.max_length)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train(
@@ -178,8 +118,9 @@ def train(
         losses = []
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start : start + cfg.batch_size]
-            logits = model(**model.tokenize(list(transcripts[rows])))
-            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[rows]))
+            device = next(model.parameters()).device
+            logits = model(**model.tokenize(list(transcripts[rows]), device))
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[rows]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:

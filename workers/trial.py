@@ -2,9 +2,10 @@
 
 Kept import-light (torch loads inside the function) so the driver can import it cheaply.
 
-A trial's Tune config is `{VARIANT_KEY: {"values": TrialConfig values, "tags": MLflow tags, ...},
-TRACKING_KEY: where its MLflow run goes}` (flat TrialConfig values also work). On top of the
-recipe, the trial
+A trial's Tune config is `{VARIANT_KEY: {"values": config values, "tags": MLflow tags, ...},
+TRACKING_KEY: where its MLflow run goes, KIND_KEY: what it runs}` (flat TrialConfig values also
+work). The kind (workers.trial_kinds: fine-tuning, or a baseline) picks the typed config and the run
+function; without one, the fine-tuning recipe. On top of that, the trial
 - finds or creates its MLflow child run by trial id (a restored trial reuses its run),
 - records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
   `trial/started_at` metric entry per attempt),
@@ -23,6 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from workers.trial_kinds import FINETUNE
+from workers.trial_kinds import trial_kind as kind_named
 from workers.vocabulary import Key, Tag, TrialState
 
 # Config keys that are about where results go, not about the recipe.
@@ -30,6 +33,7 @@ TRACKING_KEY = "tracking"
 TAGS_KEY = "tags"
 VARIANT_KEY = "variant"
 VALUES_KEY = "values"
+KIND_KEY = "kind"  # a workers.trial_kinds name; absent: fine-tuning
 # One entry per attempt (a metric, not a tag: its history counts the attempts).
 ATTEMPT_METRIC = "trial/started_at"
 
@@ -47,24 +51,30 @@ def train_emotion(config: dict) -> None:
     if replay_if_completed(logger, reporter, checkpoint):
         return
     run_recorded(
-        values, logger, reporter, checkpoint, tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri")
+        values,
+        logger,
+        reporter,
+        checkpoint,
+        tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri"),
+        kind=config.get(KIND_KEY) or FINETUNE,
     )
 
 
-def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, **hooks) -> dict:
-    """Run the recipe on `values`, with the attempt and its outcome recorded on the run."""
-    from workers.config import TrialConfig
-
-    cfg = TrialConfig.from_dict(values)
+def run_recorded(
+    values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, kind: str = FINETUNE, **hooks
+) -> dict:
+    """Run the trial of `kind` on `values`, with the attempt and its outcome recorded on the run."""
+    trial_kind = kind_named(kind)
+    cfg = trial_kind.config_from(values)
     logger = AttemptLogger(logger, record_attempt(logger))
-    if cfg.init_from:
+    if getattr(cfg, "init_from", ""):
         cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+    run = trial_kind.run_function()
+    reporter = MarkCompleted(reporter, logger, tuple(cfg.eval_sets))
+    if not trial_kind.resumable:
+        return run(cfg, logger, reporter, **hooks)
     with _checkpoint_dir(checkpoint) as resume_dir:
-        from workers.recipe import run_trial
-
-        return run_trial(
-            cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)), resume_dir=resume_dir, **hooks
-        )
+        return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
 
 
 class MarkCompleted:
@@ -89,7 +99,7 @@ def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
     """(TrialConfig values, per-trial MLflow tags) from a Tune config, nested or flat."""
     variant = config.get(VARIANT_KEY)
     if variant is None:
-        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY)}
+        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY, KIND_KEY)}
         return values, {k: str(v) for k, v in config.get(TAGS_KEY, {}).items()}
     return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
 

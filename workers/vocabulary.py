@@ -37,6 +37,8 @@ class Tag:
     HOST = "host"
     PID = "pid"
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+    # What a trial runs (a workers.trial_kinds name: finetune, features, text); on parent and child runs
+    TRIAL_KIND = "trial_kind"
     # Baseline trials (workers.features_trial, workers.text_trial)
     MODEL_KIND = "model_kind"  # 'acoustic_features' or 'text'; absent on fine-tuning trials
     ACOUSTIC_FEATURES = "acoustic_features"  # '<feature set>: hit' or ': computed' (the functionals table)
