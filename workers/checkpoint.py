@@ -38,7 +38,7 @@ def save_model(
     save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
     (directory / ENCODER_CONFIG_FILE).write_text(model.encoder.config.to_json_string())
     head = {
-        "labels": model.labels,
+        "labels": list(model.labels),
         "pooling": model.pooling,
         "head_dropout": model.head.dropout.p,
     }
@@ -63,7 +63,7 @@ def load_model(
     head = json.loads((directory / HEAD_FILE).read_text())
     model = EmotionClassifier(
         build_encoder(encoder_config, encoder_overrides),
-        num_labels=len(head["labels"]),
+        labels=tuple(head["labels"]),
         head_dropout=head["head_dropout"],
         pooling=head.get("pooling", "mean"),
     )
@@ -74,7 +74,6 @@ def load_model(
     elif MASK_EMBEDDING not in weights:
         weights[MASK_EMBEDDING] = expected[MASK_EMBEDDING]  # masking newly on: keep the fresh embedding
     model.load_state_dict(weights)
-    model.labels = head["labels"]
     return model
 
 

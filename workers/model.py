@@ -263,15 +263,23 @@ def build_pooler(pooling: str, config: Wav2Vec2Config) -> nn.Module:
 
 
 class EmotionClassifier(nn.Module):
+    """`labels`: the corpus's ordered label set (ShardReader.labels); one output per label, class i is labels[i]."""
+
     def __init__(
-        self, encoder: Wav2Vec2Model, num_labels: int = len(EMOTIONS), head_dropout: float = 0.1, pooling: str = "mean"
+        self,
+        encoder: Wav2Vec2Model,
+        labels: tuple[str, ...] = EMOTIONS,
+        head_dropout: float = 0.1,
+        pooling: str = "mean",
     ):
         super().__init__()
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"a classifier needs at least 2 distinct labels, got {labels}")
         self.encoder = encoder
         self.pooling = pooling
         self.pooler = build_pooler(pooling, encoder.config)
-        self.head = ClassificationHead(encoder.config.hidden_size, num_labels, head_dropout)
-        self.labels = list(EMOTIONS)[:num_labels]
+        self.head = ClassificationHead(encoder.config.hidden_size, len(labels), head_dropout)
+        self.labels = tuple(labels)
 
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One vector per clip from the encoder's outputs over the frames that hold audio."""
