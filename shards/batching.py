@@ -31,11 +31,15 @@ def holdout(index: ClipIndex, rows: np.ndarray, fraction: float, seed: int) -> t
     """Split rows into (train, validation) by a stable hash of the utterance id.
 
     A hash rather than a shuffle: the same clip stays on the same side whatever else is selected.
+    A small corpus whose hashes put no clip below the fraction still gets one validation clip (the
+    lowest key): the validation metric is what a sweep ranks its trials by.
     """
     if fraction <= 0:
         return rows, rows[:0]
     keys = np.array([zlib.crc32(f"{seed}:{u}".encode()) for u in index.utterance_id[rows]], dtype=np.uint64)
     is_val = keys < np.uint64(fraction * 2**32)
+    if not is_val.any() and len(rows) > 1:
+        is_val[np.argmin(keys)] = True
     return rows[~is_val], rows[is_val]
 
 
