@@ -193,3 +193,34 @@ def test_smoke_on_a_table_corpus_tested_on_ravdess_logs_reports_and_predicts_wit
     answer = json.loads(capsys.readouterr().out)["files"][0]
     assert set(answer["probabilities"]) == set(TABLE_LABELS)
     assert answer["emotion"] == max(answer["probabilities"], key=answer["probabilities"].get)
+
+
+def test_a_saved_model_continues_only_on_its_own_label_set(corpora, demo_dir, tmp_path):
+    from workers.checkpoint import load_model, save_model
+    from workers.model import EmotionClassifier, build_encoder
+    from workers.recipe import build_model
+
+    table_dir, _, _ = corpora
+    saved = save_model(EmotionClassifier(build_encoder("tiny"), labels=TABLE_LABELS), tmp_path / "model")
+    assert load_model(saved).labels == TABLE_LABELS
+    assert build_model(TrialConfig(init_from=str(saved)), TABLE_LABELS).labels == TABLE_LABELS
+    esd_labels = ShardReader(demo_dir).labels
+    with pytest.raises(ValueError, match="only continues training on its own label set"):
+        build_model(TrialConfig(init_from=str(saved)), esd_labels)
+    # A fresh head has one output per label of the corpus.
+    assert build_model(TrialConfig(), ShardReader(table_dir).labels).head.out_proj.out_features == 4
+
+
+def test_holdout_keeps_one_validation_clip_when_the_hash_picks_none(corpora):
+    from shards.batching import holdout
+
+    table_dir, _, _ = corpora
+    index = ShardReader(table_dir).index
+    rows = index.select(["ben"])
+    for seed in range(20):
+        train, val = holdout(index, rows, 0.01, seed)
+        assert len(val) >= 1 and len(train) + len(val) == len(rows) and not set(train) & set(val)
+    # Large enough sets keep the plain hash rule: the same clip on the same side whatever else is selected.
+    train, val = holdout(index, index.select(), 0.5, 0)
+    sub_train, sub_val = holdout(index, rows, 0.5, 0)
+    assert sub_val.size and set(sub_val) == set(val) & set(rows)
