@@ -27,7 +27,11 @@ PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces wi
 FOLD_KINDS = ("loso", "emobox")
 # Values about where the data is, not about the recipe: left out of config_id.
 PLAN_KEYS = ("train_speakers", "eval_sets")
-PLACE_KEYS = ("data_dir", "num_threads")
+# Held-out corpora (--eval-data) are where a trial is tested, not how it trains: also left out.
+PLACE_KEYS = ("data_dir", "num_threads", "extra_eval_data", "eval_label_map")
+# A corpus without the sweep's own speakers (not ESD) takes the first plan of the first family its
+# splits.json has, in this order: the release's own partition, then IEMOCAP-style sessions, then folds.
+CORPUS_PLAN_ORDER = ("official", "sessions", "folds", "loso")
 SEARCH_SEED = 0  # sampled configurations are reproducible; --num-samples draws more
 
 
@@ -87,6 +91,7 @@ class TrialGrid:
     folds: str = ""
     tuned: tuple[str, ...] = ()  # searched keys whose values differ between trials (progress, tables)
     kind: str = FINETUNE  # what every trial runs (workers.trial_kinds)
+    plan: str = ""  # which split plan the trials train and test on, in words (the sweep's first line)
 
     @property
     def num_trials(self) -> int:
@@ -105,6 +110,7 @@ class TrialGrid:
             values.get("folds", ""),
             tuple(values.get("tuned", ())),
             values.get("kind", FINETUNE),
+            values.get("plan", ""),
         )
 
 
@@ -117,18 +123,21 @@ def build_grid(
     init_from: str | None = None,
     num_samples: int | None = None,
     explicit_speakers: bool = False,
+    stored_plans: dict[str, list[SplitPlan]] | None = None,
 ) -> TrialGrid:
     """Every trial of `spec` (preset and --set already applied) on a corpus with `speakers`.
 
     `place`: values every trial gets but that are not part of the recipe (data_dir, num_threads).
     `explicit_speakers`: the user set train_speakers/eval_sets, so no named plan replaces them.
+    `stored_plans`: the corpus's own split plans (splits.json), used when the sweep's speakers are not
+    the corpus's.
     """
     validate_keys(spec)
     if init_from and spec.kind != FINETUNE:
         raise GridError(f"--init-from starts a fine-tuning trial from a model; a {spec.kind!r} sweep has none")
     if folds and explicit_speakers:
         raise GridError("--folds chooses the speakers of every trial; drop --set train_speakers/eval_sets")
-    default = default_split(spec, speakers, explicit_speakers)
+    default = default_split(spec, speakers, explicit_speakers, stored_plans)
     splits = fold_splits(folds, default, spec.fold_language, speakers) if folds else [default]
     phases = []
     if spec.pretrain is not None and not init_from:
@@ -143,7 +152,9 @@ def build_grid(
     searched = set(spec.space).union(*(s.space for s in spec.all_scenarios()))
     variants = [v for p in phases for v in p.variants]
     tuned = tuple(k for k in _varying_keys(variants) if k in searched)
-    return TrialGrid(spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned, spec.kind)
+    return TrialGrid(
+        spec.name, spec.metric, spec.mode, tuple(phases), folds or "", tuned, spec.kind, describe_plan(default)
+    )
 
 
 def validate_keys(spec: SweepSpec) -> None:
@@ -163,8 +174,11 @@ def _kind(spec: SweepSpec):
         raise GridError(f"sweep {spec.name!r}: {error}") from None
 
 
-def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) -> SplitPlan:
-    """The sweep's named plan on this corpus, or the speakers its base names."""
+def default_split(
+    spec: SweepSpec, speakers: dict[str, dict], explicit: bool, stored_plans: dict[str, list[SplitPlan]] | None = None
+) -> SplitPlan:
+    """The sweep's named plan on this corpus, or the speakers its base names, or (a corpus without
+    them, not set by the user) the corpus's own first stored plan (`CORPUS_PLAN_ORDER`)."""
     if spec.plan and not explicit:
         builders = {"paper": paper_plan, "transfer": transfer_plan}
         if spec.plan not in builders:
@@ -174,11 +188,36 @@ def default_split(spec: SweepSpec, speakers: dict[str, dict], explicit: bool) ->
         except ValueError as error:
             raise GridError(f"sweep {spec.name!r}: {error}") from None
     defaults = _kind(spec).config()
-    return SplitPlan(
+    base = SplitPlan(
         "base",
         tuple(spec.base.get("train_speakers", defaults.train_speakers)),
         {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()},
     )
+    named = {*base.train_speakers, *(s for group in base.eval_sets.values() for s in group)}
+    if explicit or named <= set(speakers):
+        return base
+    return corpus_default_plan(spec, speakers, stored_plans or {}, sorted(named - set(speakers)))
+
+
+def corpus_default_plan(
+    spec: SweepSpec, speakers: dict[str, dict], stored: dict[str, list[SplitPlan]], missing: list[str]
+) -> SplitPlan:
+    for family in CORPUS_PLAN_ORDER:
+        if stored.get(family):
+            plan = stored[family][0]
+            return SplitPlan(f"{family}:{plan.name}", plan.train_speakers, dict(plan.eval_sets))
+    raise GridError(
+        f"sweep {spec.name!r} names speakers {missing[:5]} the corpus lacks, and the corpus has no split plan of "
+        f"{', '.join(CORPUS_PLAN_ORDER)} (splits.json); set --set train_speakers=[...] --set eval_sets={{...}}"
+    )
+
+
+def describe_plan(plan: SplitPlan) -> str:
+    """'plan folds:fold-1 (the corpus's splits.json): trains 8 speakers; test_en 2' for the sweep's first line."""
+    family, _, name = plan.name.partition(":")
+    origin = f"plan {family}:{name} (the corpus's splits.json)" if name else f"plan {plan.name!r}"
+    held_out = ", ".join(f"{k} {len(v)}" for k, v in plan.eval_sets.items())
+    return f"{origin}: trains {len(plan.train_speakers)} speaker(s); held out {held_out}"
 
 
 def fold_splits(kind: str, default: SplitPlan, language: str, speakers: dict[str, dict]) -> list[SplitPlan]:
@@ -259,6 +298,8 @@ def _variant(
 ) -> Variant:
     values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
     check_config(scenario.name, values, spec.kind)
+    if spec.kind == FINETUNE:
+        check_mixing(scenario.name, values, speakers)
     return Variant(scenario.name, values, fold, config_hash(scenario.name, config))
 
 
@@ -299,6 +340,22 @@ def check_config(scenario: str, values: dict, kind: str = FINETUNE) -> None:
         trial_kind(kind).config_from(values)
     except (ValueError, TypeError) as error:
         raise GridError(f"invalid config in scenario {scenario!r}: {error}") from None
+
+
+def check_mixing(scenario: str, values: dict, speakers: dict[str, dict]) -> None:
+    """A mixed trial needs its source language and another one among its training speakers."""
+    from workers.config import TrialConfig
+
+    source, fraction = TrialConfig.from_dict(values).mixing()
+    if fraction is None:
+        return
+    languages = {speakers.get(s, {}).get("language") for s in values.get("train_speakers", ())}
+    needs_source, needs_other = fraction > 0, fraction < 1
+    if (needs_source and source not in languages) or (needs_other and not languages - {source}):
+        raise GridError(
+            f"scenario {scenario!r}: mixing {source!r} at {fraction} needs {source!r} and another language among "
+            f"the training speakers, whose languages are {sorted(x for x in languages if x)}"
+        )
 
 
 def fill_init_from(phase: Phase, model: str) -> Phase:

@@ -311,10 +311,11 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
     facts.append(
         f"`{metric}` {_num(trial.metric(metric), 3)}, `{TIEBREAK_METRIC}` {_num(trial.metric(TIEBREAK_METRIC), 3)}."
     )
+    if trial.labels:
+        facts.append(f"Labels: {', '.join(trial.labels)}.")
     blocks.append(Text(" ".join(facts)))
     for set_name in trial.test_sets:
-        speakers = trial.speakers_of(set_name)
-        blocks.append(Heading(4, set_name + (f" (held-out speakers {speakers})" if speakers else "")))
+        blocks.append(Heading(4, set_name + _set_origin(trial, set_name)))
         table = paper_table(trial, set_name)
         if table is None:
             blocks.append(Text(f"No per-class metrics for `{set_name}`."))
@@ -343,6 +344,17 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
                 )
             )
     return blocks
+
+
+def _set_origin(trial: TrialRun, set_name: str) -> str:
+    """' (held-out speakers 0015)', or for another corpus ' (another corpus: DIR; 12 clips left out: ...)'."""
+    corpus = trial.corpus_of(set_name)
+    if corpus is None:
+        speakers = trial.speakers_of(set_name)
+        return f" (held-out speakers {speakers})" if speakers else ""
+    unmapped = trial.metric(f"{set_name}/{Key.UNMAPPED_CLIPS}")
+    left_out = f"; {int(unmapped)} clips left out, their labels map to none of the training labels" if unmapped else ""
+    return f" (another corpus: {corpus}{left_out})"
 
 
 def paper_table(trial: TrialRun, set_name: str) -> Table | None:

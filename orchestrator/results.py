@@ -114,9 +114,20 @@ class TrialRun:
     def test_sets(self) -> list[str]:
         return [s for s in self.eval_sets if s != "val"]
 
+    def corpus_of(self, set_name: str) -> str | None:
+        """The shard directory of a held-out set from another corpus (--eval-data); None for the plan's sets."""
+        return self.params.get(f"extra_eval_data.{set_name}")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The training corpus's label set, in class order (empty for runs logged before label sets)."""
+        return tuple(label for label in self.tags.get(Tag.LABELS, "").split(",") if label)
+
     def speakers_of(self, set_name: str) -> str:
         """Speakers of an evaluation set from the flattened config (`eval_sets.test_en` = "('0015',)")."""
         raw = self.params.get(f"eval_sets.{set_name}")
+        if raw is None and self.corpus_of(set_name) is not None:
+            return ""  # another corpus: every clip whose label maps, whoever speaks
         if raw is None:
             return self.tags.get(Tag.TEST_SPEAKERS, "") if set_name != "val" else ""
         try:
@@ -315,7 +326,8 @@ def paper_table(trial: TrialRun, set_name: str) -> list[PaperRow]:
 
     pattern = re.compile(rf"^{re.escape(set_name)}/([^/]+)/support$")
     found = {m.group(1) for key in trial.metrics if (m := pattern.match(key))}
-    emotions = [e for e in EMOTIONS if e in found] + sorted(found - set(EMOTIONS))
+    order = trial.labels or EMOTIONS  # the corpus's class order; ESD's for runs logged before label sets
+    emotions = [e for e in order if e in found] + sorted(found - set(order))
     if not emotions:
         return []
     values = {

@@ -9,6 +9,8 @@ runs its phases (`run_sweep`, one Tune experiment each: `orchestrator.tuner`) an
 (`finish`: the summary from `orchestrator.results` on the parent run).
 
 python -m orchestrator.sweep smoke                        # local Ray, demo corpus, tiny model, ./mlruns
+python -m orchestrator.sweep smoke --data shards/iemocap --eval-data ravdess=shards/ravdess \
+    --eval-label-map angry=ang,happy=hap,neutral=neu        # any corpus; tested on another one too
 python -m orchestrator.sweep transfer_zh --preset tiny    # the paper's transfer study, CPU-sized
 python -m orchestrator.sweep finer_vs_vanilla --folds loso --gpus-per-trial 0.5
 python -m orchestrator.sweep transfer_zh --resume         # finish the newest interrupted transfer_zh
@@ -50,6 +52,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="shard directory (from orchestrator.ingest); default: the built-in demo corpus",
+    )
+    what.add_argument(
+        "--eval-data",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also test every trial on another ingested corpus (repeatable), logged as test_NAME/...; its labels "
+        "count as the training corpus's by name (case-insensitive) or --eval-label-map; other clips are left "
+        "out and counted (test_NAME/unmapped_clips)",
+    )
+    what.add_argument(
+        "--eval-label-map",
+        action="append",
+        default=[],
+        metavar="SRC=DST[,...]",
+        help="labels of the --eval-data corpora -> labels of the training corpus, e.g. angry=ang,happy=hap",
     )
     what.add_argument(
         "--num-samples",
@@ -228,6 +246,8 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     from orchestrator.grid import build_grid
     from orchestrator.record import sweep_dir_name
     from shards.integrity import ShardIntegrityError, verify_shards_once
+    from shards.splits import load_plans
+    from shards.writer import manifest_labels
 
     overrides = parse_overrides(args.overrides)
     resources = resources_from(args)
@@ -246,7 +266,13 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
         raise SystemExit(str(error)) from None
+    labels = manifest_labels(manifest)
+    other_corpora = held_out_corpora(args.eval_data, args.eval_label_map, labels)
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
+    place = {"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))}
+    if other_corpora:
+        place["extra_eval_data"] = {name: str(corpus.directory) for name, corpus in other_corpora.items()}
+        place["eval_label_map"] = parse_label_maps(args.eval_label_map)
     try:
         grid = build_grid(
             spec,
@@ -254,8 +280,9 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             folds=args.folds,
             init_from=init_from,
             num_samples=args.num_samples,
-            place={"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))},
+            place=place,
             explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
+            stored_plans=load_plans(data_dir),
         )
     except ValueError as error:  # GridError, and the split plan's own (a speaker leak, no training speakers)
         raise SystemExit(str(error)) from None
@@ -283,6 +310,8 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         Tag.TRIAL_KIND: grid.kind,
         SweepTag.METRIC: grid.metric,
         SweepTag.MODE: grid.mode,
+        Tag.LABELS: ",".join(labels),
+        **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
     }
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
@@ -304,11 +333,74 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     record.save()
     phases = ", ".join(f"{p.name} {len(p.variants)}" for p in grid.phases)
     print(
-        f"sweep {spec.name}: {grid.num_trials} trials ({phases}); MLflow parent run {parent_id} "
+        f"sweep {spec.name}: {grid.num_trials} trials ({phases}) on {data_dir.name}, {grid.plan}, "
+        f"{len(labels)} labels ({', '.join(labels)}); MLflow parent run {parent_id} "
         f"in experiment {experiment!r}; record in {directory}",
         flush=True,
     )
+    for name, corpus in other_corpora.items():
+        print(f"  also tested on {name}: {corpus.describe()}", flush=True)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutCorpus:
+    """Another ingested corpus every trial is tested on (--eval-data), as checked before launch."""
+
+    directory: Path
+    mapped: object  # shards.label_map.MappedLabels
+
+    def describe(self) -> str:
+        return f"{self.directory}; {self.mapped.mapped_clips} clips; {self.mapped.describe()}"
+
+
+def parse_label_maps(values: list[str]) -> dict[str, str]:
+    from shards.table import parse_label_map
+
+    merged: dict[str, str] = {}
+    for value in values:
+        try:
+            merged.update(parse_label_map(value))
+        except ValueError as error:
+            raise SystemExit(f"--eval-label-map {value!r}: {error}") from None
+    return merged
+
+
+def held_out_corpora(pairs: list[str], label_maps: list[str], labels: tuple[str, ...]) -> dict[str, HeldOutCorpus]:
+    """--eval-data NAME=DIR pairs as checked held-out sets `test_NAME`: intact shards, and at least one
+    clip whose label maps to the training corpus's; clips that map to none are counted."""
+    from shards.integrity import ShardIntegrityError, verify_shards_once
+    from shards.label_map import LabelMapError, mapped_labels
+    from shards.reader import ShardReader
+
+    if label_maps and not pairs:
+        raise SystemExit("--eval-label-map maps the labels of --eval-data corpora; give --eval-data NAME=DIR")
+    explicit = parse_label_maps(label_maps)
+    corpora: dict[str, HeldOutCorpus] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip() or not raw.strip():
+            raise SystemExit(f"--eval-data expects NAME=DIR, got {pair!r}")
+        name = name.strip()
+        set_name = name if name.startswith("test_") else f"test_{name}"
+        directory = Path(raw.strip()).expanduser().resolve()
+        if set_name in corpora:
+            raise SystemExit(f"--eval-data names {set_name!r} twice")
+        try:
+            verify_shards_once(directory)
+            reader = ShardReader(directory)
+            mapped = mapped_labels(reader, labels, explicit)
+        except FileNotFoundError as error:
+            raise SystemExit(f"--eval-data {pair}: not an ingested corpus ({error})") from None
+        except (ShardIntegrityError, LabelMapError) as error:
+            raise SystemExit(f"--eval-data {pair}: {error}") from None
+        if mapped.mapped_clips == 0:
+            raise SystemExit(
+                f"--eval-data {pair}: none of its labels {reader.labels} is one of the training corpus's {labels}; "
+                "map them with --eval-label-map SRC=DST,..."
+            )
+        corpora[set_name] = HeldOutCorpus(directory, mapped)
+    return corpora
 
 
 def resume_sweep(args, storage: str) -> SweepRecord:
@@ -341,6 +433,8 @@ def resume_sweep(args, storage: str) -> SweepRecord:
             ("--num-samples", args.num_samples),
             ("--init-from", args.init_from),
             ("--data", args.data),
+            ("--eval-data", args.eval_data),
+            ("--eval-label-map", args.eval_label_map),
         )
         if value
     ]

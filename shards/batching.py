@@ -1,4 +1,4 @@
-"""From a shard directory to training batches: holdout, en/zh mixing, length-bucketed batches.
+"""From a shard directory to training batches: holdout, language mixing, length-bucketed batches.
 
 Batches stay int16 with their lengths; normalisation happens on the device (workers.model).
 An epoch is planned up front (`plan_batches`: which rows go together, where each crop starts),
@@ -23,7 +23,7 @@ from shards.reader import ClipIndex, ShardReader
 class Batch:
     audio: np.ndarray  # int16 [batch, max_samples], zero-padded
     lengths: np.ndarray  # int64 [batch], samples of each clip
-    labels: np.ndarray  # int64 [batch], index into EMOTIONS
+    labels: np.ndarray  # int64 [batch], index into the corpus's labels (ShardReader.labels)
     rows: np.ndarray  # reader rows of the clips
 
 
@@ -31,36 +31,42 @@ def holdout(index: ClipIndex, rows: np.ndarray, fraction: float, seed: int) -> t
     """Split rows into (train, validation) by a stable hash of the utterance id.
 
     A hash rather than a shuffle: the same clip stays on the same side whatever else is selected.
+    A small corpus whose hashes put no clip below the fraction still gets one validation clip (the
+    lowest key): the validation metric is what a sweep ranks its trials by.
     """
     if fraction <= 0:
         return rows, rows[:0]
     keys = np.array([zlib.crc32(f"{seed}:{u}".encode()) for u in index.utterance_id[rows]], dtype=np.uint64)
     is_val = keys < np.uint64(fraction * 2**32)
+    if not is_val.any() and len(rows) > 1:
+        is_val[np.argmin(keys)] = True
     return rows[~is_val], rows[is_val]
 
 
 def mix_languages(
-    index: ClipIndex, rows: np.ndarray, english_fraction: float | None, rng: np.random.Generator
+    index: ClipIndex, rows: np.ndarray, source_fraction: float | None, rng: np.random.Generator, source: str = "en"
 ) -> np.ndarray:
-    """One epoch's rows with English drawn at `english_fraction` (None: as the rows come).
+    """One epoch's rows with the `source` language's clips drawn at `source_fraction` (None: as the rows come).
 
-    Each slot of the epoch is English with probability `english_fraction` (exact in expectation);
-    within a language, clips are drawn without replacement, cycling when a pool runs out. The
-    epoch keeps the number of training rows.
+    Each slot of the epoch is from `source` with probability `source_fraction` (exact in
+    expectation), else from the other languages of `rows`; within each side, clips are drawn
+    without replacement, cycling when a pool runs out. The epoch keeps the number of training rows.
+    The paper's English:Mandarin mix is source='en'.
     """
-    if english_fraction is None:
+    if source_fraction is None:
         return rng.permutation(rows)
-    english = rows[index.language[rows] == "en"]
-    other = rows[index.language[rows] != "en"]
-    if (english_fraction > 0 and len(english) == 0) or (english_fraction < 1 and len(other) == 0):
+    from_source = rows[index.language[rows] == source]
+    other = rows[index.language[rows] != source]
+    if (source_fraction > 0 and len(from_source) == 0) or (source_fraction < 1 and len(other) == 0):
+        others = sorted(set(index.language[other]))
         raise ValueError(
-            f"english_fraction={english_fraction} needs both languages among the training speakers; "
-            f"found {len(english)} English and {len(other)} other clips"
+            f"mixing {source!r} at {source_fraction} needs {source!r} and another language among the training "
+            f"speakers; found {len(from_source)} {source!r} clips and {len(other)} of other languages {others}"
         )
-    num_english = rng.binomial(1, english_fraction, size=len(rows)).astype(bool)
+    is_source = rng.binomial(1, source_fraction, size=len(rows)).astype(bool)
     picked = np.empty(len(rows), dtype=rows.dtype)
-    picked[num_english] = _draw_cycling(english, int(num_english.sum()), rng)
-    picked[~num_english] = _draw_cycling(other, int((~num_english).sum()), rng)
+    picked[is_source] = _draw_cycling(from_source, int(is_source.sum()), rng)
+    picked[~is_source] = _draw_cycling(other, int((~is_source).sum()), rng)
     return picked
 
 

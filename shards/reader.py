@@ -114,6 +114,8 @@ def _binary_views(array: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _OPEN_READERS: dict[tuple[str, int, int], ShardReader] = {}
+# Corpora kept open per process: a trial's training corpus and its held-out corpora (--eval-data).
+MAX_OPEN_READERS = 4
 
 
 def open_reader(data_dir: str | Path) -> ShardReader:
@@ -127,7 +129,10 @@ def open_reader(data_dir: str | Path) -> ShardReader:
     stat = manifest.stat()
     key = (str(manifest), stat.st_mtime_ns, stat.st_size)
     if key not in _OPEN_READERS:
-        _OPEN_READERS.clear()  # one corpus at a time: a node rarely alternates between corpora
+        older_versions = [k for k in _OPEN_READERS if k[0] == key[0]]
+        least_recent = list(_OPEN_READERS)[: -(MAX_OPEN_READERS - 1)]
+        for stale in older_versions + least_recent:
+            _OPEN_READERS.pop(stale, None)
         _OPEN_READERS[key] = ShardReader(manifest.parent)
     _OPEN_READERS[key].verified_hash = verified_hash
     return _OPEN_READERS[key]

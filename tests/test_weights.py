@@ -38,15 +38,16 @@ OFFLINE_SCRIPT = """
 import json, sys
 from workers.config import TrialConfig
 from workers.recipe import build_model
+from shards.schema import EMOTIONS
 ctc_dir, encoder_dir, cache_dir = sys.argv[1:4]
 def describe(model):
     layer = model.encoder.encoder.layers[0]
     return {"keys": sorted(model.state_dict()), "bias": layer.feed_forward.output_dense.bias.tolist(),
             "dropout": layer.dropout.p}
 print(json.dumps({
-    "ctc_dir": describe(build_model(TrialConfig(start=ctc_dir, hidden_dropout=0.2))),
-    "encoder_dir": describe(build_model(TrialConfig(start=encoder_dir))),
-    "hub_id": describe(build_model(TrialConfig(start="org/tiny-ctc", weights_dir=cache_dir))),
+    "ctc_dir": describe(build_model(TrialConfig(start=ctc_dir, hidden_dropout=0.2), EMOTIONS)),
+    "encoder_dir": describe(build_model(TrialConfig(start=encoder_dir), EMOTIONS)),
+    "hub_id": describe(build_model(TrialConfig(start="org/tiny-ctc", weights_dir=cache_dir), EMOTIONS)),
 }))
 """
 

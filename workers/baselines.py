@@ -15,7 +15,6 @@ import numpy as np
 
 from shards.batching import holdout
 from shards.reader import ShardReader
-from shards.schema import EMOTIONS
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
 from workers.tracking import RunLogger
@@ -53,20 +52,23 @@ def mean_cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
 
 
-def evaluate_set(logger: RunLogger, name: str, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def evaluate_set(
+    logger: RunLogger, name: str, y_true: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ...]
+) -> dict[str, float]:
     """The full metric set of one evaluation set; logs its report, confusion matrix and reliability diagram.
 
-    `probabilities`: [clips, len(EMOTIONS)], columns in EMOTIONS order.
+    `probabilities`: [clips, len(labels)], columns in the corpus's label order (ShardReader.labels).
     """
-    if probabilities.shape[1:] != (len(EMOTIONS),):
-        raise ValueError(f"probabilities must have {len(EMOTIONS)} columns (EMOTIONS order), got {probabilities.shape}")
+    if probabilities.shape[1:] != (len(labels),):
+        raise ValueError(f"probabilities must have {len(labels)} columns (one per label), got {probabilities.shape}")
     y_pred = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
     metrics = {f"{name}/loss": mean_cross_entropy(y_true, probabilities)}
-    metrics.update(classification_metrics(name, y_true, y_pred))
+    metrics.update(classification_metrics(name, y_true, y_pred, labels))
     metrics.update(calibration_metrics(name, y_true, probabilities))
-    logger.log_text(report_text(y_true, y_pred), f"classification_report_{name}.txt")
+    logger.log_text(report_text(y_true, y_pred, labels), f"classification_report_{name}.txt")
     logger.log_figure(
-        confusion_figure(confusion(y_true, y_pred), f"{name} (n={len(y_true)})"), f"confusion_matrix_{name}.png"
+        confusion_figure(confusion(y_true, y_pred, labels), f"{name} (n={len(y_true)})", labels),
+        f"confusion_matrix_{name}.png",
     )
     logger.log_figure(reliability_figure(y_true, probabilities, f"{name} (n={len(y_true)})"), f"reliability_{name}.png")
     return metrics

@@ -41,7 +41,7 @@ def save_model(
     save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
     (directory / ENCODER_CONFIG_FILE).write_text(model.encoder.config.to_json_string())
     head = {
-        "labels": model.labels,
+        "labels": list(model.labels),
         "pooling": model.pooling,
         "head_dropout": model.head.dropout.p,
         "layer": model.layer,
@@ -96,7 +96,7 @@ def load_model(
         encoders.add_lora(encoder, lora["rank"], lora["alpha"], lora["target"])
     model = EmotionClassifier(
         encoder,
-        num_labels=len(head["labels"]),
+        labels=tuple(head["labels"]),
         head_dropout=head["head_dropout"],
         pooling=head.get("pooling", "mean"),
         layer=head.get("layer", "last"),
@@ -110,7 +110,6 @@ def load_model(
     elif MASK_EMBEDDING not in weights:
         weights[MASK_EMBEDDING] = expected[MASK_EMBEDDING]  # masking newly on: keep the fresh embedding
     model.load_state_dict(weights)
-    model.labels = head["labels"]
     return model
 
 

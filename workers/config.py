@@ -105,7 +105,17 @@ class TrialConfig:
     val_fraction: float = 0.1  # of the training speakers' clips, held out for validation
     max_seconds: float = 0.0  # crop training clips to this length (0: no crop)
     # Share of English clips in each training epoch, 0..1 (None: as the training speakers come).
+    # The paper's instance of mixing: english_fraction=x is mix_source='en', source_fraction=x.
     english_fraction: float | None = None
+    # Mixing of any two languages: the share of `mix_source`'s clips (an ISO 639 code of a training
+    # speaker's language) in each epoch, the rest drawn from the other training languages.
+    mix_source: str = "en"
+    source_fraction: float | None = None
+    # Held-out sets from other shard directories (cross-corpus tests): set name -> shard directory.
+    # Their labels count as this corpus's by name (case-insensitive) or through `eval_label_map`;
+    # clips whose label maps to none are left out and counted (`<set>/unmapped_clips`).
+    extra_eval_data: dict[str, str] = field(default_factory=dict)
+    eval_label_map: dict[str, str] = field(default_factory=dict)  # other corpus's label -> this corpus's
     # Model
     # 'tiny', 'tiny_hubert', 'tiny_wavlm', 'tiny_data2vec', 'tiny_whisper' or 'xlsr53_random' (random
     # weights, built from config), a named start (START_MODELS), a hub id, or a local directory
@@ -199,8 +209,18 @@ class TrialConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.english_fraction is not None and not 0.0 <= self.english_fraction <= 1.0:
-            raise ValueError(f"english_fraction must be in [0, 1] (or None), got {self.english_fraction}")
+        for name in ("english_fraction", "source_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (or None), got {value}")
+        if self.english_fraction is not None and (self.source_fraction is not None or self.mix_source != "en"):
+            raise ValueError(
+                "english_fraction is mix_source='en' with source_fraction; set either english_fraction or mix_source/"
+                f"source_fraction (got mix_source={self.mix_source!r}, source_fraction={self.source_fraction})"
+            )
+        clashing = set(self.extra_eval_data) & {"val", *self.eval_sets}
+        if clashing:
+            raise ValueError(f"extra_eval_data names {sorted(clashing)} are already evaluation sets of the plan")
         if not self.eval_sets:
             raise ValueError("eval_sets must name at least one held-out set")
         overlap = {s for speakers in self.eval_sets.values() for s in speakers} & set(self.train_speakers)
@@ -254,6 +274,12 @@ class TrialConfig:
             )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
+
+    def mixing(self) -> tuple[str, float | None]:
+        """(source language, its share of each epoch); share None: the training rows as they come."""
+        if self.english_fraction is not None:
+            return "en", self.english_fraction
+        return self.mix_source, self.source_fraction
 
     def encoder_overrides(self) -> dict:
         """The Wav2Vec2Config values this trial sets on its encoder, whatever the start's config says."""

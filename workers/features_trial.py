@@ -22,7 +22,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from shards.reader import open_reader
-from shards.schema import EMOTIONS
 from workers.acoustic_features import build_smile, functionals, load_or_extract
 from workers.baseline_config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
 from workers.baselines import evaluate_set, split_rows
@@ -74,6 +73,7 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
             Tag.DATA_HASH: reader.content_hash,
             Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
             Tag.ACOUSTIC_FEATURES: f"{cfg.feature_set}: {status}",
+            Tag.LABELS: ",".join(reader.labels),
         }
     )
     setup_seconds = time.perf_counter() - started
@@ -82,20 +82,20 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
         pipeline = build_classifier(cfg)
         pipeline.fit(features.values[split.train_rows], reader.index.label[split.train_rows])
         for name, rows in split.eval_rows.items():
-            probabilities = class_probabilities(pipeline, features.values[rows])
-            final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities))
+            probabilities = class_probabilities(pipeline, features.values[rows], len(reader.labels))
+            final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities, reader.labels))
     final.update({"setup_seconds": setup_seconds, "trial_seconds": time.perf_counter() - started})
     logger.log_metrics(final)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_features_model(pipeline, cfg.feature_set, features.names, Path(tmp) / "model")
+        model_dir = save_features_model(pipeline, reader.labels, cfg.feature_set, features.names, Path(tmp) / "model")
         logger.log_artifacts(str(model_dir), "model")
         reporter.report(final, checkpoint_dir=model_dir)
     return final
 
 
-def class_probabilities(pipeline, values: np.ndarray) -> np.ndarray:
-    """[clips, len(EMOTIONS)] probabilities; an emotion missing from training gets probability 0."""
-    probabilities = np.zeros((len(values), len(EMOTIONS)))
+def class_probabilities(pipeline, values: np.ndarray, num_labels: int) -> np.ndarray:
+    """[clips, num_labels] probabilities; a label missing from training gets probability 0."""
+    probabilities = np.zeros((len(values), num_labels))
     if len(values):
         probabilities[:, pipeline.classes_] = pipeline.predict_proba(values)
     return probabilities
@@ -118,13 +118,15 @@ class FeaturesModel:
         return self._smile
 
 
-def save_features_model(pipeline, feature_set: str, feature_names: tuple[str, ...], directory: str | Path) -> Path:
+def save_features_model(
+    pipeline, labels: tuple[str, ...], feature_set: str, feature_names: tuple[str, ...], directory: str | Path
+) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, directory / PIPELINE_FILE)
     description = {
         "kind": MODEL_KIND,
-        "labels": list(EMOTIONS),
+        "labels": list(labels),
         "feature_set": feature_set,
         "feature_names": list(feature_names),
     }
@@ -151,4 +153,4 @@ def load_features_model(directory: str | Path) -> FeaturesModel:
 def predict_features(model: FeaturesModel, audio_16k: np.ndarray) -> np.ndarray:
     """Class probabilities (in `model.labels` order) for one clip: int16 samples or floats in [-1, 1] at 16 kHz."""
     values = functionals(model.smile(), np.asarray(audio_16k))[None, :]
-    return class_probabilities(model.pipeline, values)[0]
+    return class_probabilities(model.pipeline, values, len(model.labels))[0]

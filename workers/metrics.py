@@ -1,6 +1,12 @@
-"""The paper's evaluation: per-class precision/recall/F1/support, accuracy, averages, confusion matrix."""
+"""The paper's evaluation: per-class precision/recall/F1/support, accuracy, averages, confusion matrix.
+
+Class index i is `labels[i]`: the corpus's own label set (ShardReader.labels, the model's `.labels`);
+ESD's five emotions only where no label set is given.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
@@ -8,15 +14,17 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from shards.schema import EMOTIONS
 
 
-def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/Angry/f1`."""
-    labels = list(range(len(EMOTIONS)))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+def classification_metrics(
+    set_name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS
+) -> dict[str, float]:
+    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`."""
+    classes = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     weights = support / max(support.sum(), 1)
     # Macro averages run over the classes that occur (in the truth or the predictions), as
     # sklearn's own default does; UAR over the classes that occur in the truth. A held-out
     # speaker without Surprise clips is then not charged a zero recall for it.
-    predicted = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(labels))[: len(labels)]
+    predicted = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(classes))[: len(classes)]
     occurring = (support > 0) | (predicted > 0)
     present = support > 0
     metrics = {
@@ -27,7 +35,7 @@ def classification_metrics(set_name: str, y_true: np.ndarray, y_pred: np.ndarray
         # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
         f"{set_name}/uar": _mean_over(recall, present),
     }
-    for i, emotion in enumerate(EMOTIONS):
+    for i, emotion in enumerate(labels):
         metrics[f"{set_name}/{emotion}/precision"] = float(precision[i])
         metrics[f"{set_name}/{emotion}/recall"] = float(recall[i])
         metrics[f"{set_name}/{emotion}/f1"] = float(f1[i])
@@ -39,18 +47,18 @@ def _mean_over(values: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean()) if mask.any() else 0.0
 
 
-def report_text(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+def report_text(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> str:
     """The paper's table (Tables 1-5) as text."""
     return classification_report(
-        y_true, y_pred, labels=list(range(len(EMOTIONS))), target_names=list(EMOTIONS), digits=2, zero_division=0
+        y_true, y_pred, labels=list(range(len(labels))), target_names=list(labels), digits=2, zero_division=0
     )
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    return confusion_matrix(y_true, y_pred, labels=list(range(len(EMOTIONS))))
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> np.ndarray:
+    return confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
 
 
-def confusion_figure(matrix: np.ndarray, title: str):
+def confusion_figure(matrix: np.ndarray, title: str, labels: Sequence[str] = EMOTIONS):
     """A confusion matrix plot with counts and row-normalised shading (true class per row)."""
     import matplotlib
 
@@ -58,7 +66,8 @@ def confusion_figure(matrix: np.ndarray, title: str):
 
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
+    size = max(5.0, 0.6 * len(labels) + 2)  # 8+ classes (RAVDESS) need room for their names
+    fig, ax = plt.subplots(figsize=(size, size * 0.84), dpi=100)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(matrix.shape[0]):
@@ -72,8 +81,8 @@ def confusion_figure(matrix: np.ndarray, title: str):
                 color="white" if rates[i, j] > 0.5 else "black",
                 fontsize=9,
             )
-    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=30)
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xticks(range(len(labels)), list(labels), rotation=30)
+    ax.set_yticks(range(len(labels)), list(labels))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

@@ -284,27 +284,30 @@ def build_pooler(pooling: str, config: PretrainedConfig) -> nn.Module:
 class EmotionClassifier(nn.Module):
     """encoder -> pooling over valid frames -> head.
 
-    `layer` picks the hidden state that feeds the pooling: 'last' or an index (0: the embedding
-    output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches and works for
-    every family; `forward(input_values, attention_mask)` takes normalised waveforms (not Whisper).
+    `labels`: the corpus's ordered label set (ShardReader.labels); one output per label, class i is
+    labels[i]. `layer` picks the hidden state that feeds the pooling: 'last' or an index (0: the
+    embedding output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches and
+    works for every family; `forward(input_values, attention_mask)` takes normalised waveforms (not Whisper).
     """
 
     def __init__(
         self,
         encoder: nn.Module,
-        num_labels: int = len(EMOTIONS),
+        labels: tuple[str, ...] = EMOTIONS,
         head_dropout: float = 0.1,
         pooling: str = "mean",
         layer: int | str = "last",
     ):
         super().__init__()
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"a classifier needs at least 2 distinct labels, got {labels}")
         self.encoder = encoder
         self.family = encoders.family_of(encoder.config).model_type
         self.pooling = pooling
         self.layer = check_layer(layer, encoder.config, pooling)
         self.pooler = build_pooler(pooling, encoder.config)
-        self.head = ClassificationHead(encoders.hidden_size(encoder.config), num_labels, head_dropout)
-        self.labels = list(EMOTIONS)[:num_labels]
+        self.head = ClassificationHead(encoders.hidden_size(encoder.config), len(labels), head_dropout)
+        self.labels = tuple(labels)
         self.encoder_weights_trained = False  # set by set_trainable: a LoRA checkpoint then keeps the base too
 
     def _wants_all_layers(self) -> bool:

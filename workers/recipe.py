@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
+from shards.label_map import RelabelledReader
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
 from workers.artifact_writer import background_logging
@@ -41,7 +42,7 @@ from workers.metrics import classification_metrics, confusion, confusion_figure,
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
 from workers.tracking import RunLogger
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 
 @dataclass
@@ -49,6 +50,12 @@ class TrialData:
     reader: ShardReader
     train_rows: np.ndarray
     eval_rows: dict[str, np.ndarray]  # 'val' (held-out clips of training speakers) + the plan's sets
+    # Held-out sets from other corpora (cfg.extra_eval_data), their labels mapped to the reader's.
+    other_corpora: dict[str, RelabelledReader] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.reader.labels
 
 
 @dataclass
@@ -127,11 +134,12 @@ def setup(
     loads_before, hits_before = PRETRAINED.loads, PRETRAINED.hits
     if resume_dir is not None:
         model = load_model(resume_dir, encoder_overrides=cfg.encoder_overrides())
+        check_labels(model, data.labels, resume_dir)
         state = TrainState.from_dict(load_train_state(resume_dir))
         restore_torch_rng(state)  # after the model is built: building it draws random weights
         weights = f"resumed from {resume_dir}"
     else:
-        model = build_model(cfg)
+        model = build_model(cfg, data.labels)
         state = TrainState.fresh(cfg.seed)
         weights = (
             "loaded"
@@ -152,7 +160,10 @@ def setup(
         Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
         Tag.DEVICE: str(device),
         Tag.WEIGHTS: weights,
+        Tag.LABELS: ",".join(data.labels),
     }
+    for name, other in data.other_corpora.items():
+        tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
     if cfg.compile:
         tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
     logger.log_params(cfg.to_dict())
@@ -160,20 +171,34 @@ def setup(
     return trial
 
 
-def build_model(cfg: TrialConfig) -> EmotionClassifier:
-    """The start encoder with a fresh head, or a saved emotion model (`init_from`) as it was.
+def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
+    """The start encoder with a fresh head for `labels` (the corpus's), or a saved emotion model
+    (`init_from`) as it was, which must know the same labels.
 
     Either way the trial's encoder regularisation (dropouts, layerdrop, masking) applies.
     """
     if cfg.init_from:
-        return load_model(cfg.init_from, encoder_overrides=cfg.encoder_overrides())
+        model = load_model(cfg.init_from, encoder_overrides=cfg.encoder_overrides())
+        check_labels(model, labels, cfg.init_from)
+        return model
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
     )
-    model = EmotionClassifier(encoder, head_dropout=cfg.head_dropout, pooling=cfg.pooling, layer=cfg.layer)
+    model = EmotionClassifier(
+        encoder, labels=labels, head_dropout=cfg.head_dropout, pooling=cfg.pooling, layer=cfg.layer
+    )
     if cfg.uses_lora():
         add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
     return model
+
+
+def check_labels(model: EmotionClassifier, labels: tuple[str, ...], source: str | Path) -> None:
+    """A saved model continues only on a corpus with its own label set, in its order (class i = label i)."""
+    if tuple(model.labels) != tuple(labels):
+        raise ValueError(
+            f"the model in {source} classifies {tuple(model.labels)}, the training corpus has labels {tuple(labels)}; "
+            "a model only continues training on its own label set (test it on another corpus with --eval-data)"
+        )
 
 
 def compile_encoder(model: EmotionClassifier, cfg: TrialConfig, device: torch.device) -> str:
@@ -193,7 +218,11 @@ def load_trial_data(cfg: TrialConfig) -> TrialData:
     train_rows, val_rows = holdout(reader.index, reader.index.select(cfg.train_speakers), cfg.val_fraction, cfg.seed)
     eval_rows = {"val": val_rows} if len(val_rows) else {}
     eval_rows.update({name: reader.index.select(speakers) for name, speakers in cfg.eval_sets.items()})
-    return TrialData(reader, train_rows, eval_rows)
+    other_corpora = {
+        name: RelabelledReader(open_reader(directory), reader.labels, cfg.eval_label_map)
+        for name, directory in cfg.extra_eval_data.items()
+    }
+    return TrialData(reader, train_rows, eval_rows, other_corpora)
 
 
 def batches_per_epoch(stage: Stage, num_train_rows: int) -> int:
@@ -264,7 +293,7 @@ def start_stage(state: TrainState, cfg: TrialConfig) -> None:
 
 
 def plan_epoch(trial: TrainingContext, stage: Stage) -> tuple[list[PlannedBatch], dict]:
-    """This epoch's batches (en/zh mix, length buckets, crops) and the rng state the next epoch starts from.
+    """This epoch's batches (language mix, length buckets, crops) and the rng state the next epoch starts from.
 
     An epoch is a pure function of the rng state it starts from, so a resumed trial replans it
     and skips the batches already trained.
@@ -272,7 +301,8 @@ def plan_epoch(trial: TrainingContext, stage: Stage) -> tuple[list[PlannedBatch]
     index = trial.data.reader.index
     rng = np.random.default_rng()
     rng.bit_generator.state = trial.state.epoch_rng_state
-    epoch_rows = mix_languages(index, trial.data.train_rows, trial.cfg.english_fraction, rng)
+    source, fraction = trial.cfg.mixing()
+    epoch_rows = mix_languages(index, trial.data.train_rows, fraction, rng, source=source)
     plans = plan_batches(index, epoch_rows, stage.batch_size, rng, trial.max_samples)
     return plans, rng.bit_generator.state
 
@@ -296,8 +326,10 @@ def batch_source(trial: TrainingContext, stage: Stage) -> BatchSource:
     return features
 
 
-def audio_source(trial: TrainingContext, encoder_train_mode: bool) -> AudioSource:
-    return AudioSource(trial.model, trial.data.reader, trial.max_samples, trial.feeding, encoder_train_mode)
+def audio_source(trial: TrainingContext, encoder_train_mode: bool, reader=None) -> AudioSource:
+    """Clips of the training corpus (or of `reader`: another corpus, relabelled) through the model."""
+    reader = trial.data.reader if reader is None else reader
+    return AudioSource(trial.model, reader, trial.max_samples, trial.feeding, encoder_train_mode)
 
 
 def train_step(
@@ -422,24 +454,34 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
 
 
 def evaluate_all(trial: TrainingContext) -> dict[str, float]:
-    """Full metric set, classification report and confusion matrix for every evaluation set."""
+    """Full metric set, classification report and confusion matrix for every evaluation set,
+    the held-out sets of other corpora included (with the clips their label map left out)."""
     source = audio_source(trial, encoder_train_mode=False)
     metrics: dict[str, float] = {}
     for name, rows in trial.data.eval_rows.items():
-        result = predict(trial, source, rows)
-        metrics[f"{name}/loss"] = result.loss
-        metrics.update(classification_metrics(name, result.y_true, result.y_pred))
-        trial.logger.log_text(report_text(result.y_true, result.y_pred), f"classification_report_{name}.txt")
-        trial.logger.log_figure(
-            confusion_figure(confusion(result.y_true, result.y_pred), f"{name} (n={len(rows)})"),
-            f"confusion_matrix_{name}.png",
-        )
-        # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
-        metrics.update(calibration_metrics(name, result.y_true, result.probabilities))
-        trial.logger.log_figure(
-            reliability_figure(result.y_true, result.probabilities, f"{name} (n={len(rows)})"),
-            f"reliability_{name}.png",
-        )
+        metrics.update(evaluate_set(trial, source, name, rows))
+    for name, other in trial.data.other_corpora.items():
+        other_source = audio_source(trial, encoder_train_mode=False, reader=other)
+        metrics.update(evaluate_set(trial, other_source, name, other.rows))
+        metrics[f"{name}/{Key.UNMAPPED_CLIPS}"] = float(other.mapped.num_unmapped)
+    return metrics
+
+
+def evaluate_set(trial: TrainingContext, source: BatchSource, name: str, rows: np.ndarray) -> dict[str, float]:
+    labels = trial.model.labels
+    result = predict(trial, source, rows)
+    metrics = {f"{name}/loss": result.loss, **classification_metrics(name, result.y_true, result.y_pred, labels)}
+    trial.logger.log_text(report_text(result.y_true, result.y_pred, labels), f"classification_report_{name}.txt")
+    trial.logger.log_figure(
+        confusion_figure(confusion(result.y_true, result.y_pred, labels), f"{name} (n={len(rows)})", labels),
+        f"confusion_matrix_{name}.png",
+    )
+    # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
+    metrics.update(calibration_metrics(name, result.y_true, result.probabilities))
+    trial.logger.log_figure(
+        reliability_figure(result.y_true, result.probabilities, f"{name} (n={len(rows)})"),
+        f"reliability_{name}.png",
+    )
     return metrics
 
 

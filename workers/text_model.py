@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shards.reader import ShardReader
-from shards.schema import EMOTIONS
 from workers.baseline_config import TEXT_MODEL_FILE, TEXT_MODEL_KIND
 from workers.model import ClassificationHead, masked_mean
 
@@ -33,13 +32,15 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 class TextClassifier(nn.Module):
     """encoder -> mean over real tokens (padding masked out) -> dense, tanh, dropout, projection."""
 
-    def __init__(self, encoder: nn.Module, tokenizer, head_dropout: float = 0.1, max_length: int = 64):
+    def __init__(
+        self, encoder: nn.Module, tokenizer, labels: tuple[str, ...], head_dropout: float = 0.1, max_length: int = 64
+    ):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.labels = list(EMOTIONS)
-        self.head = ClassificationHead(encoder.config.hidden_size, len(EMOTIONS), head_dropout)
+        self.labels = tuple(labels)  # the corpus's label set (ShardReader.labels): one output each
+        self.head = ClassificationHead(encoder.config.hidden_size, len(labels), head_dropout)
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
@@ -52,13 +53,13 @@ class TextClassifier(nn.Module):
         return self.head(masked_mean(hidden, attention_mask))
 
 
-def build_text_model(source: str, head_dropout: float, max_length: int) -> TextClassifier:
+def build_text_model(source: str, labels: tuple[str, ...], head_dropout: float, max_length: int) -> TextClassifier:
     """A hub id or a directory holding both the encoder and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
-    return TextClassifier(encoder, tokenizer, head_dropout, max_length)
+    return TextClassifier(encoder, tokenizer, labels, head_dropout, max_length)
 
 
 def build_tiny_text_encoder(directory: str | Path, texts: list[str], seed: int = 0, vocab_size: int = 400) -> Path:
@@ -129,7 +130,7 @@ def save_text_model(model: TextClassifier, directory: str | Path, state_dict: di
     )
     description = {
         "kind": MODEL_KIND,
-        "labels": model.labels,
+        "labels": list(model.labels),
         "head_dropout": model.head.dropout.p,
         "max_length": model.max_length,
     }
@@ -146,9 +147,13 @@ def load_text_model(directory: str | Path) -> TextClassifier:
     if not is_text_model_dir(directory):
         raise FileNotFoundError(f"{directory} is not a saved text model (needs {MODEL_FILE} and {HEAD_FILE})")
     description = json.loads((directory / MODEL_FILE).read_text())
-    model = build_text_model(str(directory / ENCODER_DIR), description["head_dropout"], description["max_length"])
+    model = build_text_model(
+        str(directory / ENCODER_DIR),
+        tuple(description["labels"]),
+        description["head_dropout"],
+        description["max_length"],
+    )
     model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
-    model.labels = description["labels"]
     return model.eval()
 
 

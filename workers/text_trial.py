@@ -59,13 +59,14 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
     require_transcripts(transcripts[used], reader.index.utterance_id[used], cfg.data_dir)
     labels = reader.index.label
     with tempfile.TemporaryDirectory(prefix="emotion-text-") as tmp:
-        model = setup_model(cfg, transcripts[split.train_rows], Path(tmp))
+        model = setup_model(cfg, transcripts[split.train_rows], reader.labels, Path(tmp))
         logger.log_params(cfg.to_dict())
         logger.set_tags(
             {
                 Tag.MODEL_KIND: MODEL_KIND,
                 Tag.DATA_HASH: reader.content_hash,
                 Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
+                Tag.LABELS: ",".join(reader.labels),
             }
         )
         setup_seconds = time.perf_counter() - started
@@ -73,7 +74,7 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
         final: dict[str, float] = {}
         for name, rows in split.eval_rows.items():
             probabilities = predict_text(model, list(transcripts[rows]), cfg.eval_batch_size)
-            final.update(evaluate_set(logger, name, labels[rows], probabilities))
+            final.update(evaluate_set(logger, name, labels[rows], probabilities, reader.labels))
         final.update(
             {
                 "epoch": cfg.epochs,
@@ -89,12 +90,14 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
     return final
 
 
-def setup_model(cfg: TextConfig, train_transcripts: np.ndarray, scratch: Path) -> TextClassifier:
+def setup_model(
+    cfg: TextConfig, train_transcripts: np.ndarray, labels: tuple[str, ...], scratch: Path
+) -> TextClassifier:
     """The encoder and head, on the trial's GPU when it was given one (Tune sets CUDA_VISIBLE_DEVICES)."""
     source = cfg.encoder
     if source == TINY_ENCODER:
         source = str(build_tiny_text_encoder(scratch / "tiny-encoder", list(train_transcripts), seed=cfg.seed))
-    model = build_text_model(source, cfg.head_dropout, cfg.max_length)
+    model = build_text_model(source, labels, cfg.head_dropout, cfg.max_length)
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 

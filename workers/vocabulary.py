@@ -55,6 +55,15 @@ class Tag:
     RESUMED = "resumed"
     BEST_TRIAL_ID = "best_trial_id"
 
+    # The training corpus's ordered label set, comma-joined (class i is the i-th): what the metrics'
+    # `<set>/<label>/...` keys and the report's tables are named after.
+    LABELS = "labels"
+
+    @staticmethod
+    def eval_data(set_name: str) -> str:
+        """A held-out set from another corpus (--eval-data): '<shard dir>; <label map and clips left out>'."""
+        return f"eval_data/{set_name}"
+
     @staticmethod
     def feature_cache(stage_index: int) -> str:
         """Whether a head-only stage trained from cached features ('computed', 'hit' or 'not used: why')."""
@@ -101,3 +110,6 @@ class Key:
     SUMMARY = "summary.txt"
     FOLDS_TABLE = "folds.txt"
     MODEL_DIR = "model"
+    # Per held-out set from another corpus: clips left out because their label maps to none of the
+    # training corpus's (`<set>/unmapped_clips`).
+    UNMAPPED_CLIPS = "unmapped_clips"
