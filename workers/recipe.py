@@ -71,6 +71,7 @@ class TrainingContext:
     state: TrainState  # where training is: the next batch to train, and the adaptive lr's memory
     best: BestModel | None = None
     train_losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation; on the device
+    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None  # data-parallel: before clipping
 
     @property
     def device(self) -> torch.device:
@@ -88,6 +89,7 @@ def run_trial(
     device: torch.device | None = None,
     resume_dir: str | Path | None = None,
     shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> dict[str, float]:
     """Train one configuration and return its final metrics (also logged and reported).
 
@@ -95,9 +97,12 @@ def run_trial(
     continues from the step after the best state it holds.
     `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
     over several processes (workers/distributed.py); None: all of them.
+    `sync_gradients`: run on the trainable parameters after every step's backward passes and before
+    clipping (data-parallel: average the workers' gradients, so the clip sees the global one).
     """
     started = time.perf_counter()
     trial = setup(cfg, logger, device, resume_dir, shard_rows)
+    trial.sync_gradients = sync_gradients
     setup_seconds = time.perf_counter() - started
     for _ in range(trial.state.stage_index, len(trial.stages)):
         train_stage(trial, reporter)  # the stage the state is at; it leaves the state at the next one
@@ -310,6 +315,8 @@ def train_step(
         loss = nn.functional.cross_entropy(source.logits(batch), batch.labels, reduction="sum") / num_clips
         loss.backward()
         batch_loss += loss.detach()
+    if trial.sync_gradients is not None:
+        trial.sync_gradients(parameters)  # the clip below must see the global gradient, as DDP's does
     if trial.cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(parameters, trial.cfg.max_grad_norm)
     optimizer.step()
