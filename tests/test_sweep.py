@@ -53,11 +53,50 @@ def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracki
     assert "mlflow ui --backend-store-uri" in out and "trials (best first" in out
 
 
-def test_unknown_set_key_is_named(demo_dir, tracking_uri):
-    with pytest.raises(SystemExit, match="unknown config key 'lr'"):
-        sweep.main(["smoke", "--data", str(demo_dir), "--tracking-uri", tracking_uri, "--set", "lr=1"])
+def usage_error(capsys, argv) -> str:
+    """The one `prog: error:` line a usage error prints; its exit status must be 2."""
+    with pytest.raises(SystemExit) as exited:
+        sweep.main(argv)
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith("python -m orchestrator.sweep: error: ")
+    return lines[0]
 
 
-def test_unknown_sweep_lists_the_available_ones():
-    with pytest.raises(SystemExit, match="available: .*smoke"):
-        sweep.main(["nope"])
+def test_set_keys_and_values_are_checked_before_any_work(tmp_path, monkeypatch, capsys, tracking_uri):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EMOTION_SWEEP_CACHE", str(cache))  # the demo corpus would be built here
+    base = ["smoke", "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray")]
+    line = usage_error(capsys, [*base, "--set", "learning_rte=1e-3"])
+    assert "unknown config key 'learning_rte'; did you mean 'learning_rate'?" in line
+    line = usage_error(capsys, [*base, "--set", "batch_size=big"])
+    assert "'batch_size' expects int" in line
+    usage_error(capsys, [*base, "--set", "batch_size"])
+    usage_error(capsys, [*base, "--workers-per-trial", "0"])
+    assert not cache.exists(), "no demo corpus is built for a command that cannot run"
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "ray").exists()
+
+
+def test_unknown_sweep_lists_the_available_ones(capsys):
+    assert "available: " in usage_error(capsys, ["nope"])
+
+
+def test_a_sweep_whose_trials_failed_exits_non_zero_naming_them_with_their_tracebacks(
+    demo_dir, local_ray, tracking_uri, tmp_path, capsys
+):
+    missing = tmp_path / "no-model"
+    argv = ["smoke", "--data", str(demo_dir), "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "ray")]
+    code = sweep.main([*argv, "--set", f"init_from={missing}", "--max-failures", "0"])
+    assert code == sweep.EXIT_TRIALS_FAILED != 0
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    trial_ids = sorted(r.data.tags["trial_id"] for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert trial_ids
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"sweep smoke FAILED: {len(trial_ids)} trial(s) failed: " + ", ".join(trial_ids))
+    assert "tag 'error'" in last and str(tmp_path / "ray") in last
+    for trial_id in trial_ids:  # the worker's traceback reached the driver's console, line by line
+        traceback = [line for line in out.splitlines() if line.startswith(f"  {trial_id} | ")]
+        assert 1 < len(traceback) <= 15
+        assert any(str(missing) in line for line in traceback)
