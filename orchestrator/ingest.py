@@ -21,7 +21,7 @@ from shards.schema import EMOTIONS
 MAX_LISTED_PER_REASON = 5
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.ingest",
         description="Ingest a raw emotion corpus into Arrow shards + manifest.json + splits.json, "
@@ -57,21 +57,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     verify.add_argument("data", type=Path, help="data directory (holds manifest.json)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+class UsageError(ValueError):
+    """A flag or path argument that cannot work; reported through `parser.error` (status 2)."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.command == "verify":
-        return run_verify(args.data, args.json)
-    return run_esd(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "verify":
+            return run_verify(args.data, args.json)
+        return run_esd(args)
+    except UsageError as error:
+        parser.error(str(error))
 
 
 def run_esd(args: argparse.Namespace) -> int:
     from shards.esd import ingest_esd
 
     if (args.workers is not None and args.workers < 1) or args.max_shard_mb <= 0:
-        raise SystemExit("--workers must be at least 1 and --max-shard-mb positive")
+        raise UsageError("--workers must be at least 1 and --max-shard-mb positive")
     try:
         result = ingest_esd(
             args.path,
@@ -83,7 +95,9 @@ def run_esd(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _progress("interrupted: finished speakers are kept; run the same command again to continue")
         return 130
-    except (FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (FileNotFoundError, FileExistsError) as error:  # the folder given, or --out holding another corpus
+        raise UsageError(str(error)) from None
+    except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
     summary = summarize(result)
     problems = _verify(args.out) if args.verify else []
@@ -114,7 +128,7 @@ def _verify(data_dir: Path) -> list[str]:
     try:
         return verify_corpus(data_dir)
     except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise UsageError(f"{data_dir}: {error}") from None
 
 
 def _verify_report(data_dir: Path, problems: list[str]) -> dict:

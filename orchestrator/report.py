@@ -34,7 +34,7 @@ MAX_KNOB_ROWS = 4  # knobs plotted, one row each
 MAX_LEVELS = 6  # a knob with more values than this is drawn on a continuous axis (and not used for colour)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.report",
         description="Write a sweep's report (Markdown + HTML: the paper's tables, confusion matrices, "
@@ -52,15 +52,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=None, help="report directory; default: ./reports/<sweep>-<parent run id[:8]>"
     )
     parser.add_argument("--no-log", action="store_true", help="write the files only; do not log them to the parent run")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     try:
         client = results.connect(tracking_uri)
-        sweep = results.load_sweep(client, results.find_parent(client, args.sweep_or_run, args.experiment))
+    except StoreError as error:  # no store there, or it does not answer
+        print(f"report: {error}", file=sys.stderr)
+        return 1
+    try:
+        parent = results.find_parent(client, args.sweep_or_run, args.experiment)
+    except StoreError as error:  # SWEEP_OR_RUN names nothing in the store: a usage error
+        parser.error(str(error))
+    try:
+        sweep = results.load_sweep(client, parent)
     except StoreError as error:
         print(f"report: {error}", file=sys.stderr)
         return 1

@@ -155,11 +155,14 @@ def test_a_sweep_without_trials_is_one_clear_line(store, tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
 
 
-def test_unknown_sweep_names_the_experiments_there(store, capsys):
+def test_unknown_sweep_is_a_usage_error_naming_the_experiments_there(store, capsys):
     synthetic_sweep(store, "transfer_zh", [])
-    assert report.main(["nope", "--tracking-uri", store]) == 1
-    err = capsys.readouterr().err
-    assert "no sweep or run 'nope'" in err and "experiments there: " in err and "transfer_zh" in err
+    with pytest.raises(SystemExit) as exited:
+        report.main(["nope", "--tracking-uri", store])
+    assert exited.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line.startswith("python -m orchestrator.report: error: no sweep or run 'nope'")
+    assert "experiments there: " in line and "transfer_zh" in line
 
 
 def test_missing_store_is_not_created(tmp_path, capsys):
