@@ -247,7 +247,7 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
     for set_name in trial.test_sets:
         speakers = trial.speakers_of(set_name)
         blocks.append(Heading(4, set_name + (f" (held-out speakers {speakers})" if speakers else "")))
-        table = paper_table(trial, set_name)
+        table = paper_table(trial, set_name, results.classification_report(client, trial, set_name))
         if table is None:
             blocks.append(Text(f"No per-class metrics for `{set_name}`."))
             continue
@@ -277,9 +277,9 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
     return blocks
 
 
-def paper_table(trial: TrialRun, set_name: str) -> Table | None:
-    """The paper's Tables 1-5 (`results.paper_table`) as a document table."""
-    rows = results.paper_table(trial, set_name)
+def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> Table | None:
+    """The paper's Tables 1-5 (`results.paper_table`, from the trial's JSON report when it has one) as a table."""
+    rows = results.paper_table(trial, set_name, report)
     if not rows:
         return None
     cells = [
@@ -302,11 +302,11 @@ def _blank(value: float | None) -> str:
 def _fetch_image(client, trial: TrialRun, artifact: str, out_dir: Path, scenario: str) -> str | None:
     """Copy a trial's image artifact into images/; None when the run has none."""
     target = out_dir / "images" / f"{_slug(scenario)}_{trial.trial_id}_{artifact}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            target.write_bytes(tracking.download(client, trial.run_id, artifact, tmp).read_bytes())
-    except Exception:  # missing artifact (older trial, crashed trial) or unreadable store
-        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = tracking.download_if_logged(client, trial.run_id, artifact, tmp)  # None: an older or crashed trial
+        if logged is None:
+            return None
+        target.write_bytes(logged.read_bytes())
     return str(target.relative_to(out_dir))
 
 

@@ -306,6 +306,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         Tag.INIT_FROM: init_from or "",
         SweepTag.METRIC: grid.metric,
         SweepTag.MODE: grid.mode,
+        **tracking.source_tags(commit),
     }
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
@@ -513,7 +514,7 @@ def finish(record: SweepRecord) -> list[str]:
         folds = summary.fold_table(rows, summary.params_by_config(results.trials, tuned))
         tracking.log_text(client, parent_id, folds, Key.FOLDS_TABLE)
         print(folds)
-    tables = summary.paper_tables(results.best_per_scenario(), results.metric, tuned)
+    tables = summary.paper_tables(results.best_per_scenario(), results.metric, tuned, client)
     tracking.log_text(client, parent_id, tables, Key.SUMMARY)
     print(f"best configuration per scenario (by {results.metric}; held-out test sets as in the paper):\n{tables}")
     best = results.best()

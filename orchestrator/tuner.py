@@ -60,7 +60,12 @@ def make_trainable(resources: Resources):
 
 def sweep_tags(record: SweepRecord) -> dict[str, str]:
     """Tags every trial run of the sweep carries."""
-    return {Tag.SWEEP: record.sweep, Tag.DATA_HASH: record.data_hash, Tag.GIT_COMMIT: record.git_commit}
+    return {
+        Tag.SWEEP: record.sweep,
+        Tag.DATA_HASH: record.data_hash,
+        Tag.GIT_COMMIT: record.git_commit,
+        **tracking.source_tags(record.git_commit),
+    }
 
 
 def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict:

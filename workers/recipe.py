@@ -35,11 +35,11 @@ from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cac
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
-from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
+from workers.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
-from workers.tracking import RunLogger
-from workers.vocabulary import Tag
+from workers.tracking import CorpusSplit, RunLogger
+from workers.vocabulary import Key, Tag
 
 
 @dataclass
@@ -159,7 +159,27 @@ def setup(
         tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
     logger.log_params(cfg.to_dict())
     logger.set_tags(tags)
+    logger.log_datasets(corpus_splits(cfg, data))
     return trial
+
+
+def corpus_splits(cfg: TrialConfig, data: TrialData) -> list[CorpusSplit]:
+    """What the trial trains and is evaluated on, as the run's dataset inputs: one per split, named
+    by corpus, split and speakers (folds of one corpus differ only there), the shards' hash as digest."""
+    corpus = Path(cfg.data_dir).name
+    speakers = {"train": cfg.train_speakers, "val": cfg.train_speakers, **cfg.eval_sets}
+    splits = {"train": data.train_rows, **data.eval_rows}
+    return [
+        CorpusSplit(
+            name=f"{corpus} {split}: {','.join(speakers.get(split, ()))}",
+            content_hash=data.reader.content_hash,
+            data_dir=str(Path(cfg.data_dir).resolve()),
+            split=split,
+            num_clips=len(rows),
+            speakers=tuple(speakers.get(split, ())),
+        )
+        for split, rows in splits.items()
+    ]
 
 
 def build_model(cfg: TrialConfig) -> EmotionClassifier:
@@ -430,7 +450,8 @@ def evaluate_all(trial: TrainingContext) -> dict[str, float]:
         result = predict(trial, source, rows)
         metrics[f"{name}/loss"] = result.loss
         metrics.update(classification_metrics(name, result.y_true, result.y_pred))
-        trial.logger.log_text(report_text(result.y_true, result.y_pred), f"classification_report_{name}.txt")
+        trial.logger.log_text(report_text(result.y_true, result.y_pred), Key.classification_report(name, "txt"))
+        trial.logger.log_dict(report_dict(result.y_true, result.y_pred), Key.classification_report(name))
         trial.logger.log_figure(
             confusion_figure(confusion(result.y_true, result.y_pred), f"{name} (n={len(rows)})"),
             f"confusion_matrix_{name}.png",
