@@ -100,3 +100,48 @@ def test_a_sweep_whose_trials_failed_exits_non_zero_naming_them_with_their_trace
         traceback = [line for line in out.splitlines() if line.startswith(f"  {trial_id} | ")]
         assert 1 < len(traceback) <= 15
         assert any(str(missing) in line for line in traceback)
+
+
+def test_asha_stops_a_weak_trial_which_carries_stopped_early_and_is_never_chosen_best(
+    demo_dir, local_ray, tracking_uri, tmp_path
+):
+    """A real sweep under ASHA, one trial after the other: the second one's learning rate (1.0) blows
+    its validation loss up after its first epoch (the head-only stage), so ASHA stops it at that rung."""
+    import dataclasses
+
+    from ray import tune
+
+    import search_spaces
+    from orchestrator import results
+    from orchestrator.sweep import run_sweep
+
+    spec = dataclasses.replace(search_spaces.load("smoke"), metric="val/loss", mode="min").override(
+        {
+            "schedule": "paper_finer",  # two stages: epoch 1 (head), epoch 2 (all but the CNN)
+            "learning_rate": tune.grid_search([1e-3, 1.0]),
+            "epoch_scale": 0.1,
+            "eval_every_steps": 2,
+        }
+    )
+    flags = ["--tracking-uri", tracking_uri, "--scheduler", "asha", "--max-concurrent", "1", "--cpus-per-trial", "2"]
+    args = sweep.parse_args(["smoke", "--data", str(demo_dir), *flags])
+    record = sweep.new_sweep(spec, args, str(tmp_path / "ray"))
+    assert run_sweep(record) == 0
+    assert sweep.finish(record) == []
+
+    client = MlflowClient(tracking_uri)
+    sweep_results = results.load_sweep(client, client.get_run(record.parent_run_id))
+    stopped = [t for t in sweep_results.trials if t.stopped_early]
+    completed = [t for t in sweep_results.trials if not t.stopped_early]
+    assert [t.params["learning_rate"] for t in stopped] == ["1.0"]
+    assert [t.status for t in sweep_results.trials] == ["FINISHED", "FINISHED"]
+    (weak,) = stopped
+    assert weak.tags.get("trial_state") != "completed" and "test_en/accuracy" not in weak.metrics
+    assert sweep_results.best().trial_id == completed[0].trial_id
+    assert client.get_run(record.parent_run_id).data.tags["best_trial_id"] == completed[0].trial_id
+
+    # Even scored best of all, a trial stopped early is never chosen.
+    client.log_metric(weak.run_id, "val/loss", 0.0)
+    rescored = results.load_sweep(client, client.get_run(record.parent_run_id))
+    assert rescored.trials[[t.trial_id for t in rescored.trials].index(weak.trial_id)].metric("val/loss") == 0.0
+    assert rescored.best().trial_id == completed[0].trial_id
