@@ -120,7 +120,7 @@ def test_asha_stops_a_weak_trial_which_carries_stopped_early_and_is_never_chosen
             "schedule": "paper_finer",  # two stages: epoch 1 (head), epoch 2 (all but the CNN)
             "learning_rate": tune.grid_search([1e-3, 1.0]),
             "epoch_scale": 0.1,
-            "eval_every_steps": 2,
+            "eval_every_steps": 1,  # a validation loss at the end of the first (short) epoch
         }
     )
     flags = ["--tracking-uri", tracking_uri, "--scheduler", "asha", "--max-concurrent", "1", "--cpus-per-trial", "2"]
