@@ -141,7 +141,7 @@ def test_asha_stops_a_weak_trial_which_carries_stopped_early_and_is_never_chosen
     assert client.get_run(record.parent_run_id).data.tags["best_trial_id"] == completed[0].trial_id
 
     # Even scored best of all, a trial stopped early is never chosen.
-    client.log_metric(weak.run_id, "val/loss", 0.0)
+    client.log_metric(weak.run_id, "val/loss", 0.0, step=10**6)  # its latest value now
     rescored = results.load_sweep(client, client.get_run(record.parent_run_id))
     assert rescored.trials[[t.trial_id for t in rescored.trials].index(weak.trial_id)].metric("val/loss") == 0.0
     assert rescored.best().trial_id == completed[0].trial_id
