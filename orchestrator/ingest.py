@@ -25,7 +25,7 @@ from shards.writer import manifest_labels
 MAX_LISTED_PER_REASON = 5
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.ingest",
         description="Ingest a raw emotion corpus into Arrow shards + manifest.json + splits.json, "
@@ -90,7 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     verify.add_argument("data", type=Path, help="data directory (holds manifest.json)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+class UsageError(ValueError):
+    """A flag or path argument that cannot work; reported through `parser.error` (status 2)."""
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -110,17 +118,21 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.command == "verify":
-        return run_verify(args.data, args.json)
-    if args.command == "list":
-        for release in RELEASES.values():
-            print(f"{release.name:12s} {release.title}\n{'':12s} {release.conventions}")
-        print(f"{'table':12s} any CSV/JSONL of path,label,speaker[,language,split,transcript,gender]")
-        return 0
-    if args.command == "esd":
-        return run_esd(args)
-    return run_corpus(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "verify":
+            return run_verify(args.data, args.json)
+        if args.command == "list":
+            for release in RELEASES.values():
+                print(f"{release.name:12s} {release.title}\n{'':12s} {release.conventions}")
+            print(f"{'table':12s} any CSV/JSONL of path,label,speaker[,language,split,transcript,gender]")
+            return 0
+        if args.command == "esd":
+            return run_esd(args)
+        return run_corpus(args)
+    except UsageError as error:
+        parser.error(str(error))
 
 
 def run_corpus(args: argparse.Namespace) -> int:
@@ -160,7 +172,7 @@ def _scan(args: argparse.Namespace):
 
 def _check_options(args: argparse.Namespace) -> None:
     if (args.workers is not None and args.workers < 1) or args.max_shard_mb <= 0:
-        raise SystemExit("--workers must be at least 1 and --max-shard-mb positive")
+        raise UsageError("--workers must be at least 1 and --max-shard-mb positive")
 
 
 def run_esd(args: argparse.Namespace) -> int:
@@ -178,7 +190,9 @@ def run_esd(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _progress("interrupted: finished speakers are kept; run the same command again to continue")
         return 130
-    except (FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (FileNotFoundError, FileExistsError) as error:  # the folder given, or --out holding another corpus
+        raise UsageError(str(error)) from None
+    except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
     return _report(args, result)
 
@@ -213,7 +227,9 @@ def _verify(data_dir: Path) -> list[str]:
 
     try:
         return verify_corpus(data_dir)
-    except (FileNotFoundError, ManifestError) as error:
+    except FileNotFoundError as error:
+        raise UsageError(f"{data_dir}: {error}") from None
+    except ManifestError as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -5,12 +5,17 @@ Plain lines only (no cursor tricks), so a terminal and a CI log read the same:
     [  41.2s] 8f1c2_00003 started   mixed english_fraction=0.5
     [  63.0s] status: 2 running, 3 pending, 4 finished, 0 failed | best val/accuracy 0.512 (8f1c2_00001 zh_only)
               8f1c2_00003 mixed english_fraction=0.5  epoch 2  val/accuracy 0.431
+
+A trial that fails for good prints the last lines of its traceback under its FAILED line (a retried
+one, its error's last line), unless the driver runs with --quiet.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from ray import tune
 
@@ -18,6 +23,26 @@ from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
 from workers.vocabulary import Tag
 
 STATUS_EVERY_SECONDS = 30.0
+TRACEBACK_LINES = 15  # of a failed trial's error, on the console
+
+
+@dataclass
+class Console:
+    """The driver's console choice. Module state, not a callback field: a restored phase brings back
+    Tune's pickled callbacks, and this run's --quiet must still hold."""
+
+    quiet: bool = False
+
+
+CONSOLE = Console()
+
+
+def trial_error_text(trial, fallback: str) -> str:
+    """The trial's error as Tune recorded it (error.txt: every failure, the last at the end), else `fallback`."""
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        return Path(error_file).read_text(errors="replace")
+    return fallback
 
 
 class TrialProgress(tune.Callback):
@@ -59,9 +84,22 @@ class TrialProgress(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._line(trial, "retrying", "(failed; continues from its last checkpoint)")
+        if not CONSOLE.quiet:
+            last = [line for line in trial_error_text(trial, "").splitlines() if line.strip()][-1:]
+            if last:
+                print(f"          {trial.trial_id} error: {last[0].strip()}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "FAILED", f"(error on its MLflow run, tag '{Tag.ERROR}')")
+        if CONSOLE.quiet:
+            return
+        text = trial_error_text(trial, "")
+        lines = text.rstrip().splitlines()[-TRACEBACK_LINES:]
+        if not lines:
+            return
+        where = f" (whole error: {trial.error_file})" if getattr(trial, "error_file", None) else ""
+        body = "\n".join(f"  {trial.trial_id} | {line}" for line in lines)
+        print(f"--- {trial.trial_id} traceback, last {len(lines)} lines{where}:\n{body}", flush=True)
 
     # --- the live table
     def on_step_end(self, iteration, trials, **info):

@@ -38,7 +38,7 @@ MAX_KNOB_ROWS = 4  # knobs plotted, one row each
 MAX_LEVELS = 6  # a knob with more values than this is drawn on a continuous axis (and not used for colour)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.report",
         description="Write a sweep's report (Markdown + HTML: the paper's tables, confusion matrices, "
@@ -61,17 +61,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="report directory; default: ./reports/<sweep>-<parent run id[:8]> (several: ./reports/compare-<sweeps>)",
     )
     parser.add_argument("--no-log", action="store_true", help="write the files only; do not log them to the parent run")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     try:
         client = results.connect(tracking_uri)
-        sweeps = [
-            results.load_sweep(client, results.find_parent(client, ref, args.experiment)) for ref in args.sweeps_or_runs
-        ]
+    except StoreError as error:  # no store there, or it does not answer
+        print(f"report: {error}", file=sys.stderr)
+        return 1
+    try:
+        parents = [results.find_parent(client, ref, args.experiment) for ref in args.sweeps_or_runs]
+    except StoreError as error:  # a SWEEP_OR_RUN names nothing in the store: a usage error
+        parser.error(str(error))
+    try:
+        sweeps = [results.load_sweep(client, parent) for parent in parents]
     except StoreError as error:
         print(f"report: {error}", file=sys.stderr)
         return 1
@@ -316,7 +327,7 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
     blocks.append(Text(" ".join(facts)))
     for set_name in trial.test_sets:
         blocks.append(Heading(4, set_name + _set_origin(trial, set_name)))
-        table = paper_table(trial, set_name)
+        table = paper_table(trial, set_name, results.classification_report(client, trial, set_name))
         if table is None:
             blocks.append(Text(f"No per-class metrics for `{set_name}`."))
             continue
@@ -357,9 +368,9 @@ def _set_origin(trial: TrialRun, set_name: str) -> str:
     return f" (another corpus: {corpus}{left_out})"
 
 
-def paper_table(trial: TrialRun, set_name: str) -> Table | None:
-    """The paper's Tables 1-5 (`results.paper_table`) as a document table."""
-    rows = results.paper_table(trial, set_name)
+def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> Table | None:
+    """The paper's Tables 1-5 (`results.paper_table`, from the trial's JSON report when it has one) as a table."""
+    rows = results.paper_table(trial, set_name, report)
     if not rows:
         return None
     cells = [
@@ -382,11 +393,11 @@ def _blank(value: float | None) -> str:
 def _fetch_image(client, trial: TrialRun, artifact: str, out_dir: Path, scenario: str) -> str | None:
     """Copy a trial's image artifact into images/; None when the run has none."""
     target = out_dir / "images" / f"{_slug(scenario)}_{trial.trial_id}_{artifact}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            target.write_bytes(tracking.download(client, trial.run_id, artifact, tmp).read_bytes())
-    except Exception:  # missing artifact (older trial, crashed trial) or unreadable store
-        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = tracking.download_if_logged(client, trial.run_id, artifact, tmp)  # None: an older or crashed trial
+        if logged is None:
+            return None
+        target.write_bytes(logged.read_bytes())
     return str(target.relative_to(out_dir))
 
 

@@ -319,10 +319,14 @@ class PaperRow:
     support: int
 
 
-def paper_table(trial: TrialRun, set_name: str) -> list[PaperRow]:
-    """The paper's Tables 1-5 from a trial's metrics: per emotion precision, recall, F1, support;
-    accuracy; macro and weighted averages. Empty when the trial has no per-emotion metrics for the set."""
+def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> list[PaperRow]:
+    """The paper's Tables 1-5: per emotion precision, recall, F1, support; accuracy; macro and weighted
+    averages. From the trial's `classification_report_<set>.json` (`report`, sklearn's own dict) when
+    given; else rebuilt from its metrics (runs that predate the JSON). Empty when there is neither."""
     from shards.schema import EMOTIONS
+
+    if report:
+        return paper_rows_from_report(report)
 
     pattern = re.compile(rf"^{re.escape(set_name)}/([^/]+)/support$")
     found = {m.group(1) for key in trial.metrics if (m := pattern.match(key))}
@@ -342,6 +346,35 @@ def paper_table(trial: TrialRun, set_name: str) -> list[PaperRow]:
     rows.append(PaperRow("macro avg", *macro, total))
     rows.append(PaperRow("weighted avg", *weighted, total))
     return rows
+
+
+def paper_rows_from_report(report: dict) -> list[PaperRow]:
+    """sklearn's classification_report(output_dict=True) as the paper's rows, averages as sklearn computed them."""
+    averages = ("macro avg", "weighted avg")
+    classes = [k for k in report if k != "accuracy" and k not in averages]
+    total = int(sum(report[c]["support"] for c in classes))
+    rows = [
+        PaperRow(c, report[c]["precision"], report[c]["recall"], report[c]["f1-score"], int(report[c]["support"]))
+        for c in classes
+    ]
+    rows.append(PaperRow("accuracy", None, None, report.get("accuracy"), total))
+    for name in averages:
+        if name in report:
+            row = report[name]
+            rows.append(PaperRow(name, row["precision"], row["recall"], row["f1-score"], int(row["support"])))
+    return rows
+
+
+def classification_report(client, trial: TrialRun, set_name: str) -> dict | None:
+    """The trial's `classification_report_<set>.json` artifact, or None when it has none."""
+    import json
+    import tempfile
+
+    from orchestrator.tracking import download_if_logged
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_if_logged(client, trial.run_id, Key.classification_report(set_name), tmp)
+        return json.loads(path.read_text()) if path is not None else None
 
 
 def paper_table_text(rows: list[PaperRow]) -> str:

@@ -51,8 +51,11 @@ def fold_table(rows: list[dict], params_of: dict[str, str]) -> str:
     return f"mean ± sample std over folds, per configuration\n{text}\n"
 
 
-def paper_tables(best: dict[str, TrialRun | None], metric: str, tuned: list[str]) -> str:
-    """The best trial of each scenario as the paper prints it, one table per held-out set."""
+def paper_tables(best: dict[str, TrialRun | None], metric: str, tuned: list[str], client=None) -> str:
+    """The best trial of each scenario as the paper prints it, one table per held-out set (from the
+    trial's JSON classification reports when `client` can read them)."""
+    from orchestrator.results import classification_report
+
     blocks = []
     for scenario, trial in best.items():
         if trial is None:
@@ -61,7 +64,8 @@ def paper_tables(best: dict[str, TrialRun | None], metric: str, tuned: list[str]
         fold = f" fold={trial.fold}" if trial.fold else ""
         blocks.append(f"== {scenario}: trial {trial.trial_id}{fold} {knobs} ({metric}={trial.metric(metric):.3f})")
         for set_name in trial.test_sets:
-            rows: list[PaperRow] = paper_table(trial, set_name)
+            report = classification_report(client, trial, set_name) if client is not None else None
+            rows: list[PaperRow] = paper_table(trial, set_name, report)
             if rows:
                 blocks.append(f"-- {set_name}\n{paper_table_text(rows)}\n")
     return "\n".join(blocks) + "\n" if blocks else "(no finished trial with a report)\n"

@@ -36,9 +36,14 @@ from workers.trial_kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
+EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trial ended FAILED (after its retries)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+class UsageError(ValueError):
+    """A flag or argument that cannot work; `main` reports it through `parser.error` (status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.sweep",
         description="Run a named sweep (a module of search_spaces/) on Ray Tune, tracked in MLflow.",
@@ -161,20 +166,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage",
     )
     where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per trial event; a failing trial's traceback only on its MLflow run and in Tune's error file",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """`key=value` strings to values: Python literals where they parse (3e-4, [1, 2], None), else strings."""
+    """`key=value` strings to values: Python literals where they parse (3e-4, [1, 2], None), else strings.
+
+    Every key (or its Hugging Face alias) and value is checked against TrialConfig here, before any work."""
+    from workers.config import canonical_key, check_type, coerce_value
+
     values = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
         try:
-            values[key.strip()] = ast.literal_eval(raw)
+            value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            values[key.strip()] = raw
+            value = raw
+        try:
+            field_name = canonical_key(key)
+            check_type(field_name, coerce_value(field_name, value))
+        except ValueError as error:
+            raise UsageError(f"--set {pair}: {error}") from None
+        values[key] = value
     return values
 
 
@@ -195,9 +220,9 @@ def resources_from(args, stored: dict | None = None) -> dict:
         if value is not None:
             resources[key] = value
     if resources["workers_per_trial"] < 1:
-        raise SystemExit("--workers-per-trial must be >= 1")
+        raise UsageError("--workers-per-trial must be >= 1")
     if resources["cpus_per_trial"] <= 0 or resources["gpus_per_trial"] < 0:
-        raise SystemExit("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     return resources
 
 
@@ -209,16 +234,27 @@ def check_resources(resources: dict, kind: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.name == "list":
         print_sweeps()
         return 0
+    try:
+        return run_main(args)
+    except UsageError as error:
+        parser.error(str(error))
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """The sweep the parsed flags ask for; usage errors raise UsageError, before any work where they can."""
     import search_spaces
 
     try:
         spec = search_spaces.load(args.name)
-    except ValueError as error:
-        raise SystemExit(str(error)) from None
+        parse_overrides(args.overrides)  # --set and resource flags checked before any work (demo corpus, Ray)
+        resources_from(args)
+    except ValueError as error:  # also UsageError
+        raise UsageError(str(error)) from None
     storage = args.storage or str(paths.default_storage())
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -231,10 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     if record.status == "finished":
         print(f"sweep {record.directory} already finished; nothing to resume.")
         return 0
-    code = run_sweep(record, address=args.address)
-    if code == 0:
-        finish(record)
-    return code
+    code = run_sweep(record, address=args.address, quiet=args.quiet)
+    if code != 0:
+        return code
+    failed = finish(record)
+    if failed:
+        # The last line, for CI logs and `ray job submit`: which trials, and where their errors are.
+        print(
+            f"sweep {record.sweep} FAILED: {len(failed)} trial(s) failed: {', '.join(failed)}. Their errors: "
+            f"tag '{Tag.ERROR}' on their MLflow runs, and error.txt in their trial directories under "
+            f"{record.directory}. `--resume {record.directory}` retries them.",
+            flush=True,
+        )
+        return EXIT_TRIALS_FAILED
+    return 0
 
 
 # ---------------------------------------------------------------- open
@@ -261,7 +307,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
         manifest = preflight.open_data(data_dir)
     except ValueError as error:
-        raise SystemExit(str(error)) from None
+        raise UsageError(str(error)) from None
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
@@ -285,7 +331,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             stored_plans=load_plans(data_dir),
         )
     except ValueError as error:  # GridError, and the split plan's own (a speaker leak, no training speakers)
-        raise SystemExit(str(error)) from None
+        raise UsageError(str(error)) from None
     variants = [v for phase in grid.phases for v in phase.variants]
     try:  # on the driver, before any trial: bad speakers, empty sets or missing weights cost no attempts
         preflight.check_trials(variants, manifest, data_dir)
@@ -312,6 +358,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         SweepTag.MODE: grid.mode,
         Tag.LABELS: ",".join(labels),
         **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
+        **tracking.source_tags(commit),
     }
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
@@ -411,13 +458,13 @@ def resume_sweep(args, storage: str) -> SweepRecord:
     if directory == "latest":
         directory = latest_sweep_dir(storage, args.name)
         if directory is None:
-            raise SystemExit(f"no sweep of {args.name!r} under {storage} to resume; pass its directory to --resume")
+            raise UsageError(f"no sweep of {args.name!r} under {storage} to resume; pass its directory to --resume")
     try:
         record = SweepRecord.load(directory)
     except FileNotFoundError as error:
-        raise SystemExit(str(error)) from None
+        raise UsageError(str(error)) from None
     if record.sweep != args.name:
-        raise SystemExit(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
+        raise UsageError(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
     from orchestrator import preflight
 
     try:
@@ -474,18 +521,18 @@ def resolve_init_from(value: str, tracking_uri: str) -> str:
     local = Path(value).expanduser()
     if local.exists():
         if not (local / "model.safetensors").exists():
-            raise SystemExit(f"--init-from {value}: not a saved emotion model (no model.safetensors)")
+            raise UsageError(f"--init-from {value}: not a saved emotion model (no model.safetensors)")
         return str(local.resolve())
     uri = value if value.startswith("runs:/") else f"runs:/{value}/{Key.MODEL_DIR}"
     run_id = uri.removeprefix("runs:/").split("/")[0]
     try:
         found = tracking.has_model_artifact(tracking_uri, run_id, "model.safetensors")
     except tracking.StoreError as error:
-        raise SystemExit(
+        raise UsageError(
             f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})"
         ) from None
     if not found:
-        raise SystemExit(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
+        raise UsageError(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
     return uri
 
 
@@ -496,7 +543,9 @@ class SweepInterrupted(Exception):
     """The driver was interrupted (Ctrl-C) before every trial ended."""
 
 
-def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[str], None] = print) -> int:
+def run_sweep(
+    record: SweepRecord, address: str | None = None, log: Callable[[str], None] = print, quiet: bool = False
+) -> int:
     """Run (or finish) the sweep's phases; returns the process exit code.
 
     The record is saved when a phase is done (and the pretrain phase's base model known) and when the
@@ -516,7 +565,7 @@ def run_sweep(record: SweepRecord, address: str | None = None, log: Callable[[st
                 continue
             if phase.name != "pretrain" and record.base_model:
                 phase = fill_init_from(phase, record.base_model)
-            results = run_phase(record, grid, phase)
+            results = run_phase(record, grid, phase, quiet=quiet)
             # Ctrl-C: Tune reports the trials it stopped as terminated, like finished ones. Fewer ended
             # trials than planned: Tune stopped early (it creates trials lazily; unstarted ones are not in `results`).
             if was_interrupted() or results.num_terminated + results.num_errors < len(phase.variants):
@@ -584,9 +633,11 @@ def _end(client, record: SweepRecord, status: str, statuses: dict[str, str], def
 # ---------------------------------------------------------------- close
 
 
-def finish(record: SweepRecord) -> None:
+def finish(record: SweepRecord) -> list[str]:
     """Close the sweep: trial table, fold statistics and the best configuration per scenario (all from
-    `orchestrator.results`) on the parent run and the console; then the parent run's final status."""
+    `orchestrator.results`) on the parent run and the console; then the parent run's final status.
+
+    Returns the ids of the trials that ended FAILED."""
     from orchestrator import summary
     from orchestrator.grid import TrialGrid
     from orchestrator.results import fold_metrics, fold_rows, load_sweep
@@ -605,7 +656,7 @@ def finish(record: SweepRecord) -> None:
         folds = summary.fold_table(rows, summary.params_by_config(results.trials, tuned))
         tracking.log_text(client, parent_id, folds, Key.FOLDS_TABLE)
         print(folds)
-    tables = summary.paper_tables(results.best_per_scenario(), results.metric, tuned)
+    tables = summary.paper_tables(results.best_per_scenario(), results.metric, tuned, client)
     tracking.log_text(client, parent_id, tables, Key.SUMMARY)
     print(f"best configuration per scenario (by {results.metric}; held-out test sets as in the paper):\n{tables}")
     best = results.best()
@@ -614,16 +665,12 @@ def finish(record: SweepRecord) -> None:
         tracking.set_tags(
             client, parent_id, {Tag.BEST_TRIAL_ID: best.trial_id, SweepTag.BEST_CONFIG_ID: best.config_id or ""}
         )
-    failed = [t for t in results.trials if t.status == RunStatus.FAILED]
-    if failed:
-        print(
-            f"{len(failed)} trial(s) failed; their errors are on their MLflow runs (tag '{Tag.ERROR}'). "
-            f"`--resume {record.directory}` retries them."
-        )
+    failed = sorted(t.trial_id for t in results.trials if t.status == RunStatus.FAILED)
     tracking.close_run(client, parent_id, RunStatus.FAILED if failed else RunStatus.FINISHED)
     uri = record.tracking_uri
     print("Open the runs in the MLflow UI:")
     print(f"    mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"    {uri}")
+    return failed
 
 
 def _best_metrics(metrics: dict[str, float]) -> dict[str, float]:

@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.store_lock import store_lock
 from workers.tracking import find_trial_run
-from workers.vocabulary import RunStatus, Tag, TrialState
+from workers.vocabulary import ExperimentTag, RunStatus, Tag, TrialState
 
 BATCH = 500  # entries per log_batch call (MLflow accepts at most 1000 metrics in one)
+SOURCE_NAME = "python -m orchestrator.sweep"  # the UI's Source of every run a sweep makes
 
 
 class StoreError(RuntimeError):
@@ -110,12 +111,27 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, created if needed, and tagged as model training (an untagged one too)."""
     with store_lock(tracking_uri):  # a fresh store's creation and the experiment's: one sweep at a time
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        root = artifact_root_for(tracking_uri)
-        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        if experiment is None:
+            root = artifact_root_for(tracking_uri)
+            return client.create_experiment(
+                name,
+                artifact_location=f"{root}/{name}" if root else None,
+                tags={ExperimentTag.KIND: ExperimentTag.MODEL_TRAINING},
+            )
+        if ExperimentTag.KIND not in experiment.tags:  # made by an older version, or by hand
+            client.set_experiment_tag(experiment.experiment_id, ExperimentTag.KIND, ExperimentTag.MODEL_TRAINING)
+        return experiment.experiment_id
+
+
+def source_tags(commit: str) -> dict[str, str]:
+    """MLflow's own source tags, for parent and child runs: what ran, and at which commit."""
+    tags = {Tag.SOURCE_NAME: SOURCE_NAME, Tag.SOURCE_TYPE: "LOCAL"}
+    if commit and commit != "unknown":
+        tags[Tag.SOURCE_GIT_COMMIT] = commit
+    return tags
 
 
 def git_commit() -> str:
@@ -160,7 +176,7 @@ def reopen_parent(client: MlflowClient, parent_run_id: str) -> None:
     """A resumed sweep continues its parent run instead of starting a second one."""
     client.update_run(parent_run_id, status=RunStatus.RUNNING)
     resumed = int(client.get_run(parent_run_id).data.tags.get(Tag.RESUMED, "0")) + 1
-    client.set_tag(parent_run_id, Tag.RESUMED, str(resumed))
+    set_tags(client, parent_run_id, {Tag.RESUMED: resumed})
 
 
 def close_run(client: MlflowClient, run_id: str, status: str) -> None:
@@ -252,6 +268,16 @@ def log_files(client: MlflowClient, run_id: str, directory: Path, files: list[st
 
 def download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path:
     return Path(client.download_artifacts(run_id, path, directory))
+
+
+def download_if_logged(client: MlflowClient, run_id: str, path: str, directory: str) -> Path | None:
+    """The artifact `path` of the run, or None when the run has none (an older or crashed trial);
+    StoreError when the store cannot say."""
+    folder = str(Path(path).parent) if "/" in path else None
+    logged = {a.path for a in store_call(client.list_artifacts, run_id, folder)}
+    if path not in logged:
+        return None
+    return store_call(download, client, run_id, path, directory)
 
 
 def first_line(error: Exception) -> str:

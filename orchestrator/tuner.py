@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from pathlib import Path
 
 from ray import tune
 
 from orchestrator import tracking
 from orchestrator.grid import Phase, TrialGrid, Variant
+from orchestrator.progress import CONSOLE, trial_error_text
 from orchestrator.record import Resources, SweepRecord
 from workers.distributed import DISTRIBUTED_KEY
 from workers.trial import KIND_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
@@ -30,11 +30,12 @@ RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
 _INTERRUPTED = threading.Event()
 
 
-def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase):
+def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = False):
     """Run (or restore and finish) one phase; returns Tune's ResultGrid (`was_interrupted()` says
-    whether Ctrl-C stopped it)."""
+    whether Ctrl-C stopped it). `quiet`: no tracebacks on the console."""
     # run_config adds Tune's JSON and CSV result loggers itself; this keeps Tune from adding TensorBoard's.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    CONSOLE.quiet = quiet  # also for a restored phase, whose callbacks Tune unpickles
     path = record.phase_path(phase.name)
     resources = Resources.from_dict(record.resources)
     trainable = make_trainable(resources)
@@ -98,6 +99,7 @@ def sweep_tags(record: SweepRecord) -> dict[str, str]:
         Tag.DATA_HASH: record.data_hash,
         Tag.GIT_COMMIT: record.git_commit,
         Tag.TRIAL_KIND: record.grid.get("kind", FINETUNE),
+        **tracking.source_tags(record.git_commit),
     }
 
 
@@ -269,10 +271,4 @@ def _variant_tags(trial) -> dict[str, str]:
 
 
 def _error_text(trial, fallback: str) -> str:
-    error_file = getattr(trial, "error_file", None)
-    try:
-        if error_file and Path(error_file).exists():
-            return Path(error_file).read_text()[-4000:]
-    except OSError:
-        pass
-    return fallback
+    return trial_error_text(trial, fallback)[-4000:]

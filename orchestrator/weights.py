@@ -26,7 +26,7 @@ SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.
 PYTORCH_BIN = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.weights",
         description="Pre-fetch start weights (finer, vanilla, any hub id) into a shared directory, or show "
@@ -44,7 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     show_parser.add_argument("--revision", default="")
     show_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def repo_id(start: str) -> str:
@@ -124,7 +128,8 @@ def print_settings(settings: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "fetch":
         args.dir.mkdir(parents=True, exist_ok=True)
         for start in args.starts:
@@ -137,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = checkpoint_settings(args.start, args.dir, args.revision)
-    except OSError as error:
-        raise SystemExit(
-            f"{args.start}: no config found ({error}); fetch it first: "
+    except OSError as error:  # a start that names nothing readable: a usage error
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        parser.error(
+            f"{args.start}: no config found ({reason}); fetch it first: "
             f"python -m orchestrator.weights fetch {args.start} --dir DIR"
-        ) from None
+        )
     if args.json:
         print(json.dumps(settings, indent=1))
     else:

@@ -475,8 +475,11 @@ def test_the_cli_summarises_clips_and_skips(tmp_path, capsys):
     assert "ingested 5 clips" in captured.out
     assert "empty file: 1" in captured.out and "0008_001099.wav" in captured.out
     assert "found 6 clip files" in captured.err
-    with pytest.raises(SystemExit, match="no ESD clips"):
+    with pytest.raises(SystemExit) as exited:  # a usage error: status 2, one `prog: error:` line
         ingest_main(["esd", str(tmp_path / "out"), "--out", str(tmp_path / "elsewhere")])
+    assert exited.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line.startswith("python -m orchestrator.ingest: error: ") and "no ESD clips" in line
 
 
 def test_decoding_in_parallel_gives_the_same_corpus(tmp_path):
@@ -577,3 +580,15 @@ def test_symlinks_loops_and_odd_names_neither_stop_nor_double_count(tmp_path):
     assert manifest["utterances"]["0017_000709"]["path"] == "copy-\ufffd\ufffd\ufffd\ufffd/Happy/0017_000709.wav"
     assert [s["path"] for s in manifest["skipped"]] == ["0017/Sad/0017_001060.wav"]
     assert verify_corpus(tmp_path / "out") == []
+
+
+def test_bad_flags_and_missing_paths_are_usage_errors(tmp_path, capsys):
+    for argv in (
+        ["esd", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "0"],
+        ["verify", str(tmp_path / "nowhere")],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            ingest_main(argv)
+        assert exited.value.code == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(lines) == 1 and lines[0].startswith("python -m orchestrator.ingest: error: ")

@@ -46,9 +46,10 @@ def run_driver(tmp_path, *argv, env=None, timeout=240) -> subprocess.CompletedPr
 
 
 def assert_refused(result: subprocess.CompletedProcess, tmp_path, *words: str) -> str:
-    """Non-zero exit, one line on stderr naming `words`, nothing started: no phase, no MLflow run."""
+    """Non-zero exit, one line on stderr naming `words` (beside argparse's usage synopsis for a usage
+    error), nothing started: no phase, no MLflow run."""
     assert result.returncode != 0, result.stdout[-2000:] + result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
     assert len(lines) == 1, result.stderr[-3000:]
     for word in words:
         assert word in lines[0], lines[0]

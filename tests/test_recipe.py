@@ -174,8 +174,18 @@ def test_the_final_model_is_the_best_evaluated_state(demo_dir, tmp_path):
     assert logger.tags["compile"] == "skipped: cpu"
 
 
-def test_gradient_accumulation_leaves_the_maths_unchanged(demo_dir, tmp_path):
+def test_gradient_accumulation_leaves_the_maths_unchanged(demo_dir, tmp_path, monkeypatch):
+    passes: list[tuple[int, int]] = []  # per optimizer step: (micro-batches, clips in them)
+    step = recipe.train_step
+
+    def counted_step(trial, source, optimizer, parameters, micro_batches):
+        passes.append((len(micro_batches), sum(len(b.rows) for b in micro_batches)))
+        return step(trial, source, optimizer, parameters, micro_batches)
+
+    monkeypatch.setattr(recipe, "train_step", counted_step)
+
     def trained(accumulation):
+        passes.clear()
         cfg = small_config(
             demo_dir,
             tmp_path,
@@ -183,9 +193,16 @@ def test_gradient_accumulation_leaves_the_maths_unchanged(demo_dir, tmp_path):
             grad_accum_steps=accumulation,
             **NO_REGULARISATION,
         )
-        return run_stages(cfg).model.state_dict()
+        return run_stages(cfg).model.state_dict(), list(passes)
 
-    whole, split = trained(1), trained(3)
+    (whole, whole_passes), (split, split_passes) = trained(1), trained(3)
+    # The same steps over the same clips (45 training clips, batch 4, half an epoch: 6 steps, one of
+    # them the short remainder); accumulation splits each step into 3 micro-batches (fewer when the
+    # step has fewer clips), without it every step is one pass.
+    clips = [n for _, n in whole_passes]
+    assert len(clips) == 6 and [n for _, n in split_passes] == clips
+    assert [m for m, _ in whole_passes] == [1] * 6
+    assert [m for m, _ in split_passes] == [min(3, n) for n in clips]
     for name, value in whole.items():
         torch.testing.assert_close(split[name], value, atol=2e-5, rtol=1e-4)
 

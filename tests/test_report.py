@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -155,11 +156,14 @@ def test_a_sweep_without_trials_is_one_clear_line(store, tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
 
 
-def test_unknown_sweep_names_the_experiments_there(store, capsys):
+def test_unknown_sweep_is_a_usage_error_naming_the_experiments_there(store, capsys):
     synthetic_sweep(store, "transfer_zh", [])
-    assert report.main(["nope", "--tracking-uri", store]) == 1
-    err = capsys.readouterr().err
-    assert "no sweep or run 'nope'" in err and "experiments there: " in err and "transfer_zh" in err
+    with pytest.raises(SystemExit) as exited:
+        report.main(["nope", "--tracking-uri", store])
+    assert exited.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line.startswith("python -m orchestrator.report: error: no sweep or run 'nope'")
+    assert "experiments there: " in line and "transfer_zh" in line
 
 
 def test_missing_store_is_not_created(tmp_path, capsys):
@@ -187,3 +191,62 @@ def test_unreachable_server_is_one_line_without_traceback():
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"report: cannot reach the MLflow store at http://127.0.0.1:{port}")
     assert "Traceback" not in done.stderr
+
+
+def test_a_sweep_is_recorded_as_mlflow_users_know_it(smoke_sweep, demo_dir):
+    """Model-training experiment, MLflow's source tags, the corpus splits as dataset inputs, JSON reports."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    uri, parent_id, _ = smoke_sweep
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert children
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(report.__file__).parent
+    )
+    for run in [parent, *children]:
+        tags = run.data.tags
+        assert tags[MLFLOW_SOURCE_NAME] == "python -m orchestrator.sweep" and tags[MLFLOW_SOURCE_TYPE] == "LOCAL"
+        assert tags[MLFLOW_GIT_COMMIT] == commit.stdout.strip()
+    data_hash = parent.data.tags["data_hash"]
+    for child in children:
+        inputs = {i.tags[0].value: i.dataset for i in child.inputs.dataset_inputs}
+        assert set(inputs) == {"train", "val", "test_en", "test_zh"}
+        assert {d.digest for d in inputs.values()} == {data_hash[:36]}
+        assert all(json.loads(d.source)["uri"] == str(demo_dir.resolve()) for d in inputs.values())
+        assert (
+            inputs["test_en"].name.endswith("test_en: 0015")
+            and json.loads(inputs["test_en"].profile)["num_clips"] == 30
+        )
+        metrics = child.data.metrics
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(child.info.run_id, "classification_report_test_en.json", tmp)
+            logged = json.loads(Path(path).read_text())
+        assert logged["accuracy"] == pytest.approx(metrics["test_en/accuracy"])
+        assert logged["Angry"]["f1-score"] == pytest.approx(metrics["test_en/Angry/f1"])
+        assert logged["weighted avg"]["f1-score"] == pytest.approx(metrics["test_en/weighted_f1"])
+
+
+def test_the_papers_table_takes_its_averages_from_the_logged_json_report(store, tmp_path):
+    parent_id = synthetic_sweep(store, "smoke", [FakeTrial("t1", {}, {"val": 0.6, "test_en": 0.5})])
+    client = MlflowClient(store)
+    (child,) = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    row = {"precision": 0.5, "recall": 0.5, "f1-score": 0.5, "support": 6}
+    logged = {
+        **{emotion: row for emotion in ("Neutral", "Angry", "Happy", "Sad", "Surprise")},
+        "accuracy": 0.5,
+        "macro avg": {"precision": 0.111, "recall": 0.222, "f1-score": 0.333, "support": 30},
+        "weighted avg": {"precision": 0.444, "recall": 0.555, "f1-score": 0.666, "support": 30},
+    }
+    client.log_dict(child.info.run_id, logged, "classification_report_test_en.json")
+    assert report.main([parent_id, "--tracking-uri", store, "--out", str(tmp_path / "r"), "--no-log"]) == 0
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "| Macro avg | 0.11 | 0.22 | 0.33 | 30 |" in markdown
+    assert "| Weighted avg | 0.44 | 0.56 | 0.67 | 30 |" in markdown

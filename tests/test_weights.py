@@ -175,3 +175,14 @@ def test_fetch_then_show_and_load_offline(tmp_path, monkeypatch, capsys):
         tiny_ctc(2).wav2vec2.encoder.layers[0].feed_forward.output_dense.bias,
     )
     PRETRAINED.clear()
+
+
+def test_showing_a_start_that_is_nowhere_is_a_usage_error(tmp_path, capsys):
+    from orchestrator.weights import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["show", str(tmp_path / "no-such-start"), "--dir", str(tmp_path)])
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith("python -m orchestrator.weights: error: ")
+    assert "fetch it first" in lines[0]

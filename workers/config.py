@@ -319,6 +319,11 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
+def coerce_value(key: str, value):
+    """`value` as TrialConfig's field `key` holds it (JSON and Tune lists back to tuples); for check_type."""
+    return _coerce(TrialConfig, key, value)
+
+
 def _coerce(cls: type, name: str, value):
     """Turn lists (JSON, Tune) back into the tuples the dataclass declares."""
     hint = typing.get_type_hints(cls)[name]

@@ -3,10 +3,10 @@
 Ray 2.60 (Train V2) runs this as a Tune function trainable that builds a TorchTrainer, named
 after the trial id, and calls `fit()`; `TuneReportCallback` forwards rank 0's reports to Tune.
 Each worker runs the unchanged recipe on its share of the training clips (`shard_rows`);
-gradients are averaged across workers just before every optimizer step. That hook works with
-the freeze schedule (the set of trainable parameters changes between stages, which DDP's fixed
-buckets do not allow) and needs nothing from the recipe but its `shard_rows` seam.
-Gradient clipping then acts on each worker's own gradients before the average.
+the recipe's `sync_gradients` seam averages the gradients across workers after every step's
+backward passes and before gradient clipping, so the clip sees the global gradient (as with one
+process, or DDP). A seam rather than DDP: the set of trainable parameters changes between stages
+of the freeze schedule, which DDP's fixed buckets do not allow.
 """
 
 from __future__ import annotations
@@ -68,19 +68,16 @@ def worker_loop(config: dict) -> None:
     TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
     tracking = config.get(TRACKING_KEY)
     logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
-    handle = average_gradients_before_step(world)
-    try:
-        run_recorded(
-            values,
-            logger,
-            TrainReporter(rank),
-            checkpoint=ray.train.get_checkpoint(),
-            tracking_uri=(tracking or {}).get("tracking_uri"),
-            device=ray.train.torch.get_device(),
-            shard_rows=lambda rows: shard_rows(rows, rank, world),
-        )
-    finally:
-        handle.remove()
+    run_recorded(
+        values,
+        logger,
+        TrainReporter(rank),
+        checkpoint=ray.train.get_checkpoint(),
+        tracking_uri=(tracking or {}).get("tracking_uri"),
+        device=ray.train.torch.get_device(),
+        shard_rows=lambda rows: shard_rows(rows, rank, world),
+        sync_gradients=lambda parameters: average_gradients(parameters, world),
+    )
 
 
 def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
@@ -90,31 +87,25 @@ def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
     return rows[:usable][rank::world]
 
 
-def average_gradients_before_step(world: int):
-    """Average the gradients of every optimizer's parameters across workers before it steps."""
+def average_gradients(parameters: list, world: int) -> None:
+    """Replace every parameter's gradient by its mean over the `world` workers (one all-reduce)."""
     import torch
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    def hook(optimizer, args, kwargs):
-        # Every rank's optimizer holds the same parameters, but not every parameter has a gradient on
-        # every rank (layerdrop skips random layers per rank): count a missing one as zero, as DDP
-        # does, so all ranks reduce the same buffer.
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if not params:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = _flatten_dense_tensors(grads)  # one collective per step, not one per tensor
-        dist.all_reduce(flat)
-        flat /= world
-        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            grad.copy_(synced)
-
-    return register_optimizer_step_pre_hook(hook)
+    if not parameters:
+        return
+    # Every rank trains the same parameters, but not every parameter has a gradient on every rank
+    # (layerdrop skips random layers per rank): count a missing one as zero, as DDP does, so all
+    # ranks reduce buffers of the same size.
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective per step, not one per tensor
+    dist.all_reduce(flat)
+    flat /= world
+    for grad, synced in zip(grads, torch.split(flat, [g.numel() for g in grads])):
+        grad.copy_(synced.view_as(grad))
 
 
 class TrainReporter:

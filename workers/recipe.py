@@ -38,10 +38,10 @@ from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
 from workers.encoders import add_lora
-from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
+from workers.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
-from workers.tracking import RunLogger
+from workers.tracking import CorpusSplit, RunLogger
 from workers.vocabulary import Key, Tag
 
 
@@ -80,6 +80,7 @@ class TrainingContext:
     state: TrainState  # where training is: the next batch to train, and the adaptive lr's memory
     best: BestModel | None = None
     train_losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation; on the device
+    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None  # data-parallel: before clipping
 
     @property
     def device(self) -> torch.device:
@@ -97,6 +98,7 @@ def run_trial(
     device: torch.device | None = None,
     resume_dir: str | Path | None = None,
     shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> dict[str, float]:
     """Train one configuration and return its final metrics (also logged and reported).
 
@@ -104,10 +106,13 @@ def run_trial(
     continues from the step after the best state it holds.
     `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
     over several processes (workers/distributed.py); None: all of them.
+    `sync_gradients`: run on the trainable parameters after every step's backward passes and before
+    clipping (data-parallel: average the workers' gradients, so the clip sees the global one).
     """
     started = time.perf_counter()
     logger, reporter = background_logging(logger, reporter, enabled=cfg.background_logging)
     trial = setup(cfg, logger, device, resume_dir, shard_rows)
+    trial.sync_gradients = sync_gradients
     setup_seconds = time.perf_counter() - started
     for _ in range(trial.state.stage_index, len(trial.stages)):
         train_stage(trial, reporter)  # the stage the state is at; it leaves the state at the next one
@@ -168,7 +173,27 @@ def setup(
         tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
     logger.log_params(cfg.to_dict())
     logger.set_tags(tags)
+    logger.log_datasets(corpus_splits(cfg, data))
     return trial
+
+
+def corpus_splits(cfg: TrialConfig, data: TrialData) -> list[CorpusSplit]:
+    """What the trial trains and is evaluated on, as the run's dataset inputs: one per split, named
+    by corpus, split and speakers (folds of one corpus differ only there), the shards' hash as digest."""
+    corpus = Path(cfg.data_dir).name
+    speakers = {"train": cfg.train_speakers, "val": cfg.train_speakers, **cfg.eval_sets}
+    splits = {"train": data.train_rows, **data.eval_rows}
+    return [
+        CorpusSplit(
+            name=f"{corpus} {split}: {','.join(speakers.get(split, ()))}",
+            content_hash=data.reader.content_hash,
+            data_dir=str(Path(cfg.data_dir).resolve()),
+            split=split,
+            num_clips=len(rows),
+            speakers=tuple(speakers.get(split, ())),
+        )
+        for split, rows in splits.items()
+    ]
 
 
 def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
@@ -348,6 +373,8 @@ def train_step(
         loss = nn.functional.cross_entropy(source.logits(batch), batch.labels, reduction="sum") / num_clips
         loss.backward()
         batch_loss += loss.detach()
+    if trial.sync_gradients is not None:
+        trial.sync_gradients(parameters)  # the clip below must see the global gradient, as DDP's does
     if trial.cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(parameters, trial.cfg.max_grad_norm)
     optimizer.step()
@@ -471,7 +498,8 @@ def evaluate_set(trial: TrainingContext, source: BatchSource, name: str, rows: n
     labels = trial.model.labels
     result = predict(trial, source, rows)
     metrics = {f"{name}/loss": result.loss, **classification_metrics(name, result.y_true, result.y_pred, labels)}
-    trial.logger.log_text(report_text(result.y_true, result.y_pred, labels), f"classification_report_{name}.txt")
+    trial.logger.log_text(report_text(result.y_true, result.y_pred, labels), Key.classification_report(name, "txt"))
+    trial.logger.log_dict(report_dict(result.y_true, result.y_pred, labels), Key.classification_report(name))
     trial.logger.log_figure(
         confusion_figure(confusion(result.y_true, result.y_pred, labels), f"{name} (n={len(rows)})", labels),
         f"confusion_matrix_{name}.png",

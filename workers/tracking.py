@@ -6,24 +6,39 @@ worker side that imports mlflow (lazily: the driver imports it cheaply).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.vocabulary import Tag, TrialState
+from workers.vocabulary import DatasetContext, Tag, TrialState
+
+
+@dataclass(frozen=True)
+class CorpusSplit:
+    """One split of the corpus a trial reads (train, val, a test set): a dataset input of its run."""
+
+    name: str
+    content_hash: str  # the shards' (manifest) hash
+    data_dir: str
+    split: str
+    num_clips: int
+    speakers: tuple[str, ...]
 
 
 class RunLogger(Protocol):
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def run_tags(self) -> dict[str, str]:
         """The tags the run holds now (a retried trial's run holds its earlier attempts' tags)."""
 
+    def log_datasets(self, splits: list[CorpusSplit]) -> None: ...
     def completed_metrics(self) -> dict[str, float] | None:
         """The metrics of a run already marked completed (Tag.TRIAL_STATE), else None."""
 
@@ -34,8 +49,10 @@ class NullLogger:
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_datasets(self, splits: list[CorpusSplit]) -> None: ...
 
     def run_tags(self) -> dict[str, str]:
         return {}
@@ -130,6 +147,29 @@ class MlflowRunLogger:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, dictionary: dict, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, dictionary, artifact_file)
+
+    def log_datasets(self, splits: list[CorpusSplit]) -> None:
+        """The splits as MLflow dataset inputs (the UI's Dataset column); a resumed run's are kept, not doubled."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=s.name,
+                    digest=s.content_hash[:MAX_DATASET_DIGEST_SIZE],
+                    source_type="local",
+                    source=json.dumps({"uri": s.data_dir}),
+                    profile=json.dumps({"num_clips": s.num_clips, "speakers": list(s.speakers)}),
+                ),
+                tags=[InputTag(DatasetContext.TAG, s.split)],
+            )
+            for s in splits
+        ]
+        self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt

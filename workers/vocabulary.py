@@ -11,6 +11,10 @@ class Tag:
     """Run tags. Child (trial) runs and parent (sweep) runs share some names."""
 
     PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: a child run's parent
+    # MLflow's own source tags, on parent and child runs: the UI's Source column and its commit link
+    SOURCE_NAME = "mlflow.source.name"
+    SOURCE_TYPE = "mlflow.source.type"  # 'LOCAL' (MLflow's SourceType names)
+    SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
     # Which trial a child run belongs to (a restored trial finds its run instead of duplicating it)
     TRIAL_ID = "trial_id"
     TRIAL_STATE = "trial_state"  # 'running', then 'completed' once run_trial returned
@@ -70,6 +74,20 @@ class Tag:
         return f"feature_cache/stage{stage_index}"
 
 
+class ExperimentTag:
+    """Experiment tags. MLflow 3's UI opens an experiment on its GenAI overview unless MLflow's own
+    kind tag says it holds model training (value as in MLflow 3.17's UI bundle)."""
+
+    KIND = "mlflow.experimentKind"
+    MODEL_TRAINING = "custom_model_development"
+
+
+class DatasetContext:
+    """The `mlflow.data.context` of a trial's dataset inputs: the split name (train, val, test_en, ...)."""
+
+    TAG = "mlflow.data.context"
+
+
 class TrialState:
     """Values of Tag.TRIAL_STATE."""
 
@@ -113,3 +131,8 @@ class Key:
     # Per held-out set from another corpus: clips left out because their label maps to none of the
     # training corpus's (`<set>/unmapped_clips`).
     UNMAPPED_CLIPS = "unmapped_clips"
+
+    @staticmethod
+    def classification_report(set_name: str, extension: str = "json") -> str:
+        """A trial's artifact: sklearn's classification report on one evaluation set (.json dict, .txt table)."""
+        return f"classification_report_{set_name}.{extension}"
