@@ -14,7 +14,9 @@ from orchestrator.grid import build_grid as build_plan
 from orchestrator.results import best_per_scenario, fold_rows
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
-from workers.config import TrialConfig
+from workers import encoders
+from workers.config import START_MODELS, TrialConfig
+from workers.model import CONFIG_STARTS
 
 PLACE = {"data_dir": "/data", "num_threads": 1}
 
@@ -42,7 +44,32 @@ def test_every_named_sweep_loads_and_plans_with_each_preset(name):
                 assert not held_out & set(config.train_speakers)
     tiny = plan_of(name, "tiny")
     assert tiny.num_trials <= 8  # runs on 2 CPU cores in minutes
-    assert all(v.values["start"] == "tiny" for p in tiny.phases for v in p.variants)
+    # Every tiny start is a random config built offline (the encoders sweep has one per family).
+    assert all(v.values["start"] in CONFIG_STARTS for p in tiny.phases for v in p.variants)
+
+
+def test_encoders_tunes_each_encoder_and_its_tiny_preset_covers_every_family():
+    full = plan_of("encoders")
+    by_scenario: dict[str, list] = {}
+    for variant in (v for p in full.phases for v in p.variants):
+        by_scenario.setdefault(variant.scenario, []).append(variant.values)
+    for scenario in ("fine_tune", "lora"):
+        starts = {values["start"] for values in by_scenario[scenario]}
+        assert starts == set(START_MODELS) - {"finer", "vanilla"}
+        for start in starts:  # the learning rate is tuned per encoder, not shared
+            assert len({values["learning_rate"] for values in by_scenario[scenario] if values["start"] == start}) > 1
+    assert {v["schedule"] for v in by_scenario["fine_tune"]} == {"paper_finer", "full"}
+    assert {v["schedule"] for v in by_scenario["lora"]} == {"lora"}
+    assert all(v["eval_sets"].keys() == {"test_en"} for vs in by_scenario.values() for v in vs)
+    tiny = plan_of("encoders", "tiny")
+    families = {
+        encoders.family_of(CONFIG_STARTS[v.values["start"]]()).model_type
+        for v in (v for p in tiny.phases for v in p.variants)
+    }
+    assert families == set(encoders.SUPPORTED_MODEL_TYPES)
+    assert [v.values["schedule"] for v in (v for p in tiny.phases for v in p.variants) if v.scenario == "lora"] == [
+        "lora"
+    ]
 
 
 def test_list_shows_every_sweep_and_its_presets(capsys):

@@ -18,6 +18,7 @@ class Tag:
     CONFIG_ID = "config_id"  # same for every fold of one configuration
     FOLD = "fold"
     START = "start"
+    ENCODER_FAMILY = "encoder_family"  # the start's model_type (wav2vec2, hubert, wavlm, data2vec-audio, whisper)
     TRAIN_SPEAKERS = "train_speakers"
     TEST_SPEAKERS = "test_speakers"
     DATA_HASH = "data_hash"
@@ -94,3 +95,6 @@ class Key:
     SUMMARY = "summary.txt"
     FOLDS_TABLE = "folds.txt"
     MODEL_DIR = "model"
+    # pooling='weighted_sum': the learned softmax weight of each hidden state (0: embedding output)
+    LAYER_WEIGHT_PREFIX = "layer_weight/"
+    LAYER_WEIGHTS_FIGURE = "layer_weights.png"
