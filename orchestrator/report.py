@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 ARTIFACT_DIR = "report"
 # Config values that are not tuned knobs: where things are, and the speaker split (a fold's identity).
@@ -117,6 +117,7 @@ def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     chosen = sweep.best_per_scenario()
     document.add(*overview(sweep))
     document.add(*best_summary(sweep, chosen, knobs))
+    document.add(*encoder_section(sweep, knobs))
     document.add(*transfer_section(sweep, out_dir))
     document.add(*fold_section(sweep, out_dir))
     document.add(*selected_details(client, sweep, chosen, knobs, out_dir))
@@ -211,6 +212,51 @@ def best_summary(sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs:
     ]
 
 
+def encoder_section(sweep: SweepResults, knobs: list[str]) -> list:
+    """EmoBox's encoder table (UA, WA, macro F1; mean ± std over folds) when the sweep varies `start`."""
+    if not results.varies_start(sweep.trials):
+        return []
+    rows = results.encoder_rows(sweep.trials, sweep.metric, sweep.mode)
+    test_sets = sorted({key.split("/")[0] for row in rows for key in row.stats})
+    config_knobs = [k for k in knobs if k != "start"]
+    header = [
+        "scenario",
+        "encoder (start)",
+        "family",
+        "selected trial",
+        "configuration",
+        "folds",
+        *[f"{s} {label}" for s in test_sets for _, label in results.EMOBOX_STATS],
+    ]
+    cells = []
+    for row in sorted(rows, key=lambda r: (_scenario_order(r.scenario), r.start)):
+        selected = row.selected
+        cells.append(
+            [
+                row.scenario,
+                row.start,
+                row.family or "?",
+                selected.trial_id if selected else "none finished",
+                _config_text(selected, config_knobs) if selected else "",
+                f"{row.folds}",
+                *[
+                    results.mean_std_text(row.stats.get(f"{s}/{stat}"))
+                    for s in test_sets
+                    for stat, _ in results.EMOBOX_STATS
+                ],
+            ]
+        )
+    return [
+        Heading(2, "Encoders"),
+        Text(
+            "Per encoder, its best configuration by the sweep's rule (on validation clips, never the test sets), "
+            "in EmoBox's form: UA = unweighted accuracy (mean recall over emotions), WA = weighted accuracy "
+            "(accuracy over clips), macro F1; mean ± sample std over the configuration's finished folds."
+        ),
+        Table(header, cells, caption="folds: finished runs of the selected configuration"),
+    ]
+
+
 def selected_details(
     client, sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str], out_dir: Path
 ) -> list:
@@ -261,6 +307,10 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
                     "abstaining below a threshold costs (share answered) and buys (accuracy)",
                 )
             )
+    if any(key.startswith(Key.LAYER_WEIGHT_PREFIX) for key in trial.metrics):
+        layer_weights = _fetch_image(client, trial, Key.LAYER_WEIGHTS_FIGURE, out_dir, scenario)
+        if layer_weights:
+            blocks.append(Figure([layer_weights], caption="weighted_sum: learned softmax weight per hidden state"))
     return blocks
 
 
