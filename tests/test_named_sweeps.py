@@ -11,7 +11,7 @@ from orchestrator import sweep
 from orchestrator.grid import PRETRAIN_PLACEHOLDER
 from orchestrator.grid import GridError as PlanError
 from orchestrator.grid import build_grid as build_plan
-from orchestrator.results import best_per_scenario, fold_rows
+from orchestrator.results import best_per_scenario, encoder_rows, fold_rows, varies_start
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
 from workers import encoders
@@ -216,3 +216,32 @@ def test_fold_rows_give_mean_and_sample_std_per_configuration():
     assert rows["b"]["folds"] == 1 and rows["b"]["stats"]["test_en/accuracy"][1] == 0.0
     best = best_per_scenario(runs, "val/accuracy", "max")
     assert best["finer"].data.tags["fold"] == "f1" and set(best) == {"finer", "vanilla"}
+
+
+def test_encoder_rows_give_emobox_stats_of_each_encoders_selected_configuration_over_its_folds():
+    def run(config_id, fold, start, val, test, status="FINISHED"):
+        trial = _run(config_id, fold, "fine_tune", {"val/accuracy": val, **test}, status)
+        trial.data.params = {"start": start}
+        trial.data.tags["encoder_family"] = {"tiny": "wav2vec2", "tiny_whisper": "whisper"}[start]
+        return trial
+
+    def emobox(ua, wa, f1):
+        return {"test_en/uar": ua, "test_en/accuracy": wa, "test_en/macro_f1": f1}
+
+    runs = [
+        run("w_good", "f1", "tiny_whisper", 0.9, emobox(0.6, 0.7, 0.5)),
+        run("w_good", "f2", "tiny_whisper", 0.8, emobox(0.8, 0.9, 0.7)),
+        run("w_bad", "f1", "tiny_whisper", 0.5, emobox(0.99, 0.99, 0.99)),  # best on test, not on validation
+        run("w_bad", "f2", "tiny_whisper", 0.5, emobox(0.99, 0.99, 0.99)),
+        run("v", "f1", "tiny", 0.7, emobox(0.4, 0.5, 0.3)),
+        run("v", "f2", "tiny", 0.7, emobox(0.9, 0.9, 0.9), status="FAILED"),
+    ]
+    assert varies_start(runs) and not varies_start(runs[:4])
+    rows = {row.start: row for row in encoder_rows(runs, "val/accuracy", "max")}
+    whisper = rows["tiny_whisper"]
+    assert (whisper.family, whisper.scenario, whisper.trials, whisper.folds) == ("whisper", "fine_tune", 4, 2)
+    assert whisper.selected.config_id == "w_good"
+    for key, mean in (("test_en/uar", 0.7), ("test_en/accuracy", 0.8), ("test_en/macro_f1", 0.6)):
+        assert whisper.stats[key][0] == pytest.approx(mean)
+        assert whisper.stats[key][1] == pytest.approx(0.2 / 2**0.5)
+    assert rows["tiny"].folds == 1 and rows["tiny"].stats["test_en/uar"] == (0.4, 0.0, 1)
