@@ -117,7 +117,7 @@ def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     chosen = sweep.best_per_scenario()
     document.add(*overview(sweep))
     document.add(*best_summary(sweep, chosen, knobs))
-    document.add(*encoder_section(sweep, knobs))
+    document.add(*encoder_section(sweep))
     document.add(*transfer_section(sweep, out_dir))
     document.add(*fold_section(sweep, out_dir))
     document.add(*selected_details(client, sweep, chosen, knobs, out_dir))
@@ -212,13 +212,19 @@ def best_summary(sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs:
     ]
 
 
-def encoder_section(sweep: SweepResults, knobs: list[str]) -> list:
+def encoder_section(sweep: SweepResults) -> list:
     """EmoBox's encoder table (UA, WA, macro F1; mean ± std over folds) when the sweep varies `start`."""
     if not results.varies_start(sweep.trials):
         return []
     rows = results.encoder_rows(sweep.trials, sweep.metric, sweep.mode)
     test_sets = sorted({key.split("/")[0] for row in rows for key in row.stats})
-    config_knobs = [k for k in knobs if k != "start"]
+    # The recipe each encoder was selected with: its learning rate and schedule, and whatever else its scenario tunes.
+    recipe = ["learning_rate", "schedule"]
+    scenario_knobs = {
+        scenario: recipe
+        + [k for k in tuned_knobs([t for t in sweep.trials if t.scenario == scenario]) if k not in {"start", *recipe}]
+        for scenario in {row.scenario for row in rows}
+    }
     header = [
         "scenario",
         "encoder (start)",
@@ -237,7 +243,7 @@ def encoder_section(sweep: SweepResults, knobs: list[str]) -> list:
                 row.start,
                 row.family or "?",
                 selected.trial_id if selected else "none finished",
-                _config_text(selected, config_knobs) if selected else "",
+                _config_text(selected, scenario_knobs[row.scenario]) if selected else "",
                 f"{row.folds}",
                 *[
                     results.mean_std_text(row.stats.get(f"{s}/{stat}"))
