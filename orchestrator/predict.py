@@ -260,15 +260,20 @@ def probabilities_of(loaded: LoadedModel, audio, device):
 
 
 def classify(model, audio, device):
-    """Class probabilities for one mono 16 kHz clip, normalised as in training."""
+    """Class probabilities for one mono 16 kHz float clip in [-1, 1].
+
+    The model takes int16 samples and lengths, as the shards feed it in training, so every encoder
+    family prepares its own input from them (normalised waveform, or Whisper's log-mel).
+    """
+    import numpy as np
     import torch
 
-    from workers.model import normalize_audio
+    from workers.encoders import INT16_SCALE
 
-    samples = torch.from_numpy(audio).to(device)[None, :]
-    values, mask = normalize_audio(samples, torch.tensor([samples.shape[1]], device=device))
+    int16 = np.clip(np.round(np.asarray(audio, dtype=np.float32) * INT16_SCALE), -INT16_SCALE, INT16_SCALE - 1)
+    samples = torch.from_numpy(int16.astype(np.int16)).to(device)[None, :]
     with torch.no_grad():
-        logits = model(values, attention_mask=mask).float()
+        logits = model.classify(samples, torch.tensor([samples.shape[1]], device=device)).float()
     return torch.softmax(logits, dim=-1)[0].cpu().numpy()
 
 

@@ -142,6 +142,7 @@ def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     chosen = sweep.best_per_scenario()
     document.add(*overview(sweep))
     document.add(*best_summary(sweep, chosen, knobs))
+    document.add(*encoder_section(sweep))
     document.add(*transfer_section(sweep, out_dir))
     document.add(*fold_section(sweep, out_dir))
     document.add(*selected_details(client, sweep, chosen, knobs, out_dir))
@@ -301,6 +302,57 @@ def best_summary(sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs:
     ]
 
 
+def encoder_section(sweep: SweepResults) -> list:
+    """EmoBox's encoder table (UA, WA, macro F1; mean ± std over folds) when the sweep varies `start`."""
+    if not results.varies_start(sweep.trials):
+        return []
+    rows = results.encoder_rows(sweep.trials, sweep.metric, sweep.mode)
+    test_sets = sorted({key.split("/")[0] for row in rows for key in row.stats})
+    # The recipe each encoder was selected with: its learning rate and schedule, and whatever else its scenario tunes.
+    recipe = ["learning_rate", "schedule"]
+    scenario_knobs = {
+        scenario: recipe
+        + [k for k in tuned_knobs([t for t in sweep.trials if t.scenario == scenario]) if k not in {"start", *recipe}]
+        for scenario in {row.scenario for row in rows}
+    }
+    header = [
+        "scenario",
+        "encoder (start)",
+        "family",
+        "selected trial",
+        "configuration",
+        "folds",
+        *[f"{s} {label}" for s in test_sets for _, label in results.EMOBOX_STATS],
+    ]
+    cells = []
+    for row in sorted(rows, key=lambda r: (_scenario_order(r.scenario), r.start)):
+        selected = row.selected
+        cells.append(
+            [
+                row.scenario,
+                row.start,
+                row.family or "?",
+                selected.trial_id if selected else "none finished",
+                _config_text(selected, scenario_knobs[row.scenario]) if selected else "",
+                f"{row.folds}",
+                *[
+                    results.mean_std_text(row.stats.get(f"{s}/{stat}"))
+                    for s in test_sets
+                    for stat, _ in results.EMOBOX_STATS
+                ],
+            ]
+        )
+    return [
+        Heading(2, "Encoders"),
+        Text(
+            "Per encoder, its best configuration by the sweep's rule (on validation clips, never the test sets), "
+            "in EmoBox's form: UA = unweighted accuracy (mean recall over emotions), WA = weighted accuracy "
+            "(accuracy over clips), macro F1; mean ± sample std over the configuration's finished folds."
+        ),
+        Table(header, cells, caption="folds: finished runs of the selected configuration"),
+    ]
+
+
 def selected_details(
     client, sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str], out_dir: Path
 ) -> list:
@@ -354,6 +406,10 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
                     "abstaining below a threshold costs (share answered) and buys (accuracy)",
                 )
             )
+    if any(key.startswith(Key.LAYER_WEIGHT_PREFIX) for key in trial.metrics):
+        layer_weights = _fetch_image(client, trial, Key.LAYER_WEIGHTS_FIGURE, out_dir, scenario)
+        if layer_weights:
+            blocks.append(Figure([layer_weights], caption="weighted_sum: learned softmax weight per hidden state"))
     return blocks
 
 

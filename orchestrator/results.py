@@ -7,6 +7,7 @@ The one results layer of the driver's end-of-sweep summary, the report and `pred
 - `paper_table`: a trial's per-emotion table on one held-out set, as the paper prints it;
 - `compare_sweeps`: the best trial of each of several sweeps on the same data (baselines beside
   fine-tuned encoders), refused for sweeps whose data differ.
+- `encoder_rows`: EmoBox's encoder table (UA, WA, macro F1; mean and std over folds) per encoder.
 
 No Ray and no torch here, and MLflow only through `orchestrator.tracking`: reading results stays cheap.
 """
@@ -305,6 +306,62 @@ def mean_std_text(stat: tuple[float, float, int] | None) -> str:
         return "–"
     mean, std, n = stat
     return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+# ---------------------------------------------------------------- encoders (EmoBox's table)
+
+# EmoBox's columns: unweighted accuracy (mean recall over classes), weighted accuracy (plain accuracy), macro F1.
+EMOBOX_STATS = (("uar", "UA"), ("accuracy", "WA"), ("macro_f1", "macro F1"))
+
+
+@dataclass(frozen=True)
+class EncoderRow:
+    """One encoder (`start`) within one scenario: its selected configuration and that configuration's folds."""
+
+    start: str
+    family: str  # the trial's encoder_family tag ('' on runs from before it existed)
+    scenario: str
+    selected: TrialRun | None  # by the one best-trial rule among this encoder's trials (None: none finished)
+    trials: int  # all of this encoder's trials in the scenario
+    folds: int  # finished runs of the selected configuration (1 without --folds)
+    stats: dict[str, tuple[float, float, int]]  # "<set>/<stat>" -> (mean, sample std, n), stat in EMOBOX_STATS
+
+
+def start_of(trial: TrialRun) -> str:
+    return trial.params.get("start") or trial.tags.get(Tag.START, "")
+
+
+def varies_start(trials) -> bool:
+    """The sweep compares encoders: its trials start from more than one encoder."""
+    return len({start_of(t) for t in trial_runs(trials)}) > 1
+
+
+def encoder_rows(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> list[EncoderRow]:
+    """Per scenario and encoder: the best configuration by `best`, with EmoBox's UA, WA and macro F1 on
+    each held-out set as mean and sample std over that configuration's finished folds."""
+    groups: dict[tuple[str, str], list[TrialRun]] = defaultdict(list)
+    for trial in trial_runs(trials):
+        groups[(trial.scenario, start_of(trial))].append(trial)
+    rows = []
+    for (scenario, start), members in sorted(groups.items()):
+        chosen = best(members, metric, mode)
+        runs = _configuration_runs(chosen, members) if chosen else []
+        stats = {}
+        for set_name in sorted({s for t in runs for s in t.test_sets}):
+            for stat, _ in EMOBOX_STATS:
+                values = [v for t in runs if (v := t.metric(f"{set_name}/{stat}")) is not None]
+                if values:
+                    stats[f"{set_name}/{stat}"] = (statistics.fmean(values), sample_std(values), len(values))
+        family = next((t.tags[Tag.ENCODER_FAMILY] for t in members if t.tags.get(Tag.ENCODER_FAMILY)), "")
+        rows.append(EncoderRow(start, family, scenario, chosen, len(members), len(runs), stats))
+    return rows
+
+
+def _configuration_runs(chosen: TrialRun, members: list[TrialRun]) -> list[TrialRun]:
+    """The finished runs of the chosen trial's configuration: all its folds, or the trial alone."""
+    if chosen.fold and chosen.config_id:
+        return [t for t in members if t.config_id == chosen.config_id and t.finished]
+    return [chosen]
 
 
 # ---------------------------------------------------------------- the paper's table

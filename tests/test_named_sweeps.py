@@ -11,10 +11,12 @@ from orchestrator import sweep
 from orchestrator.grid import PRETRAIN_PLACEHOLDER
 from orchestrator.grid import GridError as PlanError
 from orchestrator.grid import build_grid as build_plan
-from orchestrator.results import best_per_scenario, fold_rows
+from orchestrator.results import best_per_scenario, encoder_rows, fold_rows, varies_start
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
-from workers.config import TrialConfig
+from workers import encoders
+from workers.config import START_MODELS, TrialConfig
+from workers.model import CONFIG_STARTS
 from workers.trial_kinds import trial_kind
 
 PLACE = {"data_dir": "/data", "num_threads": 1}
@@ -46,7 +48,11 @@ def test_every_named_sweep_loads_and_plans_with_each_preset(name):
     tiny = plan_of(name, "tiny")
     assert tiny.num_trials <= 8  # runs on 2 CPU cores in minutes
     model = {"finetune": "start", "text": "encoder"}.get(spec.kind)  # features: no model to shrink
-    assert model is None or all(v.values[model] == "tiny" for p in tiny.phases for v in p.variants)
+    # Every tiny start is a random config built offline (the encoders sweep has one per family).
+    if model == "start":
+        assert all(v.values["start"] in CONFIG_STARTS for p in tiny.phases for v in p.variants)
+    elif model is not None:
+        assert all(v.values[model] == "tiny" for p in tiny.phases for v in p.variants)
 
 
 def test_features_sweep_crosses_each_classifier_with_its_own_knobs():
@@ -78,6 +84,30 @@ def test_baseline_sweeps_validate_keys_against_their_own_config():
         plan_of("text", "tiny", overrides={"start": "tiny"})
     with pytest.raises(PlanError, match="--init-from"):
         plan_of("features", init_from="/models/base")
+
+
+def test_encoders_tunes_each_encoder_and_its_tiny_preset_covers_every_family():
+    full = plan_of("encoders")
+    by_scenario: dict[str, list] = {}
+    for variant in (v for p in full.phases for v in p.variants):
+        by_scenario.setdefault(variant.scenario, []).append(variant.values)
+    for scenario in ("fine_tune", "lora"):
+        starts = {values["start"] for values in by_scenario[scenario]}
+        assert starts == set(START_MODELS) - {"finer", "vanilla"}
+        for start in starts:  # the learning rate is tuned per encoder, not shared
+            assert len({values["learning_rate"] for values in by_scenario[scenario] if values["start"] == start}) > 1
+    assert {v["schedule"] for v in by_scenario["fine_tune"]} == {"paper_finer", "full"}
+    assert {v["schedule"] for v in by_scenario["lora"]} == {"lora"}
+    assert all(v["eval_sets"].keys() == {"test_en"} for vs in by_scenario.values() for v in vs)
+    tiny = plan_of("encoders", "tiny")
+    families = {
+        encoders.family_of(CONFIG_STARTS[v.values["start"]]()).model_type
+        for v in (v for p in tiny.phases for v in p.variants)
+    }
+    assert families == set(encoders.SUPPORTED_MODEL_TYPES)
+    assert [v.values["schedule"] for v in (v for p in tiny.phases for v in p.variants) if v.scenario == "lora"] == [
+        "lora"
+    ]
 
 
 def test_list_shows_every_sweep_and_its_presets(capsys):
@@ -235,3 +265,32 @@ def test_a_sweeps_kind_is_stored_with_its_grid_and_sets_ashas_horizon():
         stored = TrialGrid.from_dict(grid.to_dict())  # what --resume runs
         assert stored.kind == grid.kind == search_spaces.load(name).kind
         assert max_epochs(stored.phases[-1].variants, stored.kind) == epochs + 1
+
+
+def test_encoder_rows_give_emobox_stats_of_each_encoders_selected_configuration_over_its_folds():
+    def run(config_id, fold, start, val, test, status="FINISHED"):
+        trial = _run(config_id, fold, "fine_tune", {"val/accuracy": val, **test}, status)
+        trial.data.params = {"start": start}
+        trial.data.tags["encoder_family"] = {"tiny": "wav2vec2", "tiny_whisper": "whisper"}[start]
+        return trial
+
+    def emobox(ua, wa, f1):
+        return {"test_en/uar": ua, "test_en/accuracy": wa, "test_en/macro_f1": f1}
+
+    runs = [
+        run("w_good", "f1", "tiny_whisper", 0.9, emobox(0.6, 0.7, 0.5)),
+        run("w_good", "f2", "tiny_whisper", 0.8, emobox(0.8, 0.9, 0.7)),
+        run("w_bad", "f1", "tiny_whisper", 0.5, emobox(0.99, 0.99, 0.99)),  # best on test, not on validation
+        run("w_bad", "f2", "tiny_whisper", 0.5, emobox(0.99, 0.99, 0.99)),
+        run("v", "f1", "tiny", 0.7, emobox(0.4, 0.5, 0.3)),
+        run("v", "f2", "tiny", 0.7, emobox(0.9, 0.9, 0.9), status="FAILED"),
+    ]
+    assert varies_start(runs) and not varies_start(runs[:4])
+    rows = {row.start: row for row in encoder_rows(runs, "val/accuracy", "max")}
+    whisper = rows["tiny_whisper"]
+    assert (whisper.family, whisper.scenario, whisper.trials, whisper.folds) == ("whisper", "fine_tune", 4, 2)
+    assert whisper.selected.config_id == "w_good"
+    for key, mean in (("test_en/uar", 0.7), ("test_en/accuracy", 0.8), ("test_en/macro_f1", 0.6)):
+        assert whisper.stats[key][0] == pytest.approx(mean)
+        assert whisper.stats[key][1] == pytest.approx(0.2 / 2**0.5)
+    assert rows["tiny"].folds == 1 and rows["tiny"].stats["test_en/uar"] == (0.4, 0.0, 1)

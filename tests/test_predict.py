@@ -210,3 +210,25 @@ def test_read_audio_mixes_down_and_resamples_to_16k(tmp_path):
     with pytest.raises(AudioFileError, match="is empty"):
         (tmp_path / "empty.wav").write_bytes(b"")
         read_audio(tmp_path / "empty.wav")
+
+
+@pytest.mark.parametrize("start", ["tiny_whisper", "tiny"])
+def test_every_family_answers_with_the_model_on_the_int16_clip(audio_files, capsys, tmp_path, start):
+    """predict feeds int16 samples and lengths to classify, as training does: Whisper works too."""
+    import torch
+
+    from workers.checkpoint import save_model
+    from workers.model import EmotionClassifier, build_encoder
+
+    torch.manual_seed(0)
+    model = EmotionClassifier(build_encoder(start), head_dropout=0.0).eval()
+    model_dir = save_model(model, tmp_path / "model")
+    paths, _ = audio_files
+    code, result = run_json(capsys, "--checkpoint", model_dir, paths["wav16_mono"])
+    assert code == 0 and result["files"][0]["answered"]
+    clip = np.round(read_audio(paths["wav16_mono"]).audio * 32768).clip(-32768, 32767).astype(np.int16)
+    with torch.no_grad():
+        logits = model.classify(torch.from_numpy(clip)[None, :], torch.tensor([len(clip)]))
+    expected = torch.softmax(logits, dim=-1)[0].numpy()
+    got = [result["files"][0]["probabilities"][label] for label in model.labels]
+    assert np.allclose(got, expected, atol=1e-4)

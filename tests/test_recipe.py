@@ -298,6 +298,42 @@ def test_weighted_layer_sum_with_layerdrop_is_refused():
     TrialConfig(pooling="weighted_sum", layerdrop=0.0)
 
 
+def test_a_weighted_layer_sum_logs_its_learned_weights_as_a_bar_chart_and_metrics(demo_dir, tmp_path, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    from workers.tracking import MlflowRunLogger
+    from workers.vocabulary import Key
+
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("layers")).info.run_id
+    cfg = small_config(
+        demo_dir,
+        tmp_path,
+        start="tiny_hubert",
+        pooling="weighted_sum",
+        stages=one_stage("all", epochs=0.5, learning_rate=1e-2),
+        **NO_REGULARISATION,
+    )
+    final = run_trial(cfg, MlflowRunLogger(tracking_uri, run_id), ListReporter(), CPU)
+    client.update_run(run_id, "FINISHED")
+    logged = client.get_run(run_id).data.metrics
+    weights = [logged[f"{Key.LAYER_WEIGHT_PREFIX}{i}"] for i in range(3)]  # embedding output + 2 layers
+    assert weights == pytest.approx([final[f"{Key.LAYER_WEIGHT_PREFIX}{i}"] for i in range(3)])
+    assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert len(set(weights)) > 1  # trained away from the uniform start
+    assert f"{Key.LAYER_WEIGHT_PREFIX}3" not in logged
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert Key.LAYER_WEIGHTS_FIGURE in artifacts
+    assert client.get_run(run_id).data.tags["encoder_family"] == "hubert"
+
+
+def test_mean_pooling_logs_no_layer_weights(demo_dir, tmp_path):
+    logger = RecordingLogger()
+    cfg = small_config(demo_dir, tmp_path, stages=one_stage("head", epochs=0.25), eval_every_steps=100)
+    final = run_trial(cfg, logger, ListReporter(), CPU)
+    assert not [key for key in final if key.startswith("layer_weight/")]
+
+
 def test_unknown_keys_are_still_named(demo_dir):
     with pytest.raises(ValueError, match="unknown config key 'grad_accumulation'; did you mean"):
         TrialConfig.from_dict({"data_dir": str(demo_dir), "grad_accumulation": 2})

@@ -162,7 +162,10 @@ def feature_cache_blocker(
 def frozen_features(audio: AudioSource, rows: np.ndarray, cache_dir: str) -> tuple[FeatureSource, str]:
     """A FeatureSource over sorted `rows`, from the cache or computed once; and the cache's status."""
     model, reader = audio.model, audio.reader
-    key = feature_key(encoder_fingerprint(model.encoder), reader.content_hash, rows, audio.max_samples, model.pooling)
+    fingerprint = encoder_fingerprint(model.encoder)
+    key = feature_key(
+        model.family, fingerprint, model.layer, model.pooling, reader.content_hash, rows, audio.max_samples
+    )
     directory = Path(cache_dir) if cache_dir else default_cache_dir()
     features, status = cached_features(directory, key, rows, lambda: audio.pooled_features(rows))
     return FeatureSource(model, FeatureTable(rows, features, reader.index.label[rows]), audio.feeding), status

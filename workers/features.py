@@ -4,7 +4,8 @@ A head-only stage never changes the encoder, so each clip's pooled vector is the
 and in every trial that starts from the same weights. They are computed once with the encoder in
 eval mode (dropout, layerdrop and time masking off: the same features the uncached path feeds the
 head when `frozen_encoder_dropout` is False) and stored under a hash of
-(encoder weights, corpus content hash, rows, crop, pooling):
+(encoder family, encoder weights, layer choice, pooling, corpus content hash, rows, crop), so
+different encoders, or different layers of one encoder, never share an entry:
 
     <feature_cache_dir>/<key>.npz   rows (int64, sorted), features (float32 [rows, hidden])
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Wav2Vec2Model
+from torch import nn
 
 from workers.config import ENCODER_CONFIG_FIELDS
 
@@ -46,7 +47,7 @@ def default_cache_dir() -> Path:
 
 
 @torch.no_grad()
-def encoder_fingerprint(encoder: Wav2Vec2Model) -> str:
+def encoder_fingerprint(encoder: nn.Module) -> str:
     """A content hash of the encoder: architecture, and per tensor its shape, sums and strided samples.
 
     Hashing every byte of XLSR-53 (1.3 GB) would cost seconds; any training step moves the sums
@@ -72,9 +73,19 @@ def encoder_fingerprint(encoder: Wav2Vec2Model) -> str:
     return digest.hexdigest()
 
 
-def feature_key(encoder_id: str, content_hash: str, rows: np.ndarray, max_samples: int, pooling: str) -> str:
+def feature_key(
+    family: str,
+    encoder_id: str,
+    layer: int | str,
+    pooling: str,
+    content_hash: str,
+    rows: np.ndarray,
+    max_samples: int,
+) -> str:
+    """The cache entry of pooled features: what the encoder is (family, weights), which of its hidden
+    states is pooled (`layer`: 'last' or an index) and how, and which clips of which corpus, cropped how."""
     rows_hash = hashlib.sha256(np.ascontiguousarray(np.sort(rows), dtype=np.int64).tobytes()).hexdigest()
-    text = json.dumps([encoder_id, content_hash, rows_hash, int(max_samples), pooling])
+    text = json.dumps([family, encoder_id, str(layer), pooling, content_hash, rows_hash, int(max_samples)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

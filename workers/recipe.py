@@ -37,7 +37,7 @@ from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cac
 from workers.calibration import calibration_metrics, reliability_figure
 from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.config import Stage, TrialConfig
-from workers.encoders import add_lora
+from workers.encoders import add_lora, layer_weights_figure
 from workers.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
 from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.reporting import Reporter
@@ -166,6 +166,7 @@ def setup(
         Tag.DEVICE: str(device),
         Tag.WEIGHTS: weights,
         Tag.LABELS: ",".join(data.labels),
+        Tag.ENCODER_FAMILY: model.family,
     }
     for name, other in data.other_corpora.items():
         tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
@@ -463,6 +464,7 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     if trial.best is not None:
         model.load_state_dict(trial.best.weights)
     final = evaluate_all(trial)
+    final.update(layer_weights(trial))
     final.update(
         {
             "epoch": state.epoch,
@@ -478,6 +480,17 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
         save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
+
+
+def layer_weights(trial: TrainingContext) -> dict[str, float]:
+    """A weighted layer sum's learned softmax weights: a bar chart artifact and `layer_weight/<i>` metrics."""
+    logits = getattr(trial.model.pooler, "layer_weights", None)
+    if logits is None:
+        return {}
+    title = f"{trial.model.family}: softmax weight per hidden state"
+    trial.logger.log_figure(layer_weights_figure(logits, title), Key.LAYER_WEIGHTS_FIGURE)
+    weights = torch.softmax(logits.detach().float().cpu(), dim=0).tolist()
+    return {f"{Key.LAYER_WEIGHT_PREFIX}{index}": weight for index, weight in enumerate(weights)}
 
 
 def evaluate_all(trial: TrainingContext) -> dict[str, float]:

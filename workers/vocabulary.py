@@ -22,6 +22,7 @@ class Tag:
     CONFIG_ID = "config_id"  # same for every fold of one configuration
     FOLD = "fold"
     START = "start"
+    ENCODER_FAMILY = "encoder_family"  # the start's model_type (wav2vec2, hubert, wavlm, data2vec-audio, whisper)
     TRAIN_SPEAKERS = "train_speakers"
     TEST_SPEAKERS = "test_speakers"
     DATA_HASH = "data_hash"
@@ -136,3 +137,7 @@ class Key:
     def classification_report(set_name: str, extension: str = "json") -> str:
         """A trial's artifact: sklearn's classification report on one evaluation set (.json dict, .txt table)."""
         return f"classification_report_{set_name}.{extension}"
+
+    # pooling='weighted_sum': the learned softmax weight of each hidden state (0: embedding output)
+    LAYER_WEIGHT_PREFIX = "layer_weight/"
+    LAYER_WEIGHTS_FIGURE = "layer_weights.png"
