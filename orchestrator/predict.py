@@ -192,9 +192,7 @@ def find_model_dir(path: Path) -> Path:
         raise ModelLoadError(f"--checkpoint {path} is not a directory")
     found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
     if not found:
-        raise ModelLoadError(
-            f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and encoder_config.json)"
-        )
+        raise ModelLoadError(f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and config.json)")
     if len({p.parent for p in found}) > 1:
         shown = "\n  ".join(str(p) for p in found[:5])
         raise ModelLoadError(f"{path} holds {len(found)} checkpoints of several trials; pass one of them:\n  {shown}")
