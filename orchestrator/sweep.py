@@ -28,6 +28,7 @@ from orchestrator.record import Resources, SweepRecord
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
+CHAMPION_ALIAS = "champion"  # the registry alias --register points at the best trial's model version
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,9 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument(
         "--init-from",
         default=None,
-        metavar="RUN_ID|DIR",
-        help="start from this fine-tuned model (an MLflow run id with a model/ artifact, runs:/ URI, "
-        "or a saved model directory); transfer_zh then skips training its English base",
+        metavar="MODEL",
+        help="start from this fine-tuned model: an MLflow run id, runs:/<run id>/model, models:/NAME@alias, "
+        "or a saved model directory; transfer_zh then skips training its English base",
     )
     how = parser.add_argument_group("resources and scheduling")
     how.add_argument(
@@ -137,6 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage",
     )
     where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
+    where.add_argument(
+        "--register",
+        default=None,
+        metavar="NAME",
+        help=f"register the best trial's model in the MLflow Model Registry as NAME (alias '{CHAMPION_ALIAS}')",
+    )
     return parser.parse_args(argv)
 
 
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     code = run_sweep(record, address=args.address)
     if code == 0:
-        finish(record)
+        finish(record, register=args.register)
     return code
 
 
@@ -328,22 +335,23 @@ def resume_sweep(args, storage: str) -> SweepRecord:
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
-    """--init-from as a location trials can read: a model directory or an MLflow `runs:/<id>/model` URI."""
+    """--init-from as a location trials can read: a model directory, or a `runs:/` or `models:/` URI."""
+    from workers.checkpoint import is_model_dir, resolve_model_dir
+
     local = Path(value).expanduser()
     if local.exists():
-        if not (local / "model.safetensors").exists():
-            raise SystemExit(f"--init-from {value}: not a saved emotion model (no model.safetensors)")
+        if not is_model_dir(resolve_model_dir(local)):
+            raise SystemExit(f"--init-from {value}: not a saved emotion model (no config.json and model.safetensors)")
         return str(local.resolve())
-    uri = value if value.startswith("runs:/") else f"runs:/{value}/{Key.MODEL_DIR}"
-    run_id = uri.removeprefix("runs:/").split("/")[0]
+    uri = value if value.startswith(("runs:/", "models:/")) else f"runs:/{value}/{Key.MODEL_DIR}"
     try:
-        found = tracking.has_model_artifact(tracking_uri, run_id, "model.safetensors")
+        found = tracking.model_uri_exists(tracking_uri, uri)
     except tracking.StoreError as error:
         raise SystemExit(
-            f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})"
+            f"--init-from {value}: neither a directory nor an MLflow model in {tracking_uri} ({error})"
         ) from None
     if not found:
-        raise SystemExit(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
+        raise SystemExit(f"--init-from {value}: {uri} holds no model")
     return uri
 
 
@@ -442,9 +450,10 @@ def _end(client, record: SweepRecord, status: str, statuses: dict[str, str], def
 # ---------------------------------------------------------------- close
 
 
-def finish(record: SweepRecord) -> None:
+def finish(record: SweepRecord, register: str | None = None) -> None:
     """Close the sweep: trial table, fold statistics and the best configuration per scenario (all from
-    `orchestrator.results`) on the parent run and the console; then the parent run's final status."""
+    `orchestrator.results`) on the parent run and the console; the best trial's model registered as
+    `register` (alias champion) when given; then the parent run's final status."""
     from orchestrator import summary
     from orchestrator.grid import TrialGrid
     from orchestrator.results import fold_metrics, fold_rows, load_sweep
@@ -472,6 +481,14 @@ def finish(record: SweepRecord) -> None:
         tracking.set_tags(
             client, parent_id, {Tag.BEST_TRIAL_ID: best.trial_id, SweepTag.BEST_CONFIG_ID: best.config_id or ""}
         )
+        if register:
+            version = tracking.register_model(record.tracking_uri, best.run_id, register, CHAMPION_ALIAS)
+            print(
+                f"registered the best trial's model (trial {best.trial_id}, run {best.run_id}) as {register} "
+                f"version {version}: models:/{register}@{CHAMPION_ALIAS}"
+            )
+    elif register:
+        print(f"no trial finished: nothing registered as {register}")
     failed = [t for t in results.trials if t.status == RunStatus.FAILED]
     if failed:
         print(

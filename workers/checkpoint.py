@@ -5,10 +5,11 @@
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
     <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
 A checkpoint describes itself: `load_model(dir)` (or, once `workers.model` is imported,
-`AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else. Used for a trial's best model
-(Tune storage and the MLflow Model `model/`), for `init_from` (e.g. transfer_zh's English base),
-for resuming a trial (`run_trial(resume_dir=...)`) and by `orchestrator.predict`. Directories of the
-earlier layout (encoder_config.json + head.json) still load.
+`AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
+MLflow Model directory a trial logs (`model/`, with this directory as `model/transformers/`).
+Used for a trial's best model (Tune storage and the MLflow Model `model/`), for `init_from`
+(e.g. transfer_zh's English base), for resuming a trial (`run_trial(resume_dir=...)`) and by
+`orchestrator.predict`. Directories of the earlier layout (encoder_config.json + head.json) still load.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from transformers.utils import logging as hf_logging
 
 from workers import encoders
 from workers.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
+from workers.vocabulary import Key
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TRAIN_STATE_FILE = "train_state.json"
+MLFLOW_MODEL_FILE = "MLmodel"
 # The earlier layout: the encoder's config and the head's settings in two files.
 LEGACY_ENCODER_CONFIG_FILE = "encoder_config.json"
 LEGACY_HEAD_FILE = "head.json"
@@ -60,6 +63,17 @@ def lora_base_of(model: EmotionClassifier) -> dict | None:
     return dict(source)
 
 
+def resolve_model_dir(directory: str | Path) -> Path:
+    """A model directory itself, or the one inside an MLflow Model (a trial's `model/` artifact): its pyfunc data."""
+    directory = Path(directory)
+    if is_model_dir(directory) or not (directory / MLFLOW_MODEL_FILE).exists():
+        return directory
+    import yaml
+
+    flavor = yaml.safe_load((directory / MLFLOW_MODEL_FILE).read_text()).get("flavors", {}).get("python_function", {})
+    return directory / flavor.get("data", Key.TRANSFORMERS_DIR)
+
+
 def is_model_dir(directory: str | Path) -> bool:
     directory = Path(directory)
     if not (directory / WEIGHTS_FILE).exists():
@@ -80,7 +94,7 @@ def load_model(
     A LoRA checkpoint that holds adapters only loads its base (by id and revision, from `weights_dir`
     when given; shared through workers.model.PRETRAINED) and puts the adapters on it.
     """
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     if not is_model_dir(directory):
         raise FileNotFoundError(
             f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and a {CONFIG_FILE} "

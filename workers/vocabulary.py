@@ -93,4 +93,5 @@ class Key:
     TRIALS_TABLE = "trials.txt"
     SUMMARY = "summary.txt"
     FOLDS_TABLE = "folds.txt"
-    MODEL_DIR = "model"
+    MODEL_DIR = "model"  # a trial's MLflow Model (pyfunc): MLmodel, and the transformers directory below
+    TRANSFORMERS_DIR = "transformers"  # inside model/: the save_pretrained directory (config.json, model.safetensors)
