@@ -132,6 +132,7 @@ def model_uri_exists(tracking_uri: str, uri: str) -> bool:
     StoreError when the run or the registered model does not exist or the store cannot be read."""
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     try:
         listed = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
     except MlflowException as error:
@@ -153,6 +154,7 @@ def download_uri(tracking_uri: str, uri: str, directory: str) -> Path:
     """A `runs:/` or `models:/` URI's files into `directory`."""
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=directory, tracking_uri=tracking_uri))
 
 
@@ -271,7 +273,8 @@ def log_files(client: MlflowClient, run_id: str, directory: Path, files: list[st
 
 
 def download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path:
-    return Path(client.download_artifacts(run_id, path, directory))
+    """A run's artifact (or its logged model, for path `model`) into `directory`."""
+    return download_uri(client.tracking_uri, f"runs:/{run_id}/{path}", directory)
 
 
 def first_line(error: Exception) -> str:

@@ -235,6 +235,8 @@ def download_model(artifact_uri: str, destination: Path, tracking_uri: str | Non
     """Fetch a model artifact (`runs:/<run id>/model`, `models:/...`) into the directory `destination`."""
     import mlflow
 
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri)
 
 
