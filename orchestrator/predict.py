@@ -1,8 +1,10 @@
 """Use a trained trial on your own audio: the emotion and its probabilities per file, or "uncertain".
 
-    python -m orchestrator.predict --run <trial run id> a.wav b.flac
-    python -m orchestrator.predict --run <sweep parent run id> a.wav        # its best trial
-    python -m orchestrator.predict --checkpoint ray_results/<sweep>/<phase>/<trial> *.wav --json
+    python -m orchestrator.predict --model <trial run id> a.wav b.flac
+    python -m orchestrator.predict --model <sweep parent run id> a.wav      # its best trial
+    python -m orchestrator.predict --model models:/emotion@champion a.wav   # a registered model (sweep --register)
+    python -m orchestrator.predict --model runs:/<run id>/model a.wav
+    python -m orchestrator.predict --model ray_results/<sweep>/<phase>/<trial> *.wav --json
 
 The paper's ethics section proposes abstaining when the model is unsure: below the confidence
 threshold (top probability, default 0.8) the answer is "uncertain", with the emotions that compete.
@@ -56,17 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--run",
-        metavar="RUN_ID",
-        help="MLflow run of a trial (its model/ artifact); a sweep's parent run uses its best trial, by the "
-        "sweep's metric (the rule of the driver's summary and the report)",
+        "--model",
+        metavar="MODEL",
+        help="an MLflow run id (a trial's model; a sweep's parent run: its best trial, by the rule of the "
+        "driver's summary and the report), runs:/<run id>/model, models:/NAME@alias or models:/NAME/VERSION, "
+        "or a directory: a saved model, an MLflow Model, or a Tune trial/checkpoint directory holding one",
     )
-    source.add_argument(
-        "--checkpoint",
-        type=Path,
-        metavar="DIR",
-        help="a saved model directory, or a Tune trial/checkpoint directory holding one",
-    )
+    source.add_argument("--run", metavar="RUN_ID", help="deprecated: --model RUN_ID")
+    source.add_argument("--checkpoint", type=Path, metavar="DIR", help="deprecated: --model DIR")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files to analyse")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: SQLite under ./mlruns")
     parser.add_argument(
@@ -135,11 +134,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
-    if args.checkpoint is not None:
-        directory = find_model_dir(args.checkpoint)
+    """--model (or the deprecated --run / --checkpoint): a directory, a runs:/ or models:/ URI, or a run id."""
+    model = args.model or args.run or str(args.checkpoint)
+    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
+    if args.checkpoint is not None or Path(model).expanduser().exists():
+        directory = find_model_dir(Path(model).expanduser())
         print(f"predict: loading {directory}", file=sys.stderr)
         return _load(directory, {"checkpoint": str(directory)})
-    return load_from_run(args.tracking_uri or paths.default_tracking_uri(), args.run)
+    if model.startswith(("runs:/", "models:/")):
+        return load_from_uri(tracking_uri, model)
+    return load_from_run(tracking_uri, model)
+
+
+def load_from_uri(tracking_uri: str, uri: str) -> LoadedModel:
+    """A logged or registered MLflow Model: `runs:/<run id>/model`, `models:/NAME@alias`, `models:/NAME/VERSION`."""
+    results.connect(tracking_uri)  # one line when the store is missing or unreachable
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = tracking.download_uri(tracking_uri, uri, tmp)
+        except Exception as error:  # no such model, alias or version, or the artifact store is unreachable
+            raise ModelLoadError(f"cannot fetch {uri} from {tracking_uri}: {tracking.first_line(error)}") from None
+        print(f"predict: loading {uri}", file=sys.stderr)
+        return _load(local, {"model_uri": uri})
 
 
 def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
@@ -188,18 +204,19 @@ def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
 
 def find_model_dir(path: Path) -> Path:
     """A model directory itself, or the one checkpoint under a Tune trial directory (its latest)."""
-    from workers.checkpoint import WEIGHTS_FILE, is_model_dir
+    from workers.checkpoint import WEIGHTS_FILE, is_model_dir, resolve_model_dir
 
-    if is_model_dir(path) or saved_model_kind(path) == FEATURES_MODEL_KIND:
+    model_dir = resolve_model_dir(path)
+    if is_model_dir(model_dir):
+        return model_dir
+    if saved_model_kind(path) == FEATURES_MODEL_KIND:
         return path
     if not path.is_dir():
-        raise ModelLoadError(f"--checkpoint {path} is not a directory")
+        raise ModelLoadError(f"--model {path} is not a directory")
     found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
     found += sorted(p.parent for p in path.rglob(FEATURES_MODEL_FILE))
     if not found:
-        raise ModelLoadError(
-            f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and encoder_config.json)"
-        )
+        raise ModelLoadError(f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and config.json)")
     if len({p.parent for p in found}) > 1:
         shown = "\n  ".join(str(p) for p in found[:5])
         raise ModelLoadError(f"{path} holds {len(found)} checkpoints of several trials; pass one of them:\n  {shown}")
@@ -299,8 +316,11 @@ def decide(labels: list[str], probabilities, threshold: float) -> dict:
 
 def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> None:
     source = loaded.source
-    where = source.get("checkpoint") or f"run {source.get('run_id')}" + (
-        f" (trial {source['trial_id']}, sweep {source['sweep']})" if source.get("trial_id") else ""
+    where = (
+        source.get("checkpoint")
+        or source.get("model_uri")
+        or f"run {source.get('run_id')}"
+        + (f" (trial {source['trial_id']}, sweep {source['sweep']})" if source.get("trial_id") else "")
     )
     print(f"model: {where}; abstains below {threshold:.2f}")
     for result in results:

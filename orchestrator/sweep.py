@@ -37,6 +37,7 @@ from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trial ended FAILED (after its retries)
+CHAMPION_ALIAS = "champion"  # the registry alias --register points at the best trial's model version
 
 
 class UsageError(ValueError):
@@ -98,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--init-from",
         default=None,
-        metavar="RUN_ID|DIR",
-        help="start from this fine-tuned model (an MLflow run id with a model/ artifact, runs:/ URI, "
-        "or a saved model directory); transfer_zh then skips training its English base",
+        metavar="MODEL",
+        help="start from this fine-tuned model: an MLflow run id, runs:/<run id>/model, models:/NAME@alias, "
+        "or a saved model directory; transfer_zh then skips training its English base",
     )
     how = parser.add_argument_group("resources and scheduling")
     how.add_argument(
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage",
     )
     where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
+    where.add_argument(
+        "--register",
+        default=None,
+        metavar="NAME",
+        help=f"register the best trial's model in the MLflow Model Registry as NAME (alias '{CHAMPION_ALIAS}')",
+    )
     parser.add_argument(
         "--quiet",
         action="store_true",
@@ -270,7 +277,7 @@ def run_main(args: argparse.Namespace) -> int:
     code = run_sweep(record, address=args.address, quiet=args.quiet)
     if code != 0:
         return code
-    failed = finish(record)
+    failed = finish(record, register=args.register)
     if failed:
         # The last line, for CI logs and `ray job submit`: which trials, and where their errors are.
         print(
@@ -517,22 +524,23 @@ def check_phases_open(record: SweepRecord) -> None:
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
-    """--init-from as a location trials can read: a model directory or an MLflow `runs:/<id>/model` URI."""
+    """--init-from as a location trials can read: a model directory, or a `runs:/` or `models:/` URI."""
+    from workers.checkpoint import is_model_dir, resolve_model_dir
+
     local = Path(value).expanduser()
     if local.exists():
-        if not (local / "model.safetensors").exists():
-            raise UsageError(f"--init-from {value}: not a saved emotion model (no model.safetensors)")
+        if not is_model_dir(resolve_model_dir(local)):
+            raise UsageError(f"--init-from {value}: not a saved emotion model (no config.json and model.safetensors)")
         return str(local.resolve())
-    uri = value if value.startswith("runs:/") else f"runs:/{value}/{Key.MODEL_DIR}"
-    run_id = uri.removeprefix("runs:/").split("/")[0]
+    uri = value if value.startswith(("runs:/", "models:/")) else f"runs:/{value}/{Key.MODEL_DIR}"
     try:
-        found = tracking.has_model_artifact(tracking_uri, run_id, "model.safetensors")
+        found = tracking.model_uri_exists(tracking_uri, uri)
     except tracking.StoreError as error:
         raise UsageError(
-            f"--init-from {value}: neither a directory nor an MLflow run in {tracking_uri} ({error})"
+            f"--init-from {value}: neither a directory nor an MLflow model in {tracking_uri} ({error})"
         ) from None
     if not found:
-        raise UsageError(f"--init-from {value}: run {run_id} has no model/ artifact with model.safetensors")
+        raise UsageError(f"--init-from {value}: {uri} holds no model")
     return uri
 
 
@@ -633,9 +641,10 @@ def _end(client, record: SweepRecord, status: str, statuses: dict[str, str], def
 # ---------------------------------------------------------------- close
 
 
-def finish(record: SweepRecord) -> list[str]:
+def finish(record: SweepRecord, register: str | None = None) -> list[str]:
     """Close the sweep: trial table, fold statistics and the best configuration per scenario (all from
-    `orchestrator.results`) on the parent run and the console; then the parent run's final status.
+    `orchestrator.results`) on the parent run and the console; the best trial's model registered as
+    `register` (alias champion) when given; then the parent run's final status.
 
     Returns the ids of the trials that ended FAILED."""
     from orchestrator import summary
@@ -665,6 +674,14 @@ def finish(record: SweepRecord) -> list[str]:
         tracking.set_tags(
             client, parent_id, {Tag.BEST_TRIAL_ID: best.trial_id, SweepTag.BEST_CONFIG_ID: best.config_id or ""}
         )
+        if register:
+            version = tracking.register_model(record.tracking_uri, best.run_id, register, CHAMPION_ALIAS)
+            print(
+                f"registered the best trial's model (trial {best.trial_id}, run {best.run_id}) as {register} "
+                f"version {version}: models:/{register}@{CHAMPION_ALIAS}"
+            )
+    elif register:
+        print(f"no trial finished: nothing registered as {register}")
     failed = sorted(t.trial_id for t in results.trials if t.status == RunStatus.FAILED)
     tracking.close_run(client, parent_id, RunStatus.FAILED if failed else RunStatus.FINISHED)
     uri = record.tracking_uri

@@ -143,13 +143,35 @@ def git_commit() -> str:
         return "unknown"
 
 
-def has_model_artifact(tracking_uri: str, run_id: str, weights_file: str) -> bool:
-    """Whether run `run_id` logged a model/ artifact holding `weights_file`; StoreError when there is no such run."""
+def model_uri_exists(tracking_uri: str, uri: str) -> bool:
+    """Whether `uri` (`runs:/<run id>/model`, `models:/NAME@alias`, `models:/NAME/VERSION`) names a logged model;
+    StoreError when the run or the registered model does not exist or the store cannot be read."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     try:
-        artifacts = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_id, "model")}
+        listed = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
     except MlflowException as error:
         raise StoreError(first_line(error)) from None
-    return any(a.endswith(weights_file) for a in artifacts)
+    return bool(listed)
+
+
+def register_model(tracking_uri: str, run_id: str, name: str, alias: str) -> str:
+    """Register run `run_id`'s MLflow Model `model` as a new version of `name` and point `alias` at it; its version."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)  # register_model works through the global URI
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version.version)
+    return version.version
+
+
+def download_uri(tracking_uri: str, uri: str, directory: str) -> Path:
+    """A `runs:/` or `models:/` URI's files into `directory`."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=directory, tracking_uri=tracking_uri))
 
 
 # ---------------------------------------------------------------- writing
@@ -267,7 +289,8 @@ def log_files(client: MlflowClient, run_id: str, directory: Path, files: list[st
 
 
 def download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path:
-    return Path(client.download_artifacts(run_id, path, directory))
+    """A run's artifact (or its logged model, for path `model`) into `directory`."""
+    return download_uri(client.tracking_uri, f"runs:/{run_id}/{path}", directory)
 
 
 def download_if_logged(client: MlflowClient, run_id: str, path: str, directory: str) -> Path | None:

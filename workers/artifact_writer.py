@@ -52,6 +52,11 @@ class BackgroundLogger:
         shutil.copytree(local_dir, copy)
         self._put("_log_copied_artifacts", str(copy), artifact_path)
 
+    def log_model(self, model_dir: str) -> None:
+        copy = Path(tempfile.mkdtemp(prefix="model-")) / Path(model_dir).name
+        shutil.copytree(model_dir, copy)
+        self._put("_log_copied_model", str(copy))
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("set_tags", dict(tags))
 
@@ -127,6 +132,12 @@ class BackgroundLogger:
             self.logger.log_artifacts(str(directory), None)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+
+    def _log_copied_model(self, model_dir: str) -> None:
+        try:
+            self.logger.log_model(model_dir)
+        finally:
+            shutil.rmtree(Path(model_dir).parent, ignore_errors=True)
 
     def _log_copied_artifacts(self, local_dir: str, artifact_path: str) -> None:
         try:

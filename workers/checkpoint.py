@@ -1,12 +1,15 @@
-"""A fine-tuned model on disk: safetensors weights plus the configs that rebuild it.
+"""A fine-tuned model on disk: a transformers model directory (save_pretrained / from_pretrained).
 
+    <dir>/config.json         EmotionModelConfig: the encoder's config (any family, so no hub access is
+                              needed to reload), pooling, layer, head, labels (id2label), LoRA settings and base
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
-    <dir>/encoder_config.json the encoder's config, any family (so no hub access is needed to reload)
-    <dir>/head.json           labels, head dropout, pooling, layer; LoRA: settings and the base's id + revision
     <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
-A checkpoint describes itself: `load_model(dir)` needs nothing else. Used for a trial's best model
-(Tune storage and MLflow artifact `model/`), for `init_from` (e.g. transfer_zh's English base),
-for resuming a trial (`run_trial(resume_dir=...)`) and by `orchestrator.predict`.
+A checkpoint describes itself: `load_model(dir)` (or, once `workers.model` is imported,
+`AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
+MLflow Model directory a trial logs (`model/`, with this directory as `model/transformers/`).
+Used for a trial's best model (Tune storage and the MLflow Model `model/`), for `init_from`
+(e.g. transfer_zh's English base), for resuming a trial (`run_trial(resume_dir=...)`) and by
+`orchestrator.predict`. Directories of the earlier layout (encoder_config.json + head.json) still load.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from transformers.utils import logging as hf_logging
 
 from workers import encoders
-from workers.model import EmotionClassifier, build_encoder
+from workers.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
+from workers.vocabulary import Key
 
 WEIGHTS_FILE = "model.safetensors"
-ENCODER_CONFIG_FILE = "encoder_config.json"
-HEAD_FILE = "head.json"
+CONFIG_FILE = "config.json"
 TRAIN_STATE_FILE = "train_state.json"
-# Created only when time masking is on; a checkpoint saved with masking off lacks it.
-MASK_EMBEDDING = "encoder.masked_spec_embed"
+MLFLOW_MODEL_FILE = "MLmodel"
+# The earlier layout: the encoder's config and the head's settings in two files.
+LEGACY_ENCODER_CONFIG_FILE = "encoder_config.json"
+LEGACY_HEAD_FILE = "head.json"
 
 
 def save_model(
@@ -38,17 +43,11 @@ def save_model(
     lora_base = lora_base_of(model)
     if lora_base:
         weights = {k: v for k, v in weights.items() if not k.startswith("encoder.") or "lora_" in k}
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
-    (directory / ENCODER_CONFIG_FILE).write_text(model.encoder.config.to_json_string())
-    head = {
-        "labels": list(model.labels),
-        "pooling": model.pooling,
-        "head_dropout": model.head.dropout.p,
-        "layer": model.layer,
-    }
-    if encoders.has_lora(model.encoder):
-        head["lora"] = {**model.encoder.lora_settings, "base": lora_base}
-    (directory / HEAD_FILE).write_text(json.dumps(head))
+    # The config describes the encoder as it is now (regularisation, attention kernel) and what the file holds.
+    model.config.encoder = config_dict(model.encoder.config)
+    model.config.lora = {**model.encoder.lora_settings, "base": lora_base} if encoders.has_lora(model.encoder) else None
+    hf_logging.disable_progress_bar()  # one bar per checkpoint would fill a trial's log
+    model.save_pretrained(directory, state_dict={k: v.detach().to("cpu").contiguous() for k, v in weights.items()})
     return directory
 
 
@@ -64,8 +63,24 @@ def lora_base_of(model: EmotionClassifier) -> dict | None:
     return dict(source)
 
 
+def resolve_model_dir(directory: str | Path) -> Path:
+    """A model directory itself, or the one inside an MLflow Model (a trial's `model/` artifact): its pyfunc data."""
+    directory = Path(directory)
+    if is_model_dir(directory) or not (directory / MLFLOW_MODEL_FILE).exists():
+        return directory
+    import yaml
+
+    flavor = yaml.safe_load((directory / MLFLOW_MODEL_FILE).read_text()).get("flavors", {}).get("python_function", {})
+    return directory / flavor.get("data", Key.TRANSFORMERS_DIR)
+
+
 def is_model_dir(directory: str | Path) -> bool:
-    return (Path(directory) / WEIGHTS_FILE).exists() and (Path(directory) / ENCODER_CONFIG_FILE).exists()
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).exists():
+        return False
+    if (directory / CONFIG_FILE).exists():
+        return json.loads((directory / CONFIG_FILE).read_text()).get("model_type") == MODEL_TYPE
+    return (directory / LEGACY_ENCODER_CONFIG_FILE).exists()
 
 
 def load_model(
@@ -79,38 +94,32 @@ def load_model(
     A LoRA checkpoint that holds adapters only loads its base (by id and revision, from `weights_dir`
     when given; shared through workers.model.PRETRAINED) and puts the adapters on it.
     """
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     if not is_model_dir(directory):
         raise FileNotFoundError(
-            f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and {ENCODER_CONFIG_FILE})"
+            f"{directory} is not a saved emotion model (needs {WEIGHTS_FILE} and a {CONFIG_FILE} "
+            f"of model_type {MODEL_TYPE!r})"
         )
-    encoder_config = encoders.config_from_dict(json.loads((directory / ENCODER_CONFIG_FILE).read_text()))
-    head = json.loads((directory / HEAD_FILE).read_text())
-    lora = head.get("lora")
-    base = (lora or {}).get("base")
-    if base:
-        encoder = build_encoder(base["source"], encoder_overrides, revision=base["revision"], weights_dir=weights_dir)
-    else:
-        encoder = build_encoder(encoder_config, encoder_overrides)
-    if lora:
-        encoders.add_lora(encoder, lora["rank"], lora["alpha"], lora["target"])
-    model = EmotionClassifier(
-        encoder,
-        labels=tuple(head["labels"]),
-        head_dropout=head["head_dropout"],
+    config = saved_config(directory)
+    if encoder_overrides:
+        config.encoder = config_dict(config.encoder_config(encoder_overrides))
+    model = EmotionClassifier.from_pretrained(directory, config=config, weights_dir=weights_dir)
+    return model.to(map_location)
+
+
+def saved_config(directory: Path) -> EmotionModelConfig:
+    """The directory's config.json, or one built from the earlier layout's two files."""
+    if (directory / CONFIG_FILE).exists():
+        return EmotionModelConfig.from_pretrained(directory)
+    head = json.loads((directory / LEGACY_HEAD_FILE).read_text())
+    return EmotionModelConfig(
+        encoder=json.loads((directory / LEGACY_ENCODER_CONFIG_FILE).read_text()),
         pooling=head.get("pooling", "mean"),
         layer=head.get("layer", "last"),
+        head_dropout=head["head_dropout"],
+        lora=head.get("lora"),
+        id2label=dict(enumerate(head["labels"])),
     )
-    weights = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-    expected = model.state_dict()
-    if base:  # adapters only: the base's own weights come from the loaded base
-        weights = {**{k: v for k, v in expected.items() if k.startswith("encoder.")}, **weights}
-    if MASK_EMBEDDING not in expected:
-        weights.pop(MASK_EMBEDDING, None)
-    elif MASK_EMBEDDING not in weights:
-        weights[MASK_EMBEDDING] = expected[MASK_EMBEDDING]  # masking newly on: keep the fresh embedding
-    model.load_state_dict(weights)
-    return model
 
 
 def save_train_state(directory: str | Path, state: dict) -> Path:

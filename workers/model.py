@@ -4,14 +4,24 @@ frames, and a small head."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
 import torch
+from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import PretrainedConfig, Wav2Vec2Config
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Config,
+)
+from transformers import initialization as hf_init
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from shards.schema import EMOTIONS
 from workers import encoders
@@ -281,34 +291,121 @@ def build_pooler(pooling: str, config: PretrainedConfig) -> nn.Module:
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
-class EmotionClassifier(nn.Module):
-    """encoder -> pooling over valid frames -> head.
+MODEL_TYPE = "emotion-sweep"
 
-    `labels`: the corpus's ordered label set (ShardReader.labels); one output per label, class i is
-    labels[i]. `layer` picks the hidden state that feeds the pooling: 'last' or an index (0: the
-    embedding output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches and
-    works for every family; `forward(input_values, attention_mask)` takes normalised waveforms (not Whisper).
+
+@strict
+class EmotionModelConfig(PretrainedConfig):
+    """What rebuilds an EmotionClassifier, saved as config.json beside its weights.
+
+    `encoder`: the encoder's config (any family of workers.encoders) as a dict with its model_type; the
+    pooling and the layer that feed the head; the head's width and dropout; the labels (id2label /
+    label2id, ESD's five by default); `lora`: rank, alpha and target when the encoder carries LoRA
+    adapters, and `base` ({source, revision}) when only the adapters are saved and the base is loaded by id.
     """
+
+    model_type = MODEL_TYPE
+    encoder: dict | None = None  # None: the tiny wav2vec2 (tiny_encoder_config)
+    pooling: str = "mean"
+    layer: int | str = "last"
+    hidden_size: int | None = None  # the head's width: the encoder's hidden size
+    head_dropout: float = 0.1
+    lora: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = dict(enumerate(EMOTIONS))
+        super().__post_init__(**kwargs)
+        self.label2id = {label: i for i, label in self.id2label.items()}
+        if self.hidden_size is None:
+            self.hidden_size = encoders.hidden_size(self.encoder_config())
+
+    def encoder_config(self, overrides: dict | None = None) -> PretrainedConfig:
+        """The encoder's config object, with a trial's regularisation `overrides` when given."""
+        values = self.encoder if self.encoder is not None else tiny_encoder_config().to_dict()
+        return with_overrides(encoders.config_from_dict(dict(values)), overrides)
+
+
+def config_dict(config: PretrainedConfig) -> dict:
+    """An encoder config as a JSON-ready dict (the values that differ from its family's defaults, and model_type)."""
+    return json.loads(config.to_json_string())
+
+
+class EmotionClassifier(PreTrainedModel):
+    """encoder -> pooling over valid frames -> head: a transformers model (EmotionModelConfig).
+
+    Built from an encoder and head settings (`EmotionClassifier(encoder, head_dropout=0.2, pooling=...)`,
+    the training path: the encoder's weights are kept as given) or from a config (what `from_pretrained`
+    and the Auto classes call). `layer` picks the hidden state that feeds the pooling: 'last' or an index
+    (0: the embedding output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches
+    and works for every family; `forward(input_values, attention_mask)` takes normalised waveforms
+    (not Whisper) and returns the logits (`return_dict=True` or `labels`: a SequenceClassifierOutput).
+    `labels` (the class names, in logit order) is where the labels live; the config's id2label follows it.
+    """
+
+    config_class = EmotionModelConfig
+    base_model_prefix = "emotion"
+    main_input_name = "input_values"
+    # A checkpoint saved with time masking on loads into a model with it off (workers.checkpoint).
+    _keys_to_ignore_on_load_unexpected = [r"masked_spec_embed"]
 
     def __init__(
         self,
-        encoder: nn.Module,
-        labels: tuple[str, ...] = EMOTIONS,
+        encoder: nn.Module | EmotionModelConfig,
+        num_labels: int | None = None,
         head_dropout: float = 0.1,
         pooling: str = "mean",
         layer: int | str = "last",
+        labels: tuple[str, ...] | list[str] | None = None,
     ):
-        super().__init__()
-        if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise ValueError(f"a classifier needs at least 2 distinct labels, got {labels}")
+        if isinstance(encoder, EmotionModelConfig):
+            config, encoder = encoder, None
+        else:
+            names = list(labels) if labels is not None else list(EMOTIONS)[: num_labels or len(EMOTIONS)]
+            if len(names) < 2 or len(set(names)) != len(names):
+                raise ValueError(f"a classifier needs at least 2 distinct labels, got {tuple(names)}")
+            config = EmotionModelConfig(
+                encoder=config_dict(encoder.config),
+                pooling=pooling,
+                layer=layer,
+                head_dropout=head_dropout,
+                id2label=dict(enumerate(names)),
+            )
+        super().__init__(config)
+        given = encoder is not None
+        if encoder is None:
+            encoder = build_encoder(config.encoder_config())
+            if config.lora:
+                encoders.add_lora(encoder, config.lora["rank"], config.lora["alpha"], config.lora["target"])
         self.encoder = encoder
         self.family = encoders.family_of(encoder.config).model_type
-        self.pooling = pooling
-        self.layer = check_layer(layer, encoder.config, pooling)
-        self.pooler = build_pooler(pooling, encoder.config)
-        self.head = ClassificationHead(encoders.hidden_size(encoder.config), len(labels), head_dropout)
-        self.labels = tuple(labels)
+        self.pooling = config.pooling
+        self.layer = check_layer(config.layer, encoder.config, config.pooling)
+        self.pooler = build_pooler(config.pooling, encoder.config)
+        self.head = ClassificationHead(encoders.hidden_size(encoder.config), config.num_labels, config.head_dropout)
         self.encoder_weights_trained = False  # set by set_trainable: a LoRA checkpoint then keeps the base too
+        if given:  # the encoder's weights as given, the head's as torch drew them: nothing to initialise again
+            for part in self.modules():
+                part._is_hf_initialized = True
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, WeightedLayerSum):
+            hf_init.zeros_(module.layer_weights)
+        else:
+            super()._init_weights(module)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.config.id2label[i] for i in range(len(self.config.id2label)))
+
+    @labels.setter
+    def labels(self, names: list[str]) -> None:
+        names = list(names)
+        if len(names) != self.head.out_proj.out_features:
+            raise ValueError(f"{len(names)} labels for a head of {self.head.out_proj.out_features} classes")
+        self.config.id2label = dict(enumerate(names))
+        self.config.label2id = {name: i for i, name in enumerate(names)}
 
     def _wants_all_layers(self) -> bool:
         return self.pooler.wants_all_layers or self.layer != "last"
@@ -338,8 +435,55 @@ class EmotionClassifier(nn.Module):
     def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool_audio(audio, lengths))
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.pool(input_values, attention_mask))
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool = False,
+    ) -> torch.Tensor | SequenceClassifierOutput:
+        logits = self.head(self.pool(input_values, attention_mask))
+        if labels is None and not return_dict:
+            return logits
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, weights_dir: str = "", **kwargs):
+        """transformers' from_pretrained; a LoRA checkpoint that holds adapters only loads its base (by id and
+        revision, from `weights_dir` when given; shared through PRETRAINED) and puts the adapters on it."""
+        config = kwargs.get("config")
+        if not isinstance(config, EmotionModelConfig):
+            config = EmotionModelConfig.from_pretrained(pretrained_model_name_or_path)
+            kwargs["config"] = config
+        base = (config.lora or {}).get("base")
+        if not base:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the base's weights are missing from the file by design
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        load_lora_base(model, base, weights_dir)
+        return model
+
+
+def load_lora_base(model: EmotionClassifier, base: dict, weights_dir: str = "") -> None:
+    """Put the pretrained base's weights under the LoRA adapters of `model` (loaded from adapters only)."""
+    lora = model.config.lora
+    source = build_encoder(base["source"], revision=base["revision"], weights_dir=weights_dir)
+    encoders.add_lora(source, lora["rank"], lora["alpha"], lora["target"])  # the same parameter names
+    own = model.encoder.state_dict()
+    weights = {k: v for k, v in source.state_dict().items() if "lora_" not in k and k in own}
+    model.encoder.load_state_dict(weights, strict=False)
+    model.encoder.pretrained_source = dict(base)
+
+
+AutoConfig.register(MODEL_TYPE, EmotionModelConfig, exist_ok=True)
+AutoModelForAudioClassification.register(EmotionModelConfig, EmotionClassifier, exist_ok=True)
 
 
 def check_layer(layer: int | str, config: PretrainedConfig, pooling: str) -> int | str:

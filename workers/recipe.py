@@ -476,7 +476,7 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     trial.logger.log_metrics(final, step=state.step)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
-        trial.logger.log_artifacts(str(model_dir), "model")
+        trial.logger.log_model(str(model_dir))
         save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final

@@ -7,12 +7,14 @@ worker side that imports mlflow (lazily: the driver imports it cheaply).
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.vocabulary import DatasetContext, Tag, TrialState
+from workers.vocabulary import DatasetContext, Key, Tag, TrialState
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class RunLogger(Protocol):
     def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
+    def log_model(self, model_dir: str) -> None:
+        """A saved model directory (workers.checkpoint) as the run's MLflow Model `model/`."""
+
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def run_tags(self) -> dict[str, str]:
         """The tags the run holds now (a retried trial's run holds its earlier attempts' tags)."""
@@ -51,6 +56,7 @@ class NullLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
+    def log_model(self, model_dir: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_datasets(self, splits: list[CorpusSplit]) -> None: ...
 
@@ -103,6 +109,7 @@ class MlflowRunLogger:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
         self.run_id = run_id
 
     @classmethod
@@ -180,6 +187,36 @@ class MlflowRunLogger:
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
+    def log_model(self, model_dir: str) -> None:
+        """The model as an MLflow Model named `model` (pyfunc, workers.serving), linked to this run.
+
+        `runs:/<run id>/model` then serves (`mlflow models serve`) and registers; the save_pretrained files
+        are in its `transformers/` folder. The package's own code travels with it (code_paths), and the
+        requirements are pinned to this process's versions instead of being inferred (which would load the
+        model in a subprocess).
+        """
+        import mlflow
+        from mlflow.models import Model
+
+        # Model.log finds the store and the model's experiment through the global URI and experiment.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
+        with tempfile.TemporaryDirectory(prefix="mlflow-model-") as staging:
+            data = Path(staging) / Key.TRANSFORMERS_DIR
+            data.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+            warnings.filterwarnings("ignore", message=".*input example was not provided")  # a signature is
+            Model.log(
+                artifact_path=None,
+                name=Key.MODEL_DIR,
+                flavor=mlflow.pyfunc,
+                run_id=self.run_id,
+                loader_module="workers.serving",
+                data_path=str(data),
+                code_paths=[str(PACKAGE_DIR / "workers"), str(PACKAGE_DIR / "shards")],
+                signature=model_signature(labels_of(model_dir)),
+                pip_requirements=serving_requirements(),
+            )
+
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -207,10 +244,47 @@ class MlflowRunLogger:
                 self.client.log_batch(self.run_id, **{name: items[start : start + limit]})
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # holds workers/ and shards/, the code a model needs
+SERVING_PACKAGES = ("torch", "transformers", "safetensors", "huggingface_hub", "peft", "numpy", "pandas")
+
+
+def labels_of(model_dir: str) -> list[str]:
+    """The class names of a saved model, in logit order (its config's id2label)."""
+    id2label = json.loads((Path(model_dir) / "config.json").read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def model_signature(labels: list[str]):
+    """Audio in (a column of float arrays, 16 kHz), the label and one probability per label out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array
+
+    from workers.serving import AUDIO_COLUMN, LABEL_COLUMN
+
+    inputs = Schema([ColSpec(Array(DataType.double), AUDIO_COLUMN)])
+    outputs = Schema([ColSpec(DataType.string, LABEL_COLUMN), *(ColSpec(DataType.double, name) for name in labels)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in SERVING_PACKAGES:
+        try:
+            pinned.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return pinned
+
+
 def download_model(artifact_uri: str, destination: Path, tracking_uri: str | None) -> None:
     """Fetch a model artifact (`runs:/<run id>/model`, `models:/...`) into the directory `destination`."""
     import mlflow
 
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri)
 
 

@@ -128,7 +128,8 @@ class Key:
     TRIALS_TABLE = "trials.txt"
     SUMMARY = "summary.txt"
     FOLDS_TABLE = "folds.txt"
-    MODEL_DIR = "model"
+    MODEL_DIR = "model"  # a trial's MLflow Model (pyfunc): MLmodel, and the transformers directory below
+    TRANSFORMERS_DIR = "transformers"  # inside model/: the save_pretrained directory (config.json, model.safetensors)
     # Per held-out set from another corpus: clips left out because their label maps to none of the
     # training corpus's (`<set>/unmapped_clips`).
     UNMAPPED_CLIPS = "unmapped_clips"
