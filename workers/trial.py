@@ -39,14 +39,13 @@ def train_emotion(config: dict) -> None:
 
     context = tune.get_context()
     values, tags = trial_values(config)
-    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    tracking = config.get(TRACKING_KEY)
+    logger = open_logger(tracking, context.get_trial_id(), context.get_trial_name(), tags, record=True)
     reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
         return
-    run_recorded(
-        values, logger, reporter, checkpoint, tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri")
-    )
+    run_recorded(values, logger, reporter, checkpoint, tracking_uri=(tracking or {}).get("tracking_uri"))
 
 
 def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, **hooks) -> dict:
@@ -55,14 +54,19 @@ def run_recorded(values: dict, logger, reporter, checkpoint=None, tracking_uri: 
 
     cfg = TrialConfig.from_dict(values)
     record_attempt(logger)
-    if cfg.init_from:
-        cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
-    with _checkpoint_dir(checkpoint) as resume_dir:
-        from workers.recipe import run_trial
+    try:
+        if cfg.init_from:
+            cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+        with _checkpoint_dir(checkpoint) as resume_dir:
+            from workers.recipe import run_trial
 
-        return run_trial(
-            cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)), resume_dir=resume_dir, **hooks
-        )
+            return run_trial(
+                cfg, logger, MarkCompleted(reporter, logger, tuple(cfg.eval_sets)), resume_dir=resume_dir, **hooks
+            )
+    except BaseException:
+        if hasattr(logger, "send_pending"):
+            logger.send_pending()  # a new run's attempt metric waits for its first write: the failed attempt counts
+        raise
 
 
 class MarkCompleted:
@@ -92,7 +96,12 @@ def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
     return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
 
 
-def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str]):
+def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str], record: bool = False):
+    """The trial's run, found or created, with the trial's tags current (a reused run: restore, retry).
+
+    `record`: this attempt's record (`attempt_record`) rides with the same round trips (a new run: one
+    search and one create before training starts); otherwise `run_recorded` records it.
+    """
     import dataclasses
 
     from workers.tracking import MlflowRunLogger, NullLogger, TrackingTarget
@@ -101,8 +110,11 @@ def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dic
         return NullLogger()
     target = TrackingTarget.from_dict(tracking)
     target = dataclasses.replace(target, tags=target.tags + tuple(tags.items()))
-    logger = MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
-    logger.set_tags(tags)  # a reused run (restore, retry) keeps its tags current
+    if not record:
+        return MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
+    attempt_tags, attempt_metrics = attempt_record()
+    logger = MlflowRunLogger.for_trial(target, trial_id, trial_name, attempt_tags, attempt_metrics)
+    logger.attempt_recorded = True
     return logger
 
 
@@ -117,18 +129,30 @@ def replay_if_completed(logger, reporter, checkpoint) -> bool:
     return True
 
 
-def record_attempt(logger) -> None:
+def attempt_record() -> tuple[dict[str, str], dict[str, float]]:
+    """(tags, metrics) that record where and when this attempt runs."""
     now = time.time()
-    logger.set_tags(
-        {
-            Tag.STARTED_AT: f"{now:.3f}",
-            Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            Tag.HOST: os.uname().nodename,
-            Tag.PID: str(os.getpid()),
-            Tag.TRIAL_STATE: TrialState.RUNNING,
-        }
-    )
-    logger.log_metrics({ATTEMPT_METRIC: now})
+    tags = {
+        Tag.STARTED_AT: f"{now:.3f}",
+        Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        Tag.HOST: os.uname().nodename,
+        Tag.PID: str(os.getpid()),
+        Tag.TRIAL_STATE: TrialState.RUNNING,
+    }
+    return tags, {ATTEMPT_METRIC: now}
+
+
+def record_attempt(logger) -> None:
+    """Record this attempt on the run, unless opening the run already did (`open_logger(record=True)`)."""
+    if getattr(logger, "attempt_recorded", False):
+        return
+    tags, metrics = attempt_record()
+    if hasattr(logger, "log_batch"):
+        logger.log_batch(tags=tags, metrics_by_step={None: metrics})
+    else:
+        logger.set_tags(tags)
+        logger.log_metrics(metrics)
+    logger.attempt_recorded = True
 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:

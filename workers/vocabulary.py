@@ -31,6 +31,7 @@ class Tag:
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
+    EVAL_BATCH_SIZE = "eval_batch_size"  # clips per evaluation batch used (eval_batch_size 0: sized by device)
     # Where a trial attempt ran
     HOST = "host"
     PID = "pid"
