@@ -11,7 +11,7 @@ from workers.reporting import ListReporter
 from workers.trial import ATTEMPT_METRIC, open_logger, replay_if_completed, run_recorded
 from workers.vocabulary import Tag, TrialState
 
-CALLS = ("search_runs", "create_run", "update_run", "log_batch", "get_run")
+CALLS = ("search_runs", "create_run", "update_run", "set_terminated", "log_batch", "get_run")
 
 
 @pytest.fixture
@@ -121,3 +121,31 @@ def test_evaluation_batches_keep_the_measured_cpu_size_and_fill_free_gpu_memory(
     assert eval_batch_size(0, cuda, xlsr, 8.1, free_bytes=10**15) == MAX_EVAL_BATCH_SIZE
     assert eval_batch_size(0, cuda, xlsr, 8.1, free_bytes=0) == 1
     assert eval_batch_size(0, cuda, object(), 8.1, free_bytes=free) == CPU_EVAL_BATCH_SIZE  # not modelled
+
+
+class FinishedTrial:
+    """What CloseChildRuns reads of a Tune trial."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id, self.config = trial_id, {}
+
+    def __str__(self) -> str:
+        return self.trial_id
+
+
+def test_the_driver_closes_a_finished_trial_run_with_one_search(tracking_uri, round_trips):
+    from orchestrator.tuner import CloseChildRuns
+
+    tracking = sweep(tracking_uri)
+    completed = open_logger(tracking, "done", "done", {}, record=True)
+    completed.set_tags({Tag.TRIAL_STATE: TrialState.COMPLETED})
+    stopped = open_logger(tracking, "stopped", "stopped", {}, record=True)
+    close = CloseChildRuns(tracking_uri, tracking["experiment_id"], tracking["parent_run_id"], {})
+    round_trips.clear()
+    close.on_trial_complete(0, [], FinishedTrial("done"))
+    assert round_trips == ["search_runs", "set_terminated"]  # nothing to tag: a completed run
+    close.on_trial_complete(0, [], FinishedTrial("stopped"))  # stopped by the scheduler before its final report
+    client = MlflowClient(tracking_uri)
+    assert Tag.STOPPED_EARLY not in client.get_run(completed.run_id).data.tags
+    assert client.get_run(stopped.run_id).data.tags[Tag.STOPPED_EARLY] == "true"
+    assert {client.get_run(r).info.status for r in (completed.run_id, stopped.run_id)} == {"FINISHED"}
