@@ -147,8 +147,9 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
         reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
         started = time.perf_counter()
         with profiler.timed(BEFORE_RUN_TRIAL):  # what train_emotion does before run_trial: the trial's run
-            logger = TimedLogger(open_logger(tracking, mode, mode, {}, record=True), profiler)
-            assert not replay_if_completed(logger, reporter, checkpoint=None)
+            opened = open_logger(tracking, mode, mode, {}, record=True)
+            assert not replay_if_completed(opened, reporter, checkpoint=None)
+            logger = TimedLogger(opened, profiler)
             cfg = TrialConfig.from_dict(values)
         with profiler.timed("other (epoch planning, batch waits, optimizer setup)"):
             final = recipe.run_trial(cfg, logger, reporter)
