@@ -70,7 +70,8 @@ def step_times(repeat: int = 20) -> dict[str, float]:
     from transformers import Wav2Vec2ForSequenceClassification
 
     from bench.peer_trainer import peer_model_config
-    from workers.model import CNN_PART, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+    from workers.encoders import frontend_modules
+    from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
 
     torch.set_num_threads(1)
     config = peer_model_config()  # the tiny config with the trial's regularisation, 5 labels
@@ -84,7 +85,8 @@ def step_times(repeat: int = 20) -> dict[str, float]:
         model = EmotionClassifier(build_encoder(config)).train()
         set_trainable(model, "all_but_cnn")
         if not fixed:
-            getattr(model.encoder, CNN_PART)._requires_grad = True  # the state before the fix
+            for module in frontend_modules(model.encoder):
+                module._requires_grad = True  # the state before the fix
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 
         def step():

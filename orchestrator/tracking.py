@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlflow.entities import Metric, RunTag
@@ -249,11 +249,14 @@ def close_trial_run(
     create_tags: dict[str, str],
     run_name: str,
     tags: dict[str, str] | None = None,
+    tags_from_run: Callable[[dict[str, str] | None], dict[str, str]] | None = None,
 ) -> None:
-    """End a trial's child run with `status` (and `tags`); a trial that failed before it could create its
-    run gets one here (with `create_tags`), so every failure is visible."""
+    """End a trial's child run with `status` (and `tags`, plus `tags_from_run` of the run's tags as found,
+    None: no run yet); a trial that failed before it could create its run gets one here (with
+    `create_tags`), so every failure is visible. One search finds the run for both."""
     client = MlflowClient(tracking_uri)
     run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+    tags = {**(tags or {}), **(tags_from_run(None if run is None else dict(run.data.tags)) if tags_from_run else {})}
     if run is None:
         base = {Tag.PARENT_RUN: parent_run_id, Tag.TRIAL_ID: trial_id, **create_tags}
         run = client.create_run(experiment_id, tags=base, run_name=run_name)

@@ -230,12 +230,7 @@ class CloseChildRuns(tune.Callback):
         self.tags = tags
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        tags = self._run_tags(trial)
-        extra = {}
-        if tags is not None and tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
-            # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
-            extra[Tag.STOPPED_EARLY] = "true"
-        self._close(trial, RunStatus.FINISHED, extra)
+        self._close(trial, RunStatus.FINISHED, {}, tags_from_run=_stopped_early_tags)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         tags = self._run_tags(trial)
@@ -253,7 +248,7 @@ class CloseChildRuns(tune.Callback):
     def _run_tags(self, trial) -> dict[str, str] | None:
         return tracking.trial_run_tags(self.tracking_uri, self.experiment_id, self.parent_run_id, trial.trial_id)
 
-    def _close(self, trial, status: str, tags: dict[str, str]) -> None:
+    def _close(self, trial, status: str, tags: dict[str, str], tags_from_run=None) -> None:
         tracking.close_trial_run(
             self.tracking_uri,
             self.experiment_id,
@@ -263,7 +258,15 @@ class CloseChildRuns(tune.Callback):
             create_tags={**self.tags, **_variant_tags(trial)},
             run_name=str(trial),
             tags=tags,
+            tags_from_run=tags_from_run,
         )
+
+
+def _stopped_early_tags(run_tags: dict[str, str] | None) -> dict[str, str]:
+    if run_tags is not None and run_tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
+        # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
+        return {Tag.STOPPED_EARLY: "true"}
+    return {}
 
 
 def _variant_tags(trial) -> dict[str, str]:

@@ -102,25 +102,28 @@ class BackgroundLogger:
                     self._queue.task_done()
 
     def _run(self, calls: list) -> None:
-        pending: dict[int | None, dict[str, float]] = {}
+        """Run the calls in order; consecutive params, tags and metrics go to the store as one batch."""
+        batch = _Batch()
         for method, args in calls:
-            if method == "log_metrics":
-                metrics, step = args
-                pending.setdefault(step, {}).update(metrics)
+            if batch.take(method, args):
                 continue
-            self._send_metrics(pending)
+            self._send(batch)
             getattr(self, method)(*args) if method.startswith("_") else getattr(self.logger, method)(*args)
-        self._send_metrics(pending)
+        self._send(batch)
 
-    def _send_metrics(self, pending: dict[int | None, dict[str, float]]) -> None:
-        if not pending:
+    def _send(self, batch: _Batch) -> None:
+        if batch.empty():
             return
-        if hasattr(self.logger, "log_metric_steps"):  # an MLflow run: every step's metrics in one batch
-            self.logger.log_metric_steps(dict(pending))
+        if hasattr(self.logger, "log_batch"):  # an MLflow run: one round trip
+            self.logger.log_batch(params=batch.params, tags=batch.tags, metrics_by_step=batch.metrics)
         else:
-            for step, metrics in pending.items():
+            if batch.params:
+                self.logger.log_params(batch.params)
+            if batch.tags:
+                self.logger.set_tags(batch.tags)
+            for step, metrics in batch.metrics.items():
                 self.logger.log_metrics(metrics, step=step)
-        pending.clear()
+        batch.clear()
 
     def _log_detached_figure(self, figure, artifact_file: str) -> None:
         """Render on this thread and log the file (never through pyplot, which the caller's thread owns)."""
@@ -144,6 +147,33 @@ class BackgroundLogger:
             self.logger.log_artifacts(local_dir, artifact_path)
         finally:
             shutil.rmtree(Path(local_dir).parent, ignore_errors=True)
+
+
+class _Batch:
+    """Params, tags and metrics of consecutive calls, merged in call order (a later value wins)."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.params: dict = {}
+        self.tags: dict[str, str] = {}
+        self.metrics: dict[int | None, dict[str, float]] = {}
+
+    def empty(self) -> bool:
+        return not (self.params or self.tags or self.metrics)
+
+    def take(self, method: str, args: tuple) -> bool:
+        if method == "log_metrics":
+            metrics, step = args
+            self.metrics.setdefault(step, {}).update(metrics)
+        elif method == "set_tags":
+            self.tags.update(args[0])
+        elif method == "log_params" and not set(args[0]) & set(self.params):
+            self.params.update(args[0])
+        else:
+            return False
+        return True
 
 
 class FlushingReporter:

@@ -31,7 +31,11 @@ from workers.loader import (
     feature_eval_batches,
     feature_steps,
 )
-from workers.model import EmotionClassifier
+from workers.model import EmotionClassifier, eval_peak_bytes
+
+CPU_EVAL_BATCH_SIZE = 16  # measured best on a CPU (`python -m bench profile`): larger batches pad more
+MAX_EVAL_BATCH_SIZE = 256
+EVAL_MEMORY_SHARE = 0.5  # of the GPU memory free at setup: the optimizer's state and other trials need the rest
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,12 @@ class Feeding:
     eval_batch_size: int
 
     @classmethod
-    def from_config(cls, cfg: TrialConfig, device: torch.device) -> Feeding:
-        return cls(device, cfg.bf16, cfg.grad_accum_steps, cfg.prefetch_batches, cfg.eval_batch_size)
+    def from_config(
+        cls, cfg: TrialConfig, device: torch.device, encoder_config=None, longest_eval_seconds: float = 0.0
+    ) -> Feeding:
+        """`encoder_config` and the longest evaluation clip size an automatic (0) eval_batch_size."""
+        eval_batch = eval_batch_size(cfg.eval_batch_size, device, encoder_config, longest_eval_seconds, cfg.bf16)
+        return cls(device, cfg.bf16, cfg.grad_accum_steps, cfg.prefetch_batches, eval_batch)
 
     @property
     def pin(self) -> bool:
@@ -55,6 +63,35 @@ class Feeding:
     def autocast(self):
         enabled = self.device.type == "cuda" and self.bf16
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled) if enabled else nullcontext()
+
+
+def eval_batch_size(
+    requested: int,
+    device: torch.device,
+    encoder_config,
+    longest_seconds: float,
+    bf16: bool = True,
+    free_bytes: int | None = None,
+) -> int:
+    """Clips per evaluation batch: as requested, or (0) as many of the longest clip as fit in a share of
+    the free GPU memory (workers.model.eval_peak_bytes); CPU_EVAL_BATCH_SIZE on a CPU or for an encoder
+    the estimate does not describe."""
+    if requested > 0:
+        return requested
+    if device.type != "cuda" or encoder_config is None or longest_seconds <= 0:
+        return CPU_EVAL_BATCH_SIZE
+    try:
+        per_clip = eval_peak_bytes(encoder_config, 1, longest_seconds, bytes_per_value=2 if bf16 else 4)
+    except (AttributeError, TypeError, IndexError):  # a family without wav2vec2's conv/attention fields
+        return CPU_EVAL_BATCH_SIZE
+    free = free_cuda_bytes(device) if free_bytes is None else free_bytes
+    return int(min(MAX_EVAL_BATCH_SIZE, max(1, free * EVAL_MEMORY_SHARE // max(per_clip, 1))))
+
+
+def free_cuda_bytes(device: torch.device) -> int:
+    """Free device memory, counting what this process's allocator caches but does not use."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 class BatchSource(Protocol):

@@ -191,10 +191,12 @@ class TrialConfig:
     compile_mode: str = "default"  # torch.compile mode; 'reduce-overhead' adds CUDA graphs
     attn_implementation: str = "sdpa"  # encoder attention: 'sdpa' (fused kernels) or 'eager'; set on every start
     prefetch_batches: int = 4  # batches collated ahead on a background thread (0: collate inline)
-    # Clips per evaluation batch (sorted by length). On a CPU 16 is best measured (`python -m bench profile`:
-    # at 64, one padded batch doubled the evaluation rounds' time); on a GPU raise it: without gradients
-    # 64 of ESD's longest clips (8.1 s) are ~5 GB for XLSR-53 in bf16 (workers.model.eval_peak_bytes).
-    eval_batch_size: int = 16
+    # Clips per evaluation batch (sorted by length). 0 (default): sized by the device -- on a CPU 16, the
+    # best measured (`python -m bench profile`: at 64, one padded batch doubled the evaluation rounds' time);
+    # on CUDA as many of the evaluation sets' longest clip as fit in half the memory free at setup, at most
+    # 256 (workers.model.eval_peak_bytes: without gradients 64 of ESD's longest clips, 8.1 s, are ~5 GB for
+    # XLSR-53 in bf16; workers.batch_sources.eval_batch_size). The size used is tagged `eval_batch_size`.
+    eval_batch_size: int = 0
     # MLflow calls (metrics, tags, figures, the model) on a writer thread that the trial waits for
     # before each Tune report (workers/artifact_writer.py); False: in line, as before.
     background_logging: bool = True
@@ -264,8 +266,10 @@ class TrialConfig:
                 f"grad_accum_steps={self.grad_accum_steps} splits a batch of {smallest} clips into "
                 "empty micro-batches; use at most the smallest stage batch size"
             )
-        if self.eval_every_steps < 1 or self.eval_batch_size < 1 or self.prefetch_batches < 0:
-            raise ValueError("eval_every_steps and eval_batch_size must be >= 1, prefetch_batches >= 0")
+        if self.eval_every_steps < 1 or self.eval_batch_size < 0 or self.prefetch_batches < 0:
+            raise ValueError(
+                "eval_every_steps must be >= 1, eval_batch_size >= 0 (0: by device), prefetch_batches >= 0"
+            )
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("max_grad_norm and weight_decay must be >= 0")
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:

@@ -157,7 +157,8 @@ def setup(
         )
     model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
-    trial = TrainingContext(cfg, data, model, Feeding.from_config(cfg, device), logger, cfg.stage_list(), state)
+    feeding = Feeding.from_config(cfg, device, model.encoder.config, longest_eval_seconds(data))
+    trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
         trial.best = BestModel(_clone_weights(model), state, reported=True)
     tags = {
@@ -167,6 +168,7 @@ def setup(
         Tag.WEIGHTS: weights,
         Tag.LABELS: ",".join(data.labels),
         Tag.ENCODER_FAMILY: model.family,
+        Tag.EVAL_BATCH_SIZE: str(feeding.eval_batch_size),
     }
     for name, other in data.other_corpora.items():
         tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
@@ -249,6 +251,12 @@ def load_trial_data(cfg: TrialConfig) -> TrialData:
         for name, directory in cfg.extra_eval_data.items()
     }
     return TrialData(reader, train_rows, eval_rows, other_corpora)
+
+
+def longest_eval_seconds(data: TrialData) -> float:
+    """The longest clip any evaluation set holds (evaluation batches take whole clips)."""
+    rows = [r for r in data.eval_rows.values() if len(r)]
+    return float(max((data.reader.index.num_samples[r].max() for r in rows), default=0)) / SAMPLE_RATE
 
 
 def batches_per_epoch(stage: Stage, num_train_rows: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -103,56 +104,103 @@ def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str
 
 
 class MlflowRunLogger:
-    """Logs to one MLflow run through MlflowClient (no global active run: safe with actor reuse)."""
+    """Logs to one MLflow run through MlflowClient (no global active run: safe with actor reuse).
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    Round trips are what a reused worker's per-trial overhead is made of, so the logger keeps what it
+    learnt from opening the run (its params, whether it completed) instead of asking the store again,
+    and `log_batch` sends params, tags and metrics together.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, client=None, opened=None):
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri)
+        self.client = client or MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        # The run as found when opened (None: ask the store); dropped at the first write but for params.
+        self._opened = opened
+        self._logged_params: dict[str, str] | None = None if opened is None else dict(opened.data.params)
+        self._pending_metrics: list = []  # sent with the next call that writes to the run
+        self._pending_lock = threading.Lock()
+        self.attempt_recorded = False  # workers.trial.record_attempt: this attempt is on the run already
 
     @classmethod
-    def for_trial(cls, target: TrackingTarget, trial_id: str, run_name: str) -> MlflowRunLogger:
-        """Find the trial's child run under the parent, or create it."""
+    def for_trial(
+        cls,
+        target: TrackingTarget,
+        trial_id: str,
+        run_name: str,
+        attempt_record=None,
+    ) -> MlflowRunLogger:
+        """Find the trial's child run under the parent (one search), or create it with every tag (one create).
+
+        `attempt_record(number) -> (tags, metrics)` records this attempt: on a new run (attempt 1) the tags
+        go with its creation and the metrics with its first write; on a run found unfinished (the attempt
+        after the one its tags name), all in one call with the target's tags; a run found completed
+        records no attempt (it replays, trains not).
+        """
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(target.tracking_uri)
         existing = find_trial_run(client, target.experiment_id, target.parent_run_id, trial_id)
-        if existing is not None:
-            run_id = existing.info.run_id
-            client.update_run(run_id, status="RUNNING")
-        else:
-            tags = {Tag.PARENT_RUN: target.parent_run_id, Tag.TRIAL_ID: trial_id, **dict(target.tags)}
-            run_id = client.create_run(target.experiment_id, tags=tags, run_name=run_name).info.run_id
-        return cls(target.tracking_uri, run_id)
+        attempt = 1 if existing is None else int(existing.data.tags.get(Tag.ATTEMPT, "0")) + 1
+        attempt_tags, attempt_metrics = attempt_record(attempt) if attempt_record else ({}, {})
+        metrics = _metric_entities({None: attempt_metrics})
+        if existing is None:
+            tags = {Tag.PARENT_RUN: target.parent_run_id, Tag.TRIAL_ID: trial_id, **dict(target.tags), **attempt_tags}
+            run = client.create_run(target.experiment_id, tags=tags, run_name=run_name)
+            logger = cls(target.tracking_uri, run.info.run_id, client, opened=run)
+            logger._pending_metrics = metrics
+            logger.attempt, logger.attempt_recorded = attempt, attempt_record is not None
+            return logger
+        run_id = existing.info.run_id
+        client.update_run(run_id, status="RUNNING")
+        logger = cls(target.tracking_uri, run_id, client, opened=existing)
+        if existing.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED:
+            attempt_tags, metrics = {}, []
+        logger._log_batches(metrics=metrics, tags=_tag_entities({**dict(target.tags), **attempt_tags}))
+        logger._opened = existing  # what it was before this attempt: completed_metrics() reads it
+        logger.attempt, logger.attempt_recorded = attempt, attempt_record is not None
+        return logger
 
     def log_params(self, params: dict) -> None:
         """Params the run does not have yet: a resumed trial's run has them already (an MLflow param never changes)."""
-        from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-
-        logged = self.client.get_run(self.run_id).data.params
-        values = {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in _flatten(params).items()}
-        changed = sorted(k for k, v in values.items() if logged.get(k, v) != v)
-        if changed:
-            raise ValueError(f"run {self.run_id} already has other values for params {changed}")
-        self._log_batches(params=[Param(k, v) for k, v in values.items() if k not in logged])
+        self.log_batch(params=params)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.log_metric_steps({step: metrics})
 
     def log_metric_steps(self, metrics_by_step: dict[int | None, dict[str, float]]) -> None:
         """Several steps' metrics in as few calls as MLflow's batch limit allows."""
-        from mlflow.entities import Metric
+        self._log_batches(metrics=_metric_entities(metrics_by_step))
 
-        now = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), now, step or 0) for step, metrics in metrics_by_step.items() for k, v in metrics.items()
-        ]
-        self._log_batches(metrics=items)
+    def log_batch(
+        self,
+        params: dict | None = None,
+        tags: dict[str, str] | None = None,
+        metrics_by_step: dict[int | None, dict[str, float]] | None = None,
+    ) -> None:
+        """Params (those the run lacks; a changed value is an error), tags and metrics in one round trip."""
+        from mlflow.entities import Param
+
+        new_params = []
+        if params:
+            from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+            logged = self._params_in_store()
+            values = {k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in _flatten(params).items()}
+            changed = sorted(k for k, v in values.items() if logged.get(k, v) != v)
+            if changed:
+                raise ValueError(f"run {self.run_id} already has other values for params {changed}")
+            new_params = [Param(k, v) for k, v in values.items() if k not in logged]
+        self._log_batches(
+            metrics=_metric_entities(metrics_by_step or {}), params=new_params, tags=_tag_entities(tags or {})
+        )
+        if self._logged_params is not None:
+            self._logged_params.update((p.key, p.value) for p in new_params)
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        self.send_pending()
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_dict(self, dictionary: dict, artifact_file: str) -> None:
@@ -181,10 +229,12 @@ class MlflowRunLogger:
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
+        self.send_pending()
         self.client.log_figure(self.run_id, figure, artifact_file)
         plt.close(figure)
 
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        self.send_pending()
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
     def log_model(self, model_dir: str) -> None:
@@ -218,30 +268,55 @@ class MlflowRunLogger:
             )
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self._log_batches(tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._log_batches(tags=_tag_entities(tags))
 
     def run_tags(self) -> dict[str, str]:
         return dict(self.client.get_run(self.run_id).data.tags)
 
     def completed_metrics(self) -> dict[str, float] | None:
-        run = self.client.get_run(self.run_id)
+        run = self._opened or self.client.get_run(self.run_id)
         if run.data.tags.get(Tag.TRIAL_STATE) != TrialState.COMPLETED:
             return None
         return dict(run.data.metrics)
 
-    def _log_batches(self, metrics=(), params=(), tags=()) -> None:
-        """One log_batch call per slice within MLflow's limits per call."""
-        from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+    def send_pending(self) -> None:
+        """Send what waits for the next write (a new run's attempt metric) now: the trial failed before."""
+        self._log_batches()
 
-        for name, items, limit in (
-            ("metrics", metrics, MAX_METRICS_PER_BATCH),
-            ("params", params, MAX_PARAMS_TAGS_PER_BATCH),
-            ("tags", tags, MAX_PARAMS_TAGS_PER_BATCH),
-        ):
-            for start in range(0, len(items), limit):
-                self.client.log_batch(self.run_id, **{name: items[start : start + limit]})
+    def _params_in_store(self) -> dict[str, str]:
+        if self._logged_params is None:
+            self._logged_params = dict(self.client.get_run(self.run_id).data.params)
+        return self._logged_params
+
+    def _log_batches(self, metrics=(), params=(), tags=()) -> None:
+        """As few log_batch calls as MLflow's limits per call allow (params, tags and metrics share one)."""
+        from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+        with self._pending_lock:
+            metrics, self._pending_metrics = [*self._pending_metrics, *metrics], []
+        self._opened = None  # the run changes: from now on the store says what it holds
+        params, tags = list(params), list(tags)
+        while metrics or params or tags:
+            call_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+            call_tags, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+            room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(call_params) - len(call_tags))
+            call_metrics, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(self.run_id, metrics=call_metrics, params=call_params, tags=call_tags)
+
+
+def _metric_entities(metrics_by_step: dict[int | None, dict[str, float]]) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [
+        Metric(k, float(v), now, step or 0) for step, metrics in metrics_by_step.items() for k, v in metrics.items()
+    ]
+
+
+def _tag_entities(tags: dict[str, str]) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in tags.items()]
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # holds workers/ and shards/, the code a model needs

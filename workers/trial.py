@@ -45,7 +45,8 @@ def train_emotion(config: dict) -> None:
 
     context = tune.get_context()
     values, tags = trial_values(config)
-    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    tracking = config.get(TRACKING_KEY)
+    logger = open_logger(tracking, context.get_trial_id(), context.get_trial_name(), tags, record=True)
     reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
@@ -67,14 +68,19 @@ def run_recorded(
     trial_kind = kind_named(kind)
     cfg = trial_kind.config_from(values)
     logger = AttemptLogger(logger, record_attempt(logger))
-    if getattr(cfg, "init_from", ""):
-        cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
-    run = trial_kind.run_function()
-    reporter = MarkCompleted(reporter, logger, tuple(cfg.eval_sets))
-    if not trial_kind.resumable:
-        return run(cfg, logger, reporter, **hooks)
-    with _checkpoint_dir(checkpoint) as resume_dir:
-        return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
+    try:
+        if getattr(cfg, "init_from", ""):
+            cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+        run = trial_kind.run_function()
+        reporter = MarkCompleted(reporter, logger, tuple(cfg.eval_sets))
+        if not trial_kind.resumable:
+            return run(cfg, logger, reporter, **hooks)
+        with _checkpoint_dir(checkpoint) as resume_dir:
+            return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
+    except BaseException:
+        if hasattr(logger, "send_pending"):
+            logger.send_pending()  # a new run's attempt metric waits for its first write: the failed attempt counts
+        raise
 
 
 class MarkCompleted:
@@ -104,7 +110,12 @@ def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
     return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
 
 
-def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str]):
+def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str], record: bool = False):
+    """The trial's run, found or created, with the trial's tags current (a reused run: restore, retry).
+
+    `record`: this attempt's record (`attempt_record`) rides with the same round trips (a new run: one
+    search and one create before training starts); otherwise `run_recorded` records it.
+    """
     import dataclasses
 
     from workers.tracking import MlflowRunLogger, NullLogger, TrackingTarget
@@ -113,9 +124,9 @@ def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dic
         return NullLogger()
     target = TrackingTarget.from_dict(tracking)
     target = dataclasses.replace(target, tags=target.tags + tuple(tags.items()))
-    logger = MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
-    logger.set_tags(tags)  # a reused run (restore, retry) keeps its tags current
-    return logger
+    if not record:
+        return MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
+    return MlflowRunLogger.for_trial(target, trial_id, trial_name, attempt_record=attempt_record)
 
 
 def replay_if_completed(logger, reporter, checkpoint) -> bool:
@@ -129,21 +140,34 @@ def replay_if_completed(logger, reporter, checkpoint) -> bool:
     return True
 
 
-def record_attempt(logger) -> int:
-    """Record that an attempt starts; returns its number (1 for the first)."""
+def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
+    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs."""
     now = time.time()
+    tags = {
+        Tag.ATTEMPT: str(attempt),
+        Tag.STARTED_AT: f"{now:.3f}",
+        Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        Tag.HOST: os.uname().nodename,
+        Tag.PID: str(os.getpid()),
+        Tag.TRIAL_STATE: TrialState.RUNNING,
+    }
+    return tags, {ATTEMPT_METRIC: now, Key.ATTEMPT: attempt}
+
+
+def record_attempt(logger) -> int:
+    """Record this attempt on the run, unless opening the run already did (`open_logger(record=True)`);
+    returns its number."""
+    if getattr(logger, "attempt_recorded", False):
+        return logger.attempt
     attempt = int(logger.run_tags().get(Tag.ATTEMPT, "0")) + 1
-    logger.set_tags(
-        {
-            Tag.ATTEMPT: str(attempt),
-            Tag.STARTED_AT: f"{now:.3f}",
-            Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            Tag.HOST: os.uname().nodename,
-            Tag.PID: str(os.getpid()),
-            Tag.TRIAL_STATE: TrialState.RUNNING,
-        }
-    )
-    logger.log_metrics({ATTEMPT_METRIC: now, Key.ATTEMPT: attempt})
+    tags, metrics = attempt_record(attempt)
+    if hasattr(logger, "log_batch"):
+        logger.log_batch(tags=tags, metrics_by_step={None: metrics})
+    else:
+        logger.set_tags(tags)
+        logger.log_metrics(metrics)
+    logger.attempt_recorded = True
+    logger.attempt = attempt
     return attempt
 
 

@@ -38,6 +38,7 @@ class Tag:
     COMPILE = "compile"
     # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint)
     ATTEMPT = "attempt"
+    EVAL_BATCH_SIZE = "eval_batch_size"  # clips per evaluation batch used (eval_batch_size 0: sized by device)
     # Where a trial attempt ran
     HOST = "host"
     PID = "pid"
