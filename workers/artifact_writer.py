@@ -60,6 +60,19 @@ class BackgroundLogger:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("set_tags", dict(tags))
 
+    def log_dict(self, dictionary: dict, artifact_file: str) -> None:
+        self._put("log_dict", dict(dictionary), artifact_file)
+
+    def log_datasets(self, splits: list) -> None:
+        self._put("log_datasets", list(splits))
+
+    def run_tags(self) -> dict[str, str]:
+        self.flush()  # the run's tags as they are once every queued write landed
+        return self.logger.run_tags()
+
+    def completed_metrics(self) -> dict[str, float] | None:
+        return self.logger.completed_metrics()
+
     # --- control
     def flush(self) -> None:
         """Wait until every queued call has run; raise the first error a call raised."""

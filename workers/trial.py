@@ -181,6 +181,28 @@ class AttemptLogger:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.logger.log_metrics({**metrics, Key.ATTEMPT: self.attempt}, step=step)
 
+    def log_metric_steps(self, metrics_by_step: dict[int | None, dict[str, float]]) -> None:
+        steps = self._with_attempt(metrics_by_step)
+        if hasattr(self.logger, "log_metric_steps"):
+            self.logger.log_metric_steps(steps)
+        else:  # a logger without batching (NullLogger)
+            for step, metrics in steps.items():
+                self.logger.log_metrics(metrics, step=step)
+
+    def log_batch(self, params=None, tags=None, metrics_by_step=None) -> None:
+        steps = self._with_attempt(metrics_by_step or {})
+        if hasattr(self.logger, "log_batch"):
+            self.logger.log_batch(params=params, tags=tags, metrics_by_step=steps)
+            return
+        if params:
+            self.logger.log_params(params)
+        if tags:
+            self.logger.set_tags(tags)
+        self.log_metric_steps(steps)
+
+    def _with_attempt(self, metrics_by_step: dict) -> dict:
+        return {step: {**metrics, Key.ATTEMPT: self.attempt} for step, metrics in metrics_by_step.items() if metrics}
+
     def __getattr__(self, name: str):
         return getattr(self.logger, name)
 
