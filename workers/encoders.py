@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
-from workers.config import LORA_TARGETS
+from workers.config import ENCODER_CONFIG_FIELDS, LORA_TARGETS
 
 # Whisper's feature extractor: 25 ms windows every 10 ms at 16 kHz; the encoder's conv2 halves the frames.
 WHISPER_SAMPLE_RATE = 16_000
@@ -57,22 +57,7 @@ class Family:
         return getattr(importlib.import_module(module), name)
 
 
-_W2V_REGULARISATION = {
-    name: name
-    for name in (
-        "hidden_dropout",
-        "attention_dropout",
-        "activation_dropout",
-        "feat_proj_dropout",
-        "layerdrop",
-        "mask_time_prob",
-        "mask_time_length",
-        "mask_time_min_masks",
-        "mask_feature_prob",
-        "mask_feature_length",
-        "apply_spec_augment",
-    )
-}
+_W2V_REGULARISATION = {name: name for name in (*ENCODER_CONFIG_FIELDS, "apply_spec_augment")}
 
 
 def _waveform_family(model_type: str, model_class: str, **extra) -> Family:
