@@ -185,10 +185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def parse_overrides(pairs: list[str]) -> dict:
+def parse_overrides(pairs: list[str], kind: str = FINETUNE) -> dict:
     """`key=value` strings to values: Python literals where they parse (3e-4, [1, 2], None), else strings.
 
-    Every key (or its Hugging Face alias) and value is checked against TrialConfig here, before any work."""
+    For a fine-tuning sweep every key (or its Hugging Face alias) and value is checked against
+    TrialConfig here, before any work; a baseline sweep's keys are checked against its own config
+    when its grid is built."""
     from workers.config import canonical_key, check_type, coerce_value
 
     values = {}
@@ -201,11 +203,12 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
-        try:
-            field_name = canonical_key(key)
-            check_type(field_name, coerce_value(field_name, value))
-        except ValueError as error:
-            raise UsageError(f"--set {pair}: {error}") from None
+        if kind == FINETUNE:
+            try:
+                field_name = canonical_key(key)
+                check_type(field_name, coerce_value(field_name, value))
+            except ValueError as error:
+                raise UsageError(f"--set {pair}: {error}") from None
         values[key] = value
     return values
 
@@ -258,7 +261,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     try:
         spec = search_spaces.load(args.name)
-        parse_overrides(args.overrides)  # --set and resource flags checked before any work (demo corpus, Ray)
+        parse_overrides(args.overrides, spec.kind)  # --set and resource flags checked before any work
         resources_from(args)
     except ValueError as error:  # also UsageError
         raise UsageError(str(error)) from None
@@ -302,11 +305,12 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     from shards.splits import load_plans
     from shards.writer import manifest_labels
 
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides, spec.kind)
     resources = resources_from(args)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     try:  # the cheap checks first: a bad --set costs no demo corpus, a bad server no data
-        preflight.check_overrides(overrides)
+        if spec.kind == FINETUNE:
+            preflight.check_overrides(overrides)
         spec = spec.with_preset(args.preset).override(overrides)
         if {"train_speakers", "eval_sets"} & set(overrides):
             preflight.check_speaker_leak(spec.base)
