@@ -511,6 +511,14 @@ class BenchLogger:
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_datasets(self, splits: list) -> None: ...
+    def log_model(self, model_dir: str) -> None: ...
+
+    def run_tags(self) -> dict[str, str]:
+        return {}
+
+    def completed_metrics(self) -> dict[str, float] | None:
+        return None
+
     def log_figure(self, figure, artifact_file: str) -> None:
         if figure is not None:
             import matplotlib.pyplot as plt
