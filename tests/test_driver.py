@@ -223,4 +223,6 @@ def test_workers_per_trial_trains_one_trial_data_parallel(fake_gpu_ray, demo_dir
     per_worker = len(train_rows) // 2
     expected_steps = max(1, round(2 * 0.3 * -(-per_worker // 8)))  # schedule 'full': 2 epochs x epoch_scale
     assert child.data.metrics["step"] == expected_steps
-    assert "model.safetensors" in {a.path.split("/")[-1] for a in client.list_artifacts(child.info.run_id, "model")}
+    # The MLflow Model's transformers directory holds the weights (issue 17's model layout).
+    weights = client.list_artifacts(child.info.run_id, "model/data/transformers")
+    assert "model.safetensors" in {a.path.split("/")[-1] for a in weights}
