@@ -119,8 +119,9 @@ def open_data(data_dir: Path) -> dict:
 def check_trials(variants: Iterable, manifest: dict, data_dir: Path) -> None:
     """Every trial's speakers exist in the data, its training and held-out sets hold clips, and each
     held-out set has at least MIN_HELD_OUT_CLIPS_PER_CLASS clips of every emotion the trial trains on."""
-    from shards.schema import EMOTIONS
+    from shards.writer import manifest_labels
 
+    labels = manifest_labels(manifest)  # the corpus's own label set (ESD's five for ESD)
     known = manifest["speakers"]
     counts: dict[str, dict[str, int]] = manifest["counts"]
     checked: set[tuple] = set()
@@ -137,7 +138,7 @@ def check_trials(variants: Iterable, manifest: dict, data_dir: Path) -> None:
             raise PreflightError(
                 f"{where}: speaker(s) {unknown} are not in {data_dir}; it has {', '.join(sorted(known))}"
             )
-        trained = [e for e in EMOTIONS if any(counts.get(s, {}).get(e, 0) for s in train)]
+        trained = [e for e in labels if any(counts.get(s, {}).get(e, 0) for s in train)]
         if not trained:
             raise PreflightError(f"{where}: no training clips (train_speakers={list(train)})")
         for name, speakers in eval_sets.items():

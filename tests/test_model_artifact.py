@@ -41,7 +41,7 @@ def test_auto_model_loads_a_saved_model_with_its_labels_and_logits(tmp_path, dem
     assert config.id2label == dict(enumerate(labels)) and config.label2id == {n: i for i, n in enumerate(labels)}
     assert (config.pooling, config.layer, config.hidden_size) == ("attentive", 1, 64)
     loaded = AutoModelForAudioClassification.from_pretrained(tmp_path / "m").eval()
-    assert type(loaded) is EmotionClassifier and loaded.labels == labels
+    assert type(loaded) is EmotionClassifier and loaded.labels == tuple(labels)
     audio = torch.from_numpy((clip_of(demo_dir) * 32767).astype(np.int16))[None, :]
     lengths = torch.tensor([audio.shape[1]])
     with torch.no_grad():
@@ -50,7 +50,7 @@ def test_auto_model_loads_a_saved_model_with_its_labels_and_logits(tmp_path, dem
 
 def test_labels_default_to_esd_and_id2label_follows_model_labels():
     model = EmotionClassifier(build_encoder("tiny"))
-    assert model.labels == list(EMOTIONS) and model.config.id2label == dict(enumerate(EMOTIONS))
+    assert model.labels == tuple(EMOTIONS) and model.config.id2label == dict(enumerate(EMOTIONS))
     model.labels = ["a", "b", "c", "d", "e"]
     assert model.config.id2label[4] == "e" and model.config.label2id["a"] == 0
     with pytest.raises(ValueError, match="5 classes"):
@@ -86,7 +86,7 @@ def test_the_logged_model_is_a_pyfunc_with_a_signature_and_answers_like_the_mode
     np.testing.assert_allclose(answer[list(EMOTIONS)].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     assert list(answer["label"]) == [EMOTIONS[i] for i in expected.argmax(axis=1)]
     downloaded = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", tracking_uri=uri)
-    assert load_model(downloaded).labels == list(EMOTIONS)  # the MLflow Model directory loads as it is
+    assert load_model(downloaded).labels == tuple(EMOTIONS)  # the MLflow Model directory loads as it is
 
 
 def free_port() -> int:
