@@ -142,7 +142,7 @@ def test_random_starts_are_the_models_config_starts():
 def test_held_out_classes_are_those_the_trial_trains_on(tmp_path):
     from orchestrator.grid import Variant
 
-    counts = {"a": {"Angry": 9, "Sad": 9}, "b": {"Angry": 5, "Sad": 3}, "c": {"Angry": 5, "Sad": 5, "Happy": 1}}
+    counts = {"a": {"Angry": 9, "Sad": 9}, "b": {"Angry": 5, "Sad": 1}, "c": {"Angry": 5, "Sad": 5, "Happy": 1}}
     manifest = {"speakers": {s: {} for s in counts}, "counts": counts}
 
     def check(train, held_out):
@@ -150,9 +150,9 @@ def test_held_out_classes_are_those_the_trial_trains_on(tmp_path):
         preflight.check_trials([variant], manifest, tmp_path)
 
     check(("a",), ("c",))  # Happy is not trained on: its single clip does not matter
-    with pytest.raises(preflight.PreflightError, match=r"fewer than 4 clips of Sad \(3\)"):
+    with pytest.raises(preflight.PreflightError, match=r"fewer than 2 clips of Sad \(1\)"):
         check(("a",), ("b",))
-    with pytest.raises(preflight.PreflightError, match="fewer than 4 clips of Happy"):
+    with pytest.raises(preflight.PreflightError, match="fewer than 2 clips of Happy"):
         check(("a", "c"), ("b",))
     with pytest.raises(preflight.PreflightError, match="no clips"):
         check(("a",), ())
