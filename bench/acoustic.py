@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from shards.schema import SAMPLE_RATE
-from workers.acoustic_features import DEFAULT_FEATURE_SET, extract, load_or_extract
+from workers.acoustic.extract import DEFAULT_FEATURE_SET, extract, load_or_extract
 
 
 def extraction_speed(args) -> None:

@@ -42,7 +42,7 @@ SMALL_WHISPER = dict(d_model=256, encoder_layers=4, encoder_attention_heads=4, e
 
 
 def small_config(model_type: str):
-    from workers import encoders
+    from workers.finetune import encoders
 
     config = encoders.tiny_config(model_type)
     changes = SMALL_WHISPER if model_type == "whisper" else SMALL_WAVEFORM
@@ -84,15 +84,15 @@ def _interleaved_best(steps: dict, repeat: int) -> dict[str, float]:
 
 
 def _classifier(config_or_path):
-    from workers.model import EmotionClassifier, build_encoder
+    from workers.finetune.model import EmotionClassifier, build_encoder
 
     torch.manual_seed(0)
     return EmotionClassifier(build_encoder(config_or_path), head_dropout=0.0)
 
 
 def families(args) -> None:
-    from workers import encoders
-    from workers.model import set_trainable
+    from workers.finetune import encoders
+    from workers.finetune.model import set_trainable
 
     audio, lengths = _clips(args.batch_size, args.seconds)
     models, steps = {}, {}
@@ -112,9 +112,9 @@ def families(args) -> None:
 
 
 def lora(args) -> None:
-    from workers import encoders
-    from workers.checkpoint import WEIGHTS_FILE, save_model
-    from workers.model import set_trainable
+    from workers.finetune import encoders
+    from workers.finetune.checkpoint import WEIGHTS_FILE, save_model
+    from workers.finetune.model import set_trainable
 
     audio, lengths = _clips(args.batch_size, args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,8 +146,8 @@ def lora(args) -> None:
 
 
 def whisper_padding(args) -> None:
-    from workers import encoders
-    from workers.model import set_trainable
+    from workers.finetune import encoders
+    from workers.finetune.model import set_trainable
 
     model = _classifier(small_config("whisper"))
     set_trainable(model, "all_but_cnn")

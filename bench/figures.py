@@ -97,7 +97,7 @@ def _pad(clips: list[np.ndarray]) -> np.ndarray:
 def _trial_consumption(reader) -> None:
     """Clips/s one trial eats: measured for the tiny model here, derived for XLSR-53 on an H200."""
     from shards.batching import collate
-    from workers.model import EmotionClassifier, build_encoder, normalize_audio
+    from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio
 
     model = EmotionClassifier(build_encoder("tiny"))
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
@@ -158,7 +158,13 @@ def _padded(frames: np.ndarray, batches: list[np.ndarray]) -> float:
 def step_time(args) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable, xlsr53_encoder_config
+    from workers.finetune.model import (
+        EmotionClassifier,
+        build_encoder,
+        normalize_audio,
+        set_trainable,
+        xlsr53_encoder_config,
+    )
 
     device = _device(args)
     torch.set_num_threads(args.threads)
@@ -217,10 +223,10 @@ def _cpu_peak_tflops() -> float:
 
 def frozen_cache_sweep(args) -> None:
     from orchestrator.paths import ensure_demo_corpus
-    from workers.config import TrialConfig
-    from workers.recipe import run_trial
-    from workers.reporting import ListReporter
-    from workers.tracking import NullLogger
+    from workers.core.reporting import ListReporter
+    from workers.core.tracking import NullLogger
+    from workers.finetune.config import TrialConfig
+    from workers.finetune.recipe import run_trial
 
     if "cache_frozen_features" not in TrialConfig.field_names():
         print("  (this build has no frozen-stage cache: nothing to compare)")

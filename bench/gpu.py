@@ -1,7 +1,7 @@
 """The GPU fast path, measured in one prepared run: `python -m bench gpu --out DIR` (or $OUT).
 
 Runs without Ray or MLflow (the device image has torch, transformers, pyarrow, peft): trials go
-through `workers.recipe.run_trial` with a null logger and an in-memory reporter, and Ray's
+through `workers.finetune.recipe.run_trial` with a null logger and an in-memory reporter, and Ray's
 fractional GPUs (`--gpus-per-trial 1/N`) are emulated by N trial processes on the one GPU.
 
     data          an ESD-sized noise corpus (4 English speakers x 1,750 clips of ESD's length
@@ -59,7 +59,7 @@ SPEAKERS[PROBE_SPEAKER] = {"language": "en", "gender": "M"}
 class Sizes:
     """How big each section is: the H200 run, or the CPU dry run."""
 
-    encoder: str  # a workers.model.CONFIG_STARTS name (random weights)
+    encoder: str  # a workers.finetune.model.CONFIG_STARTS name (random weights)
     clips_per_speaker: int  # training speakers and the held-out one (ESD: 1,750)
     probe_clips: int
     batch_sizes: tuple[int, ...]  # (1) training batch sizes; the first is the paper's
@@ -218,8 +218,8 @@ class BusySampler:
 
 
 def build_classifier(sizes: Sizes, device: torch.device):
-    from workers.config import TrialConfig
-    from workers.model import EmotionClassifier, build_encoder, set_trainable
+    from workers.finetune.config import TrialConfig
+    from workers.finetune.model import EmotionClassifier, build_encoder, set_trainable
 
     # The trial's own encoder regularisation (dropouts, layerdrop, SpecAugment), as a trial trains.
     model = EmotionClassifier(build_encoder(sizes.encoder, TrialConfig().encoder_overrides())).to(device)
@@ -238,7 +238,7 @@ def make_optimizer(model, device: torch.device, kind: str) -> torch.optim.Optimi
 def sample_batches(reader, batch_size: int, count: int, device: torch.device, seed: int = 0) -> list:
     """`count` bucketed training batches (as a trial plans them), on the device."""
     from shards.batching import plan_batches
-    from workers.loader import audio_batch
+    from workers.finetune.loader import audio_batch
 
     rows = reader.index.select(TRAIN_SPEAKERS)
     rng = np.random.default_rng(seed)
@@ -252,8 +252,8 @@ def audio_seconds(batches) -> float:
 
 
 def train_step(model, optimizer, batch, precision: str, device: torch.device) -> None:
-    """What workers.recipe.train_step does for one micro-batch: loss, backward, clipping, AdamW."""
-    from workers.model import normalize_audio
+    """What workers.finetune.recipe.train_step does for one micro-batch: loss, backward, clipping, AdamW."""
+    from workers.finetune.model import normalize_audio
 
     values, mask = normalize_audio(batch.audio, batch.lengths)
     with autocast(device, precision):
@@ -411,8 +411,8 @@ def evaluation_section(reader, sizes: Sizes, device: torch.device, peak_tflops: 
     """(2) forward-only throughput through the evaluation loader (sorted by length, prefetched)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workers.loader import audio_eval_batches
-    from workers.model import normalize_audio
+    from workers.finetune.loader import audio_eval_batches
+    from workers.finetune.model import normalize_audio
 
     started = time.perf_counter()
     model = build_classifier(sizes, device)
@@ -527,12 +527,12 @@ class BenchLogger:
 
 
 def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str) -> None:
-    """Child process: one trial through workers.recipe.run_trial, its wall time split by phase."""
+    """Child process: one trial through workers.finetune.recipe.run_trial, its wall time split by phase."""
     if not _has("sklearn"):
         sys.modules["sklearn.metrics"] = sklearn_metrics_standin()
-    import workers.recipe as recipe
-    from workers.config import TrialConfig
-    from workers.reporting import ListReporter
+    import workers.finetune.recipe as recipe
+    from workers.core.reporting import ListReporter
+    from workers.finetune.config import TrialConfig
 
     device = torch.device(device_name)
     clock = PhaseClock(device)
@@ -597,7 +597,7 @@ def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str) 
 
 
 def sklearn_metrics_standin():
-    """The three sklearn.metrics functions workers.metrics uses, in numpy, for a device image without scikit-learn."""
+    """The three sklearn.metrics functions workers.core.metrics uses, in numpy (no scikit-learn on the device)."""
     import types
 
     def confusion_matrix(y_true, y_pred, labels):

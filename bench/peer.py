@@ -70,8 +70,8 @@ def step_times(repeat: int = 20) -> dict[str, float]:
     from transformers import Wav2Vec2ForSequenceClassification
 
     from bench.peer_trainer import peer_model_config
-    from workers.encoders import frontend_modules
-    from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+    from workers.finetune.encoders import frontend_modules
+    from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
 
     torch.set_num_threads(1)
     config = peer_model_config()  # the tiny config with the trial's regularisation, 5 labels
@@ -197,7 +197,7 @@ def _train_clips(params: dict) -> int:
     from orchestrator.paths import ensure_demo_corpus
     from shards.batching import holdout
     from shards.reader import ShardReader
-    from workers.config import TrialConfig
+    from workers.finetune.config import TrialConfig
 
     cfg = TrialConfig(
         schedule=params["schedule"],

@@ -75,8 +75,8 @@ def make_collate(feature_extractor):
 
 def peer_model_config():
     """The project's tiny encoder with the regularisation its trials set (TrialConfig's defaults)."""
-    from workers.config import TrialConfig
-    from workers.model import tiny_encoder_config, with_overrides
+    from workers.finetune.config import TrialConfig
+    from workers.finetune.model import tiny_encoder_config, with_overrides
 
     config = with_overrides(tiny_encoder_config(), TrialConfig().encoder_overrides())
     config.num_labels = 5

@@ -13,7 +13,7 @@ tags): with what comes after the trial's own clock stops (`trial_seconds`: the f
 artifact, figures still on the writer, the final report), that is a reused worker's share of the
 per-trial overhead the driver prints (Tune's share, the report's trip and callbacks, comes on top).
 
-Modes: `before` = MLflow calls in line (as before workers/artifact_writer.py); `after` = the writer
+Modes: `before` = MLflow calls in line (as before workers/core/artifact_writer.py); `after` = the writer
 thread. (An earlier `after` with eval_batch_size 64 doubled the evaluation rounds on a CPU: one
 length-sorted batch of 46 clips pads more than three of 16; the default stays 16.) The machine is shared: compare
 the two columns of one run, not runs made at different times.
@@ -36,7 +36,7 @@ MODES = {
     "before": {"background_logging": False, "eval_batch_size": 16},
     "after": {"background_logging": True, "eval_batch_size": 16},
 }
-# Recipe steps (module attributes of workers.recipe) and the row each one's self time goes to.
+# Recipe steps (module attributes of workers.finetune.recipe) and the row each one's self time goes to.
 RECIPE_STEPS = {
     "setup": "setup (data, model, params/tags)",
     "train_step": "training steps",
@@ -49,7 +49,7 @@ RECIPE_STEPS = {
 }
 BEFORE_RUN_TRIAL = "reused worker: before run_trial (open run, attempt)"
 AFTER_CLOCK = "reused worker: after trial_seconds (final writes, report)"
-IMPORTS = "import torch, transformers, mlflow.tracking, workers.recipe, workers.trial, workers.tracking"
+IMPORTS = "import torch, transformers, mlflow.tracking, workers.finetune.recipe, workers.trial, workers.core.tracking"
 
 
 class Profiler:
@@ -120,11 +120,11 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     from mlflow.tracking import MlflowClient
 
     import search_spaces
-    import workers.artifact_writer as artifact_writer
-    import workers.recipe as recipe
+    import workers.core.artifact_writer as artifact_writer
+    import workers.finetune.recipe as recipe
     from orchestrator.paths import ensure_demo_corpus
-    from workers.config import TrialConfig
-    from workers.reporting import ListReporter
+    from workers.core.reporting import ListReporter
+    from workers.finetune.config import TrialConfig
     from workers.trial import open_logger, replay_if_completed
 
     spec = search_spaces.load("smoke")

@@ -20,7 +20,7 @@ import numpy as np
 
 from search_spaces import Scenario, SweepSpec
 from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
-from workers.trial_kinds import FINETUNE, trial_kind
+from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import Tag
 
 PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces with the base model
@@ -90,7 +90,7 @@ class TrialGrid:
     phases: tuple[Phase, ...]
     folds: str = ""
     tuned: tuple[str, ...] = ()  # searched keys whose values differ between trials (progress, tables)
-    kind: str = FINETUNE  # what every trial runs (workers.trial_kinds)
+    kind: str = FINETUNE  # what every trial runs (workers.kinds)
     plan: str = ""  # which split plan the trials train and test on, in words (the sweep's first line)
 
     @property
@@ -344,7 +344,7 @@ def check_config(scenario: str, values: dict, kind: str = FINETUNE) -> None:
 
 def check_mixing(scenario: str, values: dict, speakers: dict[str, dict]) -> None:
     """A mixed trial needs its source language and another one among its training speakers."""
-    from workers.config import TrialConfig
+    from workers.finetune.config import TrialConfig
 
     source, fraction = TrialConfig.from_dict(values).mixing()
     if fraction is None:

@@ -28,9 +28,8 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.results import StoreError
 from shards.user_audio import AudioFileError, read_audio
-from workers.baseline_config import FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, TEXT_MODEL_KIND
-from workers.calibration import DEFAULT_THRESHOLD
-from workers.trial_kinds import FINETUNED_MODEL_KIND, saved_model_kind
+from workers.core.calibration import DEFAULT_THRESHOLD
+from workers.kinds import FINETUNED_MODEL_KIND, kind_of_saved_model, model_markers
 from workers.vocabulary import Key, Tag
 
 MAX_COMPETING = 3
@@ -43,10 +42,10 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    model: object  # workers.model.EmotionClassifier (torch is imported lazily), or a features model
+    model: object  # workers.finetune.model.EmotionClassifier (torch is imported lazily), or a features model
     labels: list[str]
     source: dict = field(default_factory=dict)  # where it came from, for the output
-    kind: str = FINETUNED_MODEL_KIND  # what the model directory held (workers.trial_kinds.saved_model_kind)
+    kind: str = FINETUNED_MODEL_KIND  # what the model directory held (workers.kinds.saved_model_kind)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.device == "auto"
             else args.device
         )
-        if loaded.kind == FINETUNED_MODEL_KIND:  # a features model runs openSMILE and scikit-learn on the CPU
-            loaded.model.to(device).eval()
+        loaded.model.to(device)  # a features model stays on the CPU (openSMILE and scikit-learn)
     except (RuntimeError, AssertionError) as error:  # unknown device string, or no such GPU here
         print(
             f"predict: cannot use device {args.device!r}: {str(error).strip().splitlines()[0][:200]}", file=sys.stderr
@@ -204,17 +202,17 @@ def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
 
 def find_model_dir(path: Path) -> Path:
     """A model directory itself, or the one checkpoint under a Tune trial directory (its latest)."""
-    from workers.checkpoint import WEIGHTS_FILE, is_model_dir, resolve_model_dir
+    from workers.finetune.checkpoint import WEIGHTS_FILE, is_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(path)
     if is_model_dir(model_dir):
         return model_dir
-    if saved_model_kind(path) == FEATURES_MODEL_KIND:
+    if any((path / marker).exists() for marker in model_markers()):
         return path
     if not path.is_dir():
         raise ModelLoadError(f"--model {path} is not a directory")
     found = sorted(p.parent for p in path.rglob(WEIGHTS_FILE) if is_model_dir(p.parent))
-    found += sorted(p.parent for p in path.rglob(FEATURES_MODEL_FILE))
+    found += sorted(p.parent for marker in model_markers() for p in path.rglob(marker))
     if not found:
         raise ModelLoadError(f"no saved model under {path} (a model directory holds {WEIGHTS_FILE} and config.json)")
     if len({p.parent for p in found}) > 1:
@@ -224,24 +222,17 @@ def find_model_dir(path: Path) -> Path:
 
 
 def _load(directory: Path, source: dict) -> LoadedModel:
-    """The model a directory holds, by its kind (the marker file its trial wrote)."""
-    kind = saved_model_kind(directory)
-    if kind == TEXT_MODEL_KIND:
-        raise ModelLoadError(f"{directory} is a text model: it reads transcripts, not audio, so predict cannot use it")
-    if kind == FEATURES_MODEL_KIND:
-        from workers.features_trial import load_features_model
-
-        model = load_features_model(directory)
-        return LoadedModel(model, list(model.labels), source, kind)
-    from workers.checkpoint import load_model
-
+    """The model a directory holds, loaded by its kind's loader (workers.kinds: the marker file its trial wrote)."""
+    kind = kind_of_saved_model(directory)
     try:
-        model = load_model(directory)
+        model = kind.load_saved_model(directory)
+    except ValueError as error:  # a kind that cannot answer from audio
+        raise ModelLoadError(str(error)) from None
     except Exception as error:  # corrupt weights, a config of another version, ...
         raise ModelLoadError(
             f"cannot load the model in {directory}: {str(error).strip().splitlines()[0][:200]}"
         ) from None
-    return LoadedModel(model, list(model.labels), source)
+    return LoadedModel(model, list(model.labels), source, kind.model_kind)
 
 
 # ---------------------------------------------------------------- one file
@@ -268,30 +259,13 @@ def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_s
 
 
 def probabilities_of(loaded: LoadedModel, audio, device):
-    """Class probabilities for one mono 16 kHz clip, by the kind of model: a features model needs only the audio."""
-    if loaded.kind == FEATURES_MODEL_KIND:
-        from workers.features_trial import predict_features
+    """Class probabilities for one mono 16 kHz float clip in [-1, 1], by the model's own kind.
 
-        return predict_features(loaded.model, audio)
-    return classify(loaded.model, audio, device)
-
-
-def classify(model, audio, device):
-    """Class probabilities for one mono 16 kHz float clip in [-1, 1].
-
-    The model takes int16 samples and lengths, as the shards feed it in training, so every encoder
-    family prepares its own input from them (normalised waveform, or Whisper's log-mel).
+    A fine-tuned model takes int16 samples and lengths, as the shards feed it in training, so every
+    encoder family prepares its own input from them (normalised waveform, or Whisper's log-mel); a
+    features model needs only the audio.
     """
-    import numpy as np
-    import torch
-
-    from workers.encoders import INT16_SCALE
-
-    int16 = np.clip(np.round(np.asarray(audio, dtype=np.float32) * INT16_SCALE), -INT16_SCALE, INT16_SCALE - 1)
-    samples = torch.from_numpy(int16.astype(np.int16)).to(device)[None, :]
-    with torch.no_grad():
-        logits = model.classify(samples, torch.tensor([samples.shape[1]], device=device)).float()
-    return torch.softmax(logits, dim=-1)[0].cpu().numpy()
+    return loaded.model.probabilities(audio)
 
 
 def decide(labels: list[str], probabilities, threshold: float) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
-from workers.trial_kinds import FINETUNE
+from workers.kinds import FINETUNE
 from workers.vocabulary import Key, Tag
 
 ARTIFACT_DIR = "report"

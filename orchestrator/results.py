@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from orchestrator.tracking import StoreError, connect, get_run, iter_runs, store_call
-from workers.trial_kinds import FINETUNE
+from workers.kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 __all__ = ["StoreError", "connect", "get_run"]
@@ -175,7 +175,7 @@ class SweepResults:
 
     @property
     def kind(self) -> str:
-        """What its trials ran (workers.trial_kinds); sweeps from before the tag fine-tuned."""
+        """What its trials ran (workers.kinds); sweeps from before the tag fine-tuned."""
         return self.parent_tags.get(Tag.TRIAL_KIND) or FINETUNE
 
     @property

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.store_lock import store_lock
-from workers.tracking import find_trial_run
+from workers.core.tracking import find_trial_run
 from workers.vocabulary import ExperimentTag, RunStatus, Tag, TrialState
 
 BATCH = 500  # entries per log_batch call (MLflow accepts at most 1000 metrics in one)

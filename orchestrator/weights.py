@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from workers.config import ENCODER_CONFIG_FIELDS, START_MODELS, TrialConfig
+from workers.finetune.config import ENCODER_CONFIG_FIELDS, START_MODELS, TrialConfig
 
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
 # One copy of the weights: a single file, or numbered shards with their index. Repos such as
@@ -88,7 +88,7 @@ def fetch(start: str, directory: Path, revision: str = "") -> Path:
 
 def checkpoint_settings(start: str, directory: Path | None, revision: str = "") -> dict:
     """The start's own values of the fields a trial sets explicitly, next to TrialConfig's defaults."""
-    from workers.encoders import hidden_size, load_config, num_layers, regularisation_overrides
+    from workers.finetune.encoders import hidden_size, load_config, num_layers, regularisation_overrides
 
     source = repo_id(start)
     if Path(source).exists():

@@ -54,7 +54,7 @@ class SweepSpec:
     plan: str | None = None
     test_sets: tuple[str, ...] = ()  # keep only these held-out sets of the plan (empty: all)
     fold_language: str = "en"  # whose speakers rotate under --folds
-    # What each trial runs (workers.trial_kinds): 'finetune' (the recipe, TrialConfig), 'features'
+    # What each trial runs (workers.kinds): 'finetune' (the recipe, TrialConfig), 'features'
     # (openSMILE + classifier, FeaturesConfig) or 'text' (transcripts, TextConfig); keys are of that config.
     kind: str = "finetune"
 

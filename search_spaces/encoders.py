@@ -14,7 +14,7 @@ from ray import tune
 from search_spaces import Scenario, SweepSpec
 
 ENCODERS = ("xlsr_300m", "hubert_large", "wavlm_large", "data2vec_large", "whisper_large_v3")
-# One small random config per family, built offline (workers.encoders.tiny_config).
+# One small random config per family, built offline (workers.finetune.encoders.tiny_config).
 TINY_ENCODERS = ("tiny", "tiny_hubert", "tiny_wavlm", "tiny_data2vec", "tiny_whisper")
 
 

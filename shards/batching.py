@@ -1,6 +1,6 @@
 """From a shard directory to training batches: holdout, language mixing, length-bucketed batches.
 
-Batches stay int16 with their lengths; normalisation happens on the device (workers.model).
+Batches stay int16 with their lengths; normalisation happens on the device (workers.finetune.model).
 An epoch is planned up front (`plan_batches`: which rows go together, where each crop starts),
 then collated; so a plan can be resumed part-way and collated on a background thread (`prefetch`).
 """

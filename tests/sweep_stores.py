@@ -3,7 +3,7 @@
 - `finished_smoke_sweep`: a real tiny smoke sweep (local Ray, demo corpus, real trials), run once
   per test session and shared by test_report and test_predict.
 - `synthetic_sweep`: parent and child runs written straight through MlflowClient, with metrics
-  computed by workers.metrics from made-up predictions, for sweep shapes a tiny CPU sweep cannot
+  computed by workers.core.metrics from made-up predictions, for sweep shapes a tiny CPU sweep cannot
   produce in seconds (transfer_zh, folds, partial sweeps).
 """
 
@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from shards.schema import EMOTIONS
-from workers.metrics import classification_metrics, confusion, confusion_figure
+from workers.core.metrics import classification_metrics, confusion, confusion_figure
 from workers.vocabulary import Tag
 
 _FINISHED: dict[str, tuple] = {}

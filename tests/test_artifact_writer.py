@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from workers.artifact_writer import background_logging  # noqa: E402
-from workers.tracking import MlflowRunLogger  # noqa: E402
+from workers.core.artifact_writer import background_logging  # noqa: E402
+from workers.core.tracking import MlflowRunLogger  # noqa: E402
 
 
 class StoreAtReport:

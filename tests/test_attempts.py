@@ -10,7 +10,7 @@ from ray import tune
 
 from orchestrator.results import SweepResults, TrialRun
 from orchestrator.summary import trials_table
-from workers.reporting import ListReporter
+from workers.core.reporting import ListReporter
 from workers.trial import open_logger, run_recorded
 from workers.vocabulary import Key, Tag
 

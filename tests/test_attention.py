@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.config import TrialConfig
-from workers.recipe import setup
-from workers.tracking import NullLogger
+from workers.core.tracking import NullLogger
+from workers.finetune.config import TrialConfig
+from workers.finetune.recipe import setup
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])

@@ -15,7 +15,7 @@ from test_baselines import assert_full_metric_set
 
 from orchestrator import predict, report, results, sweep
 from shards.reader import open_reader
-from workers.features_trial import load_features_model, predict_features
+from workers.acoustic.trial import load_features_model, predict_features
 from workers.vocabulary import RunStatus, Tag
 
 pytestmark = pytest.mark.slow

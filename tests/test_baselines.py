@@ -13,12 +13,12 @@ from shards.demo import DEMO_SPEAKERS, build_demo_corpus, demo_clips
 from shards.reader import open_reader
 from shards.schema import EMOTIONS
 from shards.writer import ShardWriter
-from workers.acoustic_features import TABLE_DIR, load_or_extract
-from workers.features_trial import FeaturesConfig, load_features_model, predict_features, run_features_trial
-from workers.reporting import ListReporter
-from workers.text_model import build_tiny_text_encoder, load_text_model, predict_text, read_transcripts
-from workers.text_trial import TextConfig, run_text_trial
-from workers.tracking import MlflowRunLogger, NullLogger
+from workers.acoustic.extract import TABLE_DIR, load_or_extract
+from workers.acoustic.trial import FeaturesConfig, load_features_model, predict_features, run_features_trial
+from workers.core.reporting import ListReporter
+from workers.core.tracking import MlflowRunLogger, NullLogger
+from workers.text.model import build_tiny_text_encoder, load_text_model, predict_text, read_transcripts
+from workers.text.trial import TextConfig, run_text_trial
 from workers.vocabulary import Tag
 
 EVAL_SETS = {"test_en": ("0015",), "test_zh": ("0002",)}

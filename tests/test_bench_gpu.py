@@ -23,7 +23,7 @@ def test_gpu_benchmark_imports_without_ray_or_mlflow():
     # The device image has neither: a module-level import of either would fail there.
     code = (
         "import sys; sys.modules['ray'] = None; sys.modules['mlflow'] = None\n"
-        "import bench.gpu, bench.__main__, workers.recipe, workers.tracking, workers.reporting\n"
+        "import bench.gpu, bench.__main__, workers.finetune.recipe, workers.core.tracking, workers.core.reporting\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 

@@ -59,8 +59,8 @@ def build_store(uri: str) -> tuple[str, dict[str, str]]:
 
 def log_tiny_model(uri: str, run_id: str, tmp_path) -> None:
     """A real (random) model on the winner's run only: predict can load no other trial's."""
-    from workers.checkpoint import save_model
-    from workers.model import EmotionClassifier, build_encoder, tiny_encoder_config
+    from workers.finetune.checkpoint import save_model
+    from workers.finetune.model import EmotionClassifier, build_encoder, tiny_encoder_config
 
     directory = save_model(EmotionClassifier(build_encoder(tiny_encoder_config())), tmp_path / "model")
     MlflowClient(uri).log_artifacts(run_id, str(directory), "model")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.calibration import (
+from workers.core.calibration import (
     NUM_BINS,
     calibration_metrics,
     expected_calibration_error,

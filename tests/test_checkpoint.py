@@ -6,9 +6,9 @@ import torch
 
 from shards.batching import collate
 from shards.reader import ShardReader
-from workers.checkpoint import load_model, save_model
-from workers.features import encoder_fingerprint
-from workers.model import EmotionClassifier, build_encoder, normalize_audio, tiny_encoder_config
+from workers.finetune.checkpoint import load_model, save_model
+from workers.finetune.head_cache import encoder_fingerprint
+from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio, tiny_encoder_config
 
 
 @pytest.fixture(scope="module")

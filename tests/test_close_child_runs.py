@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.tuner import CloseChildRuns
-from workers.tracking import MlflowRunLogger, TrackingTarget
+from workers.core.tracking import MlflowRunLogger, TrackingTarget
 from workers.trial import TAGS_KEY, VARIANT_KEY
 from workers.vocabulary import Tag, TrialState
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.config import KEY_ALIASES, TrialConfig
+from workers.finetune.config import KEY_ALIASES, TrialConfig
 
 
 def test_hugging_face_names_are_aliases_of_the_projects_keys():

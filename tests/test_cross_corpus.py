@@ -22,7 +22,7 @@ from search_spaces import load
 from shards.label_map import LabelMapError, RelabelledReader, map_labels
 from shards.reader import ShardReader
 from shards.splits import load_plans
-from workers.config import TrialConfig
+from workers.finetune.config import TrialConfig
 from workers.vocabulary import Tag
 
 TABLE_LABELS = ("neu", "ang", "sad", "hap")  # the table fixture under LABEL_MAP (exc merged into hap)
@@ -109,7 +109,7 @@ def test_a_corpus_without_the_sweeps_speakers_takes_its_own_first_stored_plan(co
 
 def test_mixing_draws_the_source_language_at_its_fraction_on_any_two_languages(corpora):
     from shards.batching import mix_languages
-    from workers.recipe import load_trial_data
+    from workers.finetune.recipe import load_trial_data
 
     table_dir, _, _ = corpora
     cfg = TrialConfig(
@@ -196,9 +196,9 @@ def test_smoke_on_a_table_corpus_tested_on_ravdess_logs_reports_and_predicts_wit
 
 
 def test_a_saved_model_continues_only_on_its_own_label_set(corpora, demo_dir, tmp_path):
-    from workers.checkpoint import load_model, save_model
-    from workers.model import EmotionClassifier, build_encoder
-    from workers.recipe import build_model
+    from workers.finetune.checkpoint import load_model, save_model
+    from workers.finetune.model import EmotionClassifier, build_encoder
+    from workers.finetune.recipe import build_model
 
     table_dir, _, _ = corpora
     saved = save_model(EmotionClassifier(build_encoder("tiny"), labels=TABLE_LABELS), tmp_path / "model")

@@ -1,4 +1,4 @@
-"""The data-parallel seams of workers/distributed.py, without Ray: sharding and gradient averaging."""
+"""The data-parallel seams of workers/finetune/distributed.py, without Ray: sharding and gradient averaging."""
 
 import socket
 from dataclasses import dataclass
@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from workers.distributed import average_gradients, shard_rows
-from workers.recipe import train_step
+from workers.finetune.distributed import average_gradients, shard_rows
+from workers.finetune.recipe import train_step
 
 
 def test_shards_are_equal_disjoint_and_cover_all_but_a_remainder():

@@ -7,10 +7,10 @@ import pytest
 import torch
 import transformers
 
-from workers import encoders
-from workers.checkpoint import WEIGHTS_FILE, load_model, save_model
-from workers.config import TrialConfig
-from workers.model import PRETRAINED, EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.finetune import encoders
+from workers.finetune.checkpoint import WEIGHTS_FILE, load_model, save_model
+from workers.finetune.config import TrialConfig
+from workers.finetune.model import PRETRAINED, EmotionClassifier, build_encoder, normalize_audio, set_trainable
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 # The checkpoint classes that carry a task head, as published checkpoints do.

@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import report, sweep
 from shards.schema import EMOTIONS
-from workers.encoders import SUPPORTED_MODEL_TYPES
+from workers.finetune.encoders import SUPPORTED_MODEL_TYPES
 from workers.vocabulary import Tag
 
 pytestmark = pytest.mark.slow

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from shards.reader import ShardReader
-from workers import encoders
-from workers.batch_sources import AudioSource, Feeding, frozen_features
-from workers.features import feature_key
-from workers.model import EmotionClassifier, build_encoder
+from workers.finetune import encoders
+from workers.finetune.batch_sources import AudioSource, Feeding, frozen_features
+from workers.finetune.head_cache import feature_key
+from workers.finetune.model import EmotionClassifier, build_encoder
 
 FEEDING = Feeding(torch.device("cpu"), bf16=False, grad_accum_steps=1, prefetch_batches=0, eval_batch_size=8)
 ROWS = np.arange(6, dtype=np.int64)

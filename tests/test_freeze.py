@@ -5,11 +5,11 @@ import torch
 
 from shards.batching import collate
 from shards.reader import ShardReader
-from workers.config import TRAINABLE_PARTS
-from workers.encoders import add_lora
-from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.finetune.config import TRAINABLE_PARTS
+from workers.finetune.encoders import add_lora
+from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
 
-# The tiny wav2vec2's module names (workers.encoders maps them per family).
+# The tiny wav2vec2's module names (workers.finetune.encoders maps them per family).
 CNN_PART = "feature_extractor"
 TRANSFORMER_PART = "encoder"
 
@@ -105,9 +105,9 @@ def test_a_frozen_cnn_is_unfrozen_again_by_a_later_all_stage(batch):
 
 
 def test_an_eval_batch_of_64_of_esds_longest_clips_fits_a_shared_gpu_for_xlsr53():
-    from workers.model import eval_peak_bytes, xlsr53_encoder_config
+    from workers.finetune.model import eval_peak_bytes, xlsr53_encoder_config
 
-    batch = 64  # what workers/config.py advises for eval_batch_size on a GPU
+    batch = 64  # what workers/finetune/config.py advises for eval_batch_size on a GPU
     longest_esd_clip_seconds = 8.1
     peak = eval_peak_bytes(xlsr53_encoder_config(), batch, longest_esd_clip_seconds, bytes_per_value=2)
     # A quarter of an L40S (48 GB), as with --gpus-per-trial 0.25, minus XLSR-53's weights and AdamW state.

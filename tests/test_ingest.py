@@ -507,10 +507,10 @@ def test_a_missing_file_is_skipped_not_fatal(tmp_path):
 
 
 def test_a_trial_runs_on_ingested_esd_like_on_the_demo_corpus(tmp_path, demo_dir):
-    from workers.config import TrialConfig
-    from workers.recipe import run_trial
-    from workers.reporting import ListReporter
-    from workers.tracking import NullLogger
+    from workers.core.reporting import ListReporter
+    from workers.core.tracking import NullLogger
+    from workers.finetune.config import TrialConfig
+    from workers.finetune.recipe import run_trial
 
     root, out = tmp_path / "esd", tmp_path / "out"
     write_esd_tree(root, ["0001", "0002", "0011", "0012", "0013", "0014", "0015"], 2, split_folders=False)

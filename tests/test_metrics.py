@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shards.schema import EMOTIONS
-from workers.metrics import classification_metrics
+from workers.core.metrics import classification_metrics
 
 # Labels 0..4 = Angry, Happy, Neutral, Sad, Surprise. Truth: 6 Angry, 2 Happy, 2 Neutral, 0 Sad,
 # 0 Surprise. Predictions: Angry 5 of 6 right (one called Happy); Happy 1 of 2 (one called

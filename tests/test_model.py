@@ -4,7 +4,7 @@ import torch
 
 from shards.batching import collate
 from shards.reader import ShardReader
-from workers.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_the_pooler_trains_with_the_head_in_a_head_only_stage():
 def test_the_xlsr53_config_has_the_checkpoint_architecture():
     from transformers import Wav2Vec2Model
 
-    from workers.model import xlsr53_encoder_config
+    from workers.finetune.model import xlsr53_encoder_config
 
     config = xlsr53_encoder_config()
     with torch.device("meta"):  # shapes only: no 1.3 GB allocation

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,10 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from shards.reader import ShardReader
 from shards.schema import EMOTIONS
-from workers.checkpoint import load_model, save_model
-from workers.model import EmotionClassifier, EmotionModelConfig, build_encoder
-from workers.serving import clip_probabilities
-from workers.tracking import MlflowRunLogger
+from workers.core.tracking import MlflowRunLogger
+from workers.finetune.checkpoint import load_model, save_model
+from workers.finetune.model import EmotionClassifier, EmotionModelConfig, build_encoder
+from workers.finetune.serving import clip_probabilities
 
 
 def clip_of(demo_dir, seconds: float = 1.0) -> np.ndarray:
@@ -99,7 +100,9 @@ def free_port() -> int:
 def test_mlflow_models_serve_answers_a_scoring_request(logged_model, demo_dir, tmp_path):
     uri, run_id, _ = logged_model
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH even when the venv is not activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model"]
         + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],

@@ -14,10 +14,10 @@ from orchestrator.grid import build_grid as build_plan
 from orchestrator.results import best_per_scenario, encoder_rows, fold_rows, varies_start
 from shards.demo import DEMO_SPEAKERS
 from shards.splits import SpeakerLeakError
-from workers import encoders
-from workers.config import START_MODELS, TrialConfig
-from workers.model import CONFIG_STARTS
-from workers.trial_kinds import trial_kind
+from workers.finetune import encoders
+from workers.finetune.config import START_MODELS, TrialConfig
+from workers.finetune.model import CONFIG_STARTS
+from workers.kinds import trial_kind
 
 PLACE = {"data_dir": "/data", "num_threads": 1}
 

@@ -100,9 +100,8 @@ def test_every_format_rate_and_layout_reaches_the_model_as_the_same_16k_mono_cli
 
 
 def test_probabilities_are_the_models_on_the_clip(smoke_sweep, trial_run, audio_files, demo_dir, capsys, tmp_path):
-    import torch
-
-    from workers.checkpoint import load_model
+    from workers.finetune.checkpoint import load_model
+    from workers.finetune.serving import clip_probabilities
 
     uri, _, _ = smoke_sweep
     paths, _ = audio_files
@@ -110,7 +109,7 @@ def test_probabilities_are_the_models_on_the_clip(smoke_sweep, trial_run, audio_
     MlflowClient(uri).download_artifacts(trial_run, "model", str(tmp_path))
     model = load_model(tmp_path / "model").eval()
     original = ShardReader(demo_dir).audio(0).astype(np.float32) / 32768
-    expected = predict.classify(model, original, torch.device("cpu"))
+    expected = clip_probabilities(model, original)
     got = [result["files"][0]["probabilities"][label] for label in model.labels]
     assert np.allclose(got, expected, atol=1e-4)
 
@@ -217,8 +216,8 @@ def test_every_family_answers_with_the_model_on_the_int16_clip(audio_files, caps
     """predict feeds int16 samples and lengths to classify, as training does: Whisper works too."""
     import torch
 
-    from workers.checkpoint import save_model
-    from workers.model import EmotionClassifier, build_encoder
+    from workers.finetune.checkpoint import save_model
+    from workers.finetune.model import EmotionClassifier, build_encoder
 
     torch.manual_seed(0)
     model = EmotionClassifier(build_encoder(start), head_dropout=0.0).eval()

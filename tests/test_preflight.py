@@ -133,8 +133,8 @@ def test_starts_that_need_no_download(tmp_path):
 
 
 def test_random_starts_are_the_models_config_starts():
-    from workers.config import RANDOM_STARTS
-    from workers.model import CONFIG_STARTS
+    from workers.finetune.config import RANDOM_STARTS
+    from workers.finetune.model import CONFIG_STARTS
 
     assert set(RANDOM_STARTS) == set(CONFIG_STARTS)
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import workers.recipe as recipe
-from workers.checkpoint import TRAIN_STATE_FILE
-from workers.config import TRAINABLE_PARTS, TrialConfig
-from workers.recipe import TrainState, record_evaluation, run_trial, setup, stage_steps, train_stage
-from workers.reporting import ListReporter
-from workers.tracking import NullLogger
+import workers.finetune.recipe as recipe
+from workers.core.reporting import ListReporter
+from workers.core.tracking import NullLogger
+from workers.finetune.checkpoint import TRAIN_STATE_FILE
+from workers.finetune.config import TRAINABLE_PARTS, TrialConfig
+from workers.finetune.recipe import TrainState, record_evaluation, run_trial, setup, stage_steps, train_stage
 
 CPU = torch.device("cpu")
 NO_REGULARISATION = dict(
@@ -301,7 +301,7 @@ def test_weighted_layer_sum_with_layerdrop_is_refused():
 def test_a_weighted_layer_sum_logs_its_learned_weights_as_a_bar_chart_and_metrics(demo_dir, tmp_path, tracking_uri):
     from mlflow.tracking import MlflowClient
 
-    from workers.tracking import MlflowRunLogger
+    from workers.core.tracking import MlflowRunLogger
     from workers.vocabulary import Key
 
     client = MlflowClient(tracking_uri)

@@ -3,8 +3,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workers.reporting import ListReporter
-from workers.tracking import MlflowRunLogger, TrackingTarget
+from workers.core.reporting import ListReporter
+from workers.core.tracking import MlflowRunLogger, TrackingTarget
 from workers.trial import ATTEMPT_METRIC, MarkCompleted, record_attempt, replay_if_completed
 from workers.vocabulary import Tag, TrialState
 

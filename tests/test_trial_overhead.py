@@ -4,10 +4,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from workers.artifact_writer import background_logging
-from workers.batch_sources import CPU_EVAL_BATCH_SIZE, EVAL_MEMORY_SHARE, MAX_EVAL_BATCH_SIZE, eval_batch_size
-from workers.model import eval_peak_bytes, xlsr53_encoder_config
-from workers.reporting import ListReporter
+from workers.core.artifact_writer import background_logging
+from workers.core.reporting import ListReporter
+from workers.finetune.batch_sources import CPU_EVAL_BATCH_SIZE, EVAL_MEMORY_SHARE, MAX_EVAL_BATCH_SIZE, eval_batch_size
+from workers.finetune.model import eval_peak_bytes, xlsr53_encoder_config
 from workers.trial import ATTEMPT_METRIC, open_logger, replay_if_completed, run_recorded
 from workers.vocabulary import Tag, TrialState
 

@@ -12,7 +12,7 @@ import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Model
 
 from orchestrator import weights
-from workers.model import PRETRAINED, build_encoder, tiny_encoder_config
+from workers.finetune.model import PRETRAINED, build_encoder, tiny_encoder_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINER = "jonatasgrosman/wav2vec2-large-xlsr-53-english"
@@ -36,8 +36,8 @@ def tiny_ctc(seed: int) -> Wav2Vec2ForCTC:
 
 OFFLINE_SCRIPT = """
 import json, sys
-from workers.config import TrialConfig
-from workers.recipe import build_model
+from workers.finetune.config import TrialConfig
+from workers.finetune.recipe import build_model
 from shards.schema import EMOTIONS
 ctc_dir, encoder_dir, cache_dir = sys.argv[1:4]
 def describe(model):

@@ -43,9 +43,9 @@ class Tag:
     HOST = "host"
     PID = "pid"
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
-    # What a trial runs (a workers.trial_kinds name: finetune, features, text); on parent and child runs
+    # What a trial runs (a workers.kinds name: finetune, features, text); on parent and child runs
     TRIAL_KIND = "trial_kind"
-    # Baseline trials (workers.features_trial, workers.text_trial)
+    # Baseline trials (workers.acoustic.trial, workers.text.trial)
     MODEL_KIND = "model_kind"  # 'acoustic_features' or 'text'; absent on fine-tuning trials
     ACOUSTIC_FEATURES = "acoustic_features"  # '<feature set>: hit' or ': computed' (the functionals table)
 
@@ -82,6 +82,13 @@ class ExperimentTag:
 
     KIND = "mlflow.experimentKind"
     MODEL_TRAINING = "custom_model_development"
+
+
+class ServingColumn:
+    """The columns of a served model (pyfunc): a clip per row in, the label and one probability per label out."""
+
+    AUDIO = "audio"  # mono float samples in [-1, 1] at 16 kHz
+    LABEL = "label"
 
 
 class DatasetContext:

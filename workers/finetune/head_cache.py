@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.config import ENCODER_CONFIG_FIELDS
+from workers.finetune.config import ENCODER_CONFIG_FIELDS
 
 # Config entries that do not change eval-mode outputs (regularisation) or only describe provenance.
 _NOT_IN_FINGERPRINT = {

@@ -4,7 +4,7 @@
                               needed to reload), pooling, layer, head, labels (id2label), LoRA settings and base
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
     <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
-A checkpoint describes itself: `load_model(dir)` (or, once `workers.model` is imported,
+A checkpoint describes itself: `load_model(dir)` (or, once `workers.finetune.model` is imported,
 `AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
 MLflow Model directory a trial logs (`model/`, with this directory as `model/transformers/`).
 Used for a trial's best model (Tune storage and the MLflow Model `model/`), for `init_from`
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from workers import encoders
-from workers.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
+from workers.finetune import encoders
+from workers.finetune.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
 from workers.vocabulary import Key
 
 WEIGHTS_FILE = "model.safetensors"
@@ -92,7 +92,7 @@ def load_model(
     """Rebuild a saved model; `encoder_overrides` replace its encoder's regularisation settings.
 
     A LoRA checkpoint that holds adapters only loads its base (by id and revision, from `weights_dir`
-    when given; shared through workers.model.PRETRAINED) and puts the adapters on it.
+    when given; shared through workers.finetune.model.PRETRAINED) and puts the adapters on it.
     """
     directory = resolve_model_dir(directory)
     if not is_model_dir(directory):

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from shards.reader import open_reader
-from workers.baseline_config import TINY_ENCODER, TextConfig
-from workers.baselines import SpeakerSplit, evaluate_set, split_rows
-from workers.reporting import Reporter
-from workers.text_model import (
+from workers.core.evaluation import SpeakerSplit, evaluate_set, split_rows
+from workers.core.reporting import Reporter
+from workers.core.tracking import RunLogger
+from workers.text.config import TINY_ENCODER, TextConfig
+from workers.text.model import (
     MODEL_KIND,
     TextClassifier,
     build_text_model,
@@ -29,7 +30,6 @@ from workers.text_model import (
     read_transcripts,
     save_text_model,
 )
-from workers.tracking import RunLogger
 from workers.vocabulary import Tag
 
 __all__ = ["TINY_ENCODER", "TextConfig", "run_text_trial"]

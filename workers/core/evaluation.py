@@ -1,6 +1,6 @@
 """What the baseline trials (acoustic features, transcripts) share with the fine-tuning trial.
 
-The same speaker split as `workers.recipe.load_trial_data` (training speakers minus a
+The same speaker split as `workers.finetune.recipe.load_trial_data` (training speakers minus a
 `val_fraction` held out by utterance-id hash, then the plan's held-out sets), and the same
 evaluation of a set: metrics, classification report, confusion matrix, ECE and reliability diagram,
 logged under the same names. The baselines produce class probabilities; everything after that is
@@ -15,9 +15,9 @@ import numpy as np
 
 from shards.batching import holdout
 from shards.reader import ShardReader
-from workers.calibration import calibration_metrics, reliability_figure
-from workers.metrics import classification_metrics, confusion, confusion_figure, report_text
-from workers.tracking import RunLogger
+from workers.core.calibration import calibration_metrics, reliability_figure
+from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_text
+from workers.core.tracking import RunLogger
 
 
 @dataclass(frozen=True)

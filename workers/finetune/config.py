@@ -12,12 +12,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-# The same in every encoder family (workers.encoders): 'all_but_cnn' keeps the conv front end frozen
+# The same in every encoder family (workers.finetune.encoders): 'all_but_cnn' keeps the conv front end frozen
 # (Whisper: its two conv layers); 'lora' trains only LoRA adapters (lora_* fields) and the head.
 TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all", "lora")
 # Which projections get LoRA adapters: attention (q, k, v, out) or attention plus feed-forward.
 LORA_TARGETS = ("attention", "attention_ffn")
-# How frame-level encoder outputs become one vector per clip (workers.model.POOLERS).
+# How frame-level encoder outputs become one vector per clip (workers.finetune.model.POOLERS).
 POOLINGS = ("mean", "attentive", "weighted_sum")
 # Attention kernels of the encoder (transformers' attn_implementation): SDPA picks flash or
 # memory-efficient kernels on a GPU; eager is the reference matmul + softmax.
@@ -38,7 +38,7 @@ ENCODER_CONFIG_FIELDS = (
     "mask_feature_length",
 )
 
-# Starts with random weights built from a config (workers.model.CONFIG_STARTS): nothing to download.
+# Starts with random weights built from a config (workers.finetune.model.CONFIG_STARTS): nothing to download.
 RANDOM_STARTS: tuple[str, ...] = ("tiny", "tiny_hubert", "tiny_wavlm", "tiny_data2vec", "tiny_whisper", "xlsr53_random")
 # Named start checkpoints; anything else is a hub id or a local directory.
 START_MODELS: dict[str, str] = {
@@ -122,7 +122,7 @@ class TrialConfig:
     # (save_pretrained layout). Families: wav2vec2 (XLS-R, MMS), hubert, wavlm, data2vec-audio, whisper;
     # a checkpoint's task head (CTC, pretraining, classification, Whisper's decoder) is dropped.
     start: str = "tiny"
-    init_from: str = ""  # a saved emotion model (workers.checkpoint) to start from instead; head included
+    init_from: str = ""  # a saved emotion model (workers.finetune.checkpoint) to start from instead; head included
     head_dropout: float = 0.1
     # Schedule: a named preset scaled by learning_rate and batch_size, or explicit stages.
     schedule: str = "paper_finer"
@@ -194,11 +194,11 @@ class TrialConfig:
     # Clips per evaluation batch (sorted by length). 0 (default): sized by the device -- on a CPU 16, the
     # best measured (`python -m bench profile`: at 64, one padded batch doubled the evaluation rounds' time);
     # on CUDA as many of the evaluation sets' longest clip as fit in half the memory free at setup, at most
-    # 256 (workers.model.eval_peak_bytes: without gradients 64 of ESD's longest clips, 8.1 s, are ~5 GB for
-    # XLSR-53 in bf16; workers.batch_sources.eval_batch_size). The size used is tagged `eval_batch_size`.
+    # 256 (workers.finetune.model.eval_peak_bytes: without gradients 64 of ESD's longest clips, 8.1 s, are ~5 GB for
+    # XLSR-53 in bf16; workers.finetune.batch_sources.eval_batch_size). The size used is tagged `eval_batch_size`.
     eval_batch_size: int = 0
     # MLflow calls (metrics, tags, figures, the model) on a writer thread that the trial waits for
-    # before each Tune report (workers/artifact_writer.py); False: in line, as before.
+    # before each Tune report (workers/core/artifact_writer.py); False: in line, as before.
     background_logging: bool = True
     # Head-only stages train from pooled encoder outputs computed once and stored on disk, keyed by
     # the encoder's weights, the corpus, the rows and the crop (same features as the uncached path).
@@ -360,7 +360,7 @@ def canonical_key(key: str) -> str:
     if key in names:
         return key
     close = difflib.get_close_matches(key, [*names, *KEY_ALIASES], n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else "; workers/config.py lists every key with its meaning"
+    hint = f"; did you mean {close[0]!r}?" if close else "; workers/finetune/config.py lists every key with its meaning"
     raise ValueError(f"unknown config key {key!r}{hint}")
 
 

@@ -20,9 +20,9 @@ import torch
 
 from shards.batching import PlannedBatch
 from shards.reader import ShardReader
-from workers.config import TrialConfig
-from workers.features import cached_features, default_cache_dir, encoder_fingerprint, feature_key
-from workers.loader import (
+from workers.finetune.config import TrialConfig
+from workers.finetune.head_cache import cached_features, default_cache_dir, encoder_fingerprint, feature_key
+from workers.finetune.loader import (
     AudioBatch,
     FeatureBatch,
     FeatureTable,
@@ -31,7 +31,7 @@ from workers.loader import (
     feature_eval_batches,
     feature_steps,
 )
-from workers.model import EmotionClassifier, eval_peak_bytes
+from workers.finetune.model import EmotionClassifier, eval_peak_bytes
 
 CPU_EVAL_BATCH_SIZE = 16  # measured best on a CPU (`python -m bench profile`): larger batches pad more
 MAX_EVAL_BATCH_SIZE = 256
@@ -74,7 +74,7 @@ def eval_batch_size(
     free_bytes: int | None = None,
 ) -> int:
     """Clips per evaluation batch: as requested, or (0) as many of the longest clip as fit in a share of
-    the free GPU memory (workers.model.eval_peak_bytes); CPU_EVAL_BATCH_SIZE on a CPU or for an encoder
+    the free GPU memory (workers.finetune.model.eval_peak_bytes); CPU_EVAL_BATCH_SIZE on a CPU or for an encoder
     the estimate does not describe."""
     if requested > 0:
         return requested

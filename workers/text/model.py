@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shards.reader import ShardReader
-from workers.baseline_config import TEXT_MODEL_FILE, TEXT_MODEL_KIND
-from workers.model import ClassificationHead, masked_mean
+from workers.finetune.model import ClassificationHead, masked_mean
+from workers.text.config import TEXT_MODEL_FILE, TEXT_MODEL_KIND
 
 MODEL_KIND = TEXT_MODEL_KIND
 ENCODER_DIR = "encoder"
@@ -167,3 +167,8 @@ def predict_text(model: TextClassifier, texts: list[str], batch_size: int = 32) 
         logits = model(**model.tokenize(texts[start : start + batch_size], device))
         chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, len(model.labels)))
+
+
+def load_saved_model(directory: Path):
+    """The saved-model interface of workers.kinds: a text model cannot answer from audio."""
+    raise ValueError(f"{directory} is a text model: it reads transcripts, not audio, so predict cannot use it")

@@ -8,7 +8,7 @@ Reads top to bottom: `run_trial` is the whole story; helpers below it are one st
                  crop) and train them with accumulation and clipping, evaluating every
                  `eval_every_steps` (the paper's adaptive lr, early stopping, best model), and report
                  (with the best model as a checkpoint when it changed). A head-only stage trains from
-                 cached features (workers.batch_sources).
+                 cached features (workers.finetune.batch_sources).
     finish       restore the best model, evaluate every set, log the model, report the final result
 """
 
@@ -32,16 +32,16 @@ from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
 from shards.label_map import RelabelledReader
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
-from workers.artifact_writer import background_logging
-from workers.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
-from workers.calibration import calibration_metrics, reliability_figure
-from workers.checkpoint import load_model, load_train_state, save_model, save_train_state
-from workers.config import Stage, TrialConfig
-from workers.encoders import add_lora, layer_weights_figure
-from workers.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
-from workers.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
-from workers.reporting import Reporter
-from workers.tracking import CorpusSplit, RunLogger
+from workers.core.artifact_writer import background_logging
+from workers.core.calibration import calibration_metrics, reliability_figure
+from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
+from workers.core.reporting import Reporter
+from workers.core.tracking import CorpusSplit, RunLogger
+from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
+from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
+from workers.finetune.config import Stage, TrialConfig
+from workers.finetune.encoders import add_lora, layer_weights_figure
+from workers.finetune.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.vocabulary import Key, Tag
 
 
@@ -105,7 +105,7 @@ def run_trial(
     `resume_dir`: a checkpoint this trial reported earlier (model + train_state.json); training
     continues from the step after the best state it holds.
     `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
-    over several processes (workers/distributed.py); None: all of them.
+    over several processes (workers/finetune/distributed.py); None: all of them.
     `sync_gradients`: run on the trainable parameters after every step's backward passes and before
     clipping (data-parallel: average the workers' gradients, so the clip sees the global one).
     """

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.vocabulary import DatasetContext, Key, Tag, TrialState
+from workers.vocabulary import DatasetContext, Key, ServingColumn, Tag, TrialState
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunLogger(Protocol):
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def log_model(self, model_dir: str) -> None:
-        """A saved model directory (workers.checkpoint) as the run's MLflow Model `model/`."""
+        """A saved model directory (workers.finetune.checkpoint) as the run's MLflow Model `model/`."""
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def run_tags(self) -> dict[str, str]:
@@ -238,7 +238,7 @@ class MlflowRunLogger:
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
     def log_model(self, model_dir: str) -> None:
-        """The model as an MLflow Model named `model` (pyfunc, workers.serving), linked to this run.
+        """The model as an MLflow Model named `model` (pyfunc, workers.finetune.serving), linked to this run.
 
         `runs:/<run id>/model` then serves (`mlflow models serve`) and registers; the save_pretrained files
         are in its `transformers/` folder. The package's own code travels with it (code_paths), and the
@@ -260,7 +260,7 @@ class MlflowRunLogger:
                 name=Key.MODEL_DIR,
                 flavor=mlflow.pyfunc,
                 run_id=self.run_id,
-                loader_module="workers.serving",
+                loader_module="workers.finetune.serving",
                 data_path=str(data),
                 code_paths=[str(PACKAGE_DIR / "workers"), str(PACKAGE_DIR / "shards")],
                 signature=model_signature(labels_of(model_dir)),
@@ -319,7 +319,7 @@ def _tag_entities(tags: dict[str, str]) -> list:
     return [RunTag(k, str(v)) for k, v in tags.items()]
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # holds workers/ and shards/, the code a model needs
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # holds workers/ and shards/, the code a model needs
 SERVING_PACKAGES = ("torch", "transformers", "safetensors", "huggingface_hub", "peft", "numpy", "pandas")
 
 
@@ -335,10 +335,10 @@ def model_signature(labels: list[str]):
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
-    from workers.serving import AUDIO_COLUMN, LABEL_COLUMN
-
-    inputs = Schema([ColSpec(Array(DataType.double), AUDIO_COLUMN)])
-    outputs = Schema([ColSpec(DataType.string, LABEL_COLUMN), *(ColSpec(DataType.double, name) for name in labels)])
+    inputs = Schema([ColSpec(Array(DataType.double), ServingColumn.AUDIO)])
+    outputs = Schema(
+        [ColSpec(DataType.string, ServingColumn.LABEL), *(ColSpec(DataType.double, name) for name in labels)]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

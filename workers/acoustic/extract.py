@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
-from workers.baseline_config import DEFAULT_FEATURE_SET, FEATURE_SETS
+from workers.acoustic.config import DEFAULT_FEATURE_SET, FEATURE_SETS
 
 TABLE_DIR = "acoustic_features"
 _CLIPS_PER_TASK = 16  # ~1 s of work per task: small enough for even progress, large enough to amortise IPC

@@ -1,7 +1,7 @@
 """The acoustic-features baseline: openSMILE functionals, standardised, into a scikit-learn classifier.
 
 The ESD paper's baseline, and what learns from real speech on a CPU in minutes. One trial: the
-corpus's functionals (workers.acoustic_features, computed once per node), the same speaker split
+corpus's functionals (workers.acoustic.extract, computed once per node), the same speaker split
 as the fine-tuning trial, a classifier fitted on the training clips, then the same metric set on
 every evaluation set, logged through the same RunLogger and reported through the same Reporter.
 
@@ -22,11 +22,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from shards.reader import open_reader
-from workers.acoustic_features import build_smile, functionals, load_or_extract
-from workers.baseline_config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
-from workers.baselines import evaluate_set, split_rows
-from workers.reporting import Reporter
-from workers.tracking import RunLogger
+from workers.acoustic.config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
+from workers.acoustic.extract import build_smile, functionals, load_or_extract
+from workers.core.evaluation import evaluate_set, split_rows
+from workers.core.reporting import Reporter
+from workers.core.tracking import RunLogger
 from workers.vocabulary import Tag
 
 __all__ = ["CLASSIFIERS", "FeaturesConfig", "run_features_trial", "load_features_model", "predict_features"]
@@ -154,3 +154,21 @@ def predict_features(model: FeaturesModel, audio_16k: np.ndarray) -> np.ndarray:
     """Class probabilities (in `model.labels` order) for one clip: int16 samples or floats in [-1, 1] at 16 kHz."""
     values = functionals(model.smile(), np.asarray(audio_16k))[None, :]
     return class_probabilities(model.pipeline, values, len(model.labels))[0]
+
+
+class SavedFeaturesModel:
+    """The saved-model interface of workers.kinds: openSMILE and scikit-learn answer on the CPU."""
+
+    def __init__(self, model: FeaturesModel):
+        self.model = model
+        self.labels = list(model.labels)
+
+    def to(self, device) -> SavedFeaturesModel:
+        return self
+
+    def probabilities(self, audio_16k: np.ndarray) -> np.ndarray:
+        return predict_features(self.model, audio_16k)
+
+
+def load_saved_model(directory: Path) -> SavedFeaturesModel:
+    return SavedFeaturesModel(load_features_model(directory))
