@@ -367,6 +367,8 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         Tag.TRIAL_KIND: grid.kind,
         SweepTag.METRIC: grid.metric,
         SweepTag.MODE: grid.mode,
+        SweepTag.SCENARIOS: ",".join(spec.scenario_order()),  # what the report orders and plots by
+        SweepTag.MIXING_KNOB: spec.mixing_knob or "",
         Tag.LABELS: ",".join(labels),
         **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
         **tracking.source_tags(commit),

@@ -1,7 +1,8 @@
 """Named sweeps: one small declarative module each, exposing `SWEEP: SweepSpec`.
 
 `python -m orchestrator.sweep NAME` loads `search_spaces.NAME`. A sweep is data: fixed values, a
-Tune search space, the scenarios it compares, the split plan it trains and tests on, and presets.
+Tune search space, the scenarios it compares (in the order it reports them), the knob that mixes
+languages (if any), the split plan it trains and tests on, and presets.
 A preset is either a dict of overrides or a function from the spec to a new spec (torchtitan's
 "a named config starts from a base and changes a few fields"); see `SweepSpec.override`.
 """
@@ -29,6 +30,10 @@ class Scenario:
 
 
 Preset = dict | Callable[["SweepSpec"], "SweepSpec"]
+# Config keys that mix languages in training (workers.finetune.config.TrialConfig.mixing), and whose share each
+# sets: the English share (the paper's instance), or the share of the trial's `mix_source` (None here).
+MIXING_KNOBS: dict[str, str | None] = {"english_fraction": "en", "source_fraction": None}
+MIX_SOURCE = "mix_source"  # the config key naming the language source_fraction mixes
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,23 @@ class SweepSpec:
     # What each trial runs (workers.kinds): 'finetune' (the recipe, TrialConfig), 'features'
     # (openSMILE + classifier, FeaturesConfig) or 'text' (transcripts, TextConfig); keys are of that config.
     kind: str = "finetune"
+    # The config key that sets one language's share of each training epoch ('english_fraction', or
+    # 'source_fraction' with `mix_source`), whose values the report plots held-out accuracy against
+    # (its transfer section). None: the sweep does not mix languages.
+    mixing_knob: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mixing_knob not in (None, *MIXING_KNOBS):
+            raise ValueError(
+                f"sweep {self.name!r}: mixing_knob {self.mixing_knob!r} is not one of {tuple(MIXING_KNOBS)} (or None)"
+            )
 
     def all_scenarios(self) -> tuple[Scenario, ...]:
         return self.scenarios or (Scenario(self.name),)
+
+    def scenario_order(self) -> tuple[str, ...]:
+        """Every scenario's name in the order the sweep runs and reports them: the pretrain base first."""
+        return tuple(s.name for s in (*([self.pretrain] if self.pretrain else []), *self.all_scenarios()))
 
     def replace(self, **changes) -> SweepSpec:
         return dataclasses.replace(self, **changes)

@@ -76,5 +76,6 @@ SWEEP = SweepSpec(
     plan="transfer",
     test_sets=("test_zh", "test_en"),
     fold_language="zh",
+    mixing_knob="english_fraction",
     presets={"tiny": tiny},
 )

@@ -65,9 +65,14 @@ class FakeTrial:
 
 
 def synthetic_sweep(
-    uri: str, sweep_name: str, trials: list[FakeTrial], parent_status: str = "FINISHED", experiment: str | None = None
+    uri: str,
+    sweep_name: str,
+    trials: list[FakeTrial],
+    parent_status: str = "FINISHED",
+    experiment: str | None = None,
+    parent_tags: dict[str, str] | None = None,
 ) -> str:
-    """Write a parent run and its trial runs; returns the parent run id."""
+    """Write a parent run (with `parent_tags` besides the basic ones) and its trial runs; returns the parent run id."""
     client = MlflowClient(uri)
     experiment_name = experiment or sweep_name
     found = client.get_experiment_by_name(experiment_name)
@@ -83,9 +88,21 @@ def synthetic_sweep(
     parent = client.create_run(
         experiment_id,
         run_name=f"{sweep_name}-synthetic",
-        tags={**common, "command": f"python -m orchestrator.sweep {sweep_name}"},
+        tags={**common, "command": f"python -m orchestrator.sweep {sweep_name}", **(parent_tags or {})},
     )
     parent_id = parent.info.run_id
+    add_trials(uri, parent_id, trials)
+    if parent_status != "RUNNING":
+        client.set_terminated(parent_id, parent_status)
+    return parent_id
+
+
+def add_trials(uri: str, parent_id: str, trials: list[FakeTrial]) -> None:
+    """Write `trials` as child runs of the parent run `parent_id` (synthetic, or one the driver opened)."""
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    experiment_id = parent.info.experiment_id
+    common = {key: parent.data.tags[key] for key in ("sweep", "data_hash", "git_commit") if key in parent.data.tags}
     for number, trial in enumerate(trials):
         tags = {Tag.PARENT_RUN: parent_id, Tag.TRIAL_ID: trial.trial_id, **common, **trial.tags}
         run_id = client.create_run(experiment_id, run_name=f"train_emotion_{trial.trial_id}", tags=tags).info.run_id
@@ -119,9 +136,6 @@ def synthetic_sweep(
             client.set_tag(run_id, "error", trial.error)
         if trial.status != "RUNNING":
             client.set_terminated(run_id, trial.status)
-    if parent_status != "RUNNING":
-        client.set_terminated(parent_id, parent_status)
-    return parent_id
 
 
 def _predictions(accuracy: float, seed: int, per_class: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -207,3 +221,26 @@ def fold_shaped(uri: str) -> str:
                 )
             )
     return synthetic_sweep(uri, "emobox_folds", trials)
+
+
+def source_mixed(uri: str, parent_tags: dict[str, str] | None = None, sweep_name: str = "mix_zh") -> str:
+    """A sweep that mixes through `source_fraction` (mix_source zh): an English-only reference first, then
+    a curve over the Mandarin share (Mandarin rises with it, English falls)."""
+    return synthetic_sweep(uri, sweep_name, source_mixed_trials(), parent_tags=parent_tags)
+
+
+def source_mixed_trials() -> list[FakeTrial]:
+    reference = {"source_fraction": None, "mix_source": "zh"}
+    trials = [
+        FakeTrial("en_0", reference, {"val": 0.90, "test_en": 0.85, "test_zh": 0.30}, tags={"scenario": "en_only"})
+    ]
+    for k, fraction in enumerate((0.2, 0.5, 0.8)):
+        trials.append(
+            FakeTrial(
+                f"mix_{k}",
+                {"source_fraction": fraction, "mix_source": "zh"},
+                {"val": 0.8, "test_en": 0.80 - 0.3 * fraction, "test_zh": 0.35 + 0.4 * fraction},
+                tags={"scenario": "mixed"},
+            )
+        )
+    return trials

@@ -294,3 +294,16 @@ def test_encoder_rows_give_emobox_stats_of_each_encoders_selected_configuration_
         assert whisper.stats[key][0] == pytest.approx(mean)
         assert whisper.stats[key][1] == pytest.approx(0.2 / 2**0.5)
     assert rows["tiny"].folds == 1 and rows["tiny"].stats["test_en/uar"] == (0.4, 0.0, 1)
+
+
+def test_each_sweep_declares_its_scenarios_in_report_order_and_its_mixing_knob():
+    transfer = search_spaces.load("transfer_zh")
+    assert transfer.scenario_order() == ("base", "zero_shot", "zh_only", "mixed")
+    assert transfer.mixing_knob == transfer.with_preset("tiny").mixing_knob == "english_fraction"
+    assert search_spaces.load("finer_vs_vanilla").scenario_order() == ("finer", "vanilla")  # the paper's Tables 1, 2
+    assert search_spaces.load("smoke").scenario_order() == ("smoke",)
+    for name in search_spaces.available():
+        spec = search_spaces.load(name)
+        assert spec.mixing_knob is None or spec.mixing_knob in spec.keys(), "a declared knob the sweep varies"
+    with pytest.raises(ValueError, match="mixing_knob 'english_share' is not one of"):
+        transfer.replace(mixing_knob="english_share")

@@ -111,6 +111,12 @@ class SweepTag:
     METRIC = "metric"  # e.g. val/accuracy
     MODE = "mode"  # max | min
     BEST_CONFIG_ID = "best_config_id"
+    # What the sweep declares (search_spaces.SweepSpec), written at sweep start for the report:
+    # its scenarios in the order it reports them, comma-joined (the pretrain base first) ...
+    SCENARIOS = "scenarios"
+    # ... and the config key that mixes languages in training ('english_fraction', 'source_fraction';
+    # '': the sweep does not mix). Parent runs from before these tags: the report infers both.
+    MIXING_KNOB = "mixing_knob"
 
 
 class RunStatus:
@@ -150,3 +156,24 @@ class Key:
     # pooling='weighted_sum': the learned softmax weight of each hidden state (0: embedding output)
     LAYER_WEIGHT_PREFIX = "layer_weight/"
     LAYER_WEIGHTS_FIGURE = "layer_weights.png"
+    REPORT_DIR = "report"  # the parent run's folder of the sweep report (report.md, report.html, images/)
+
+    # Per evaluation set (val, test_en, ...): `<set>/<stat>` with one of these stats
+    ACCURACY = "accuracy"
+    MACRO_F1 = "macro_f1"
+    ECE = "ece"  # expected calibration error
+
+    @staticmethod
+    def of_set(set_name: str, stat: str) -> str:
+        """A per-set metric key: `<set>/<stat>` (test_en/accuracy, val/macro_f1)."""
+        return f"{set_name}/{stat}"
+
+    @staticmethod
+    def confusion_matrix(set_name: str) -> str:
+        """A trial's figure artifact: the confusion matrix on one evaluation set."""
+        return f"confusion_matrix_{set_name}.png"
+
+    @staticmethod
+    def reliability(set_name: str) -> str:
+        """A trial's figure artifact: the reliability diagram on one evaluation set."""
+        return f"reliability_{set_name}.png"
