@@ -105,7 +105,7 @@ def _trial_consumption(reader) -> None:
 
     def step():
         values, mask = normalize_audio(torch.from_numpy(batch.audio), torch.from_numpy(batch.lengths))
-        loss = model(values, attention_mask=mask).logsumexp(-1).mean()
+        loss = model.classify_waveform(values, attention_mask=mask).logsumexp(-1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -179,7 +179,7 @@ def step_time(args) -> None:
     def step():
         values, mask = normalize_audio(audio, lengths)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(values, attention_mask=mask).float()
+            logits = model.classify_waveform(values, attention_mask=mask).float()
         loss = logits.logsumexp(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

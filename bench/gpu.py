@@ -257,7 +257,7 @@ def train_step(model, optimizer, batch, precision: str, device: torch.device) ->
 
     values, mask = normalize_audio(batch.audio, batch.lengths)
     with autocast(device, precision):
-        logits = model(values, attention_mask=mask).float()
+        logits = model.classify_waveform(values, attention_mask=mask).float()
     loss = torch.nn.functional.cross_entropy(logits, batch.labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -427,13 +427,13 @@ def evaluation_section(reader, sizes: Sizes, device: torch.device, peak_tflops: 
             batch = host_batch.to(device)
             values, mask = normalize_audio(batch.audio, batch.lengths)
             with autocast(device, "bf16"):
-                torch.softmax(model(values, attention_mask=mask).float(), dim=-1)
+                torch.softmax(model.classify_waveform(values, attention_mask=mask).float(), dim=-1)
         sync(device)
 
     probe = next(iter(audio_eval_batches(reader, rows_test[:8], 8, False, 0))).to(device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         values, mask = normalize_audio(probe.audio, probe.lengths)
-        model(values, attention_mask=mask)
+        model.classify_waveform(values, attention_mask=mask)
     forward_flops_per_audio_s = counter.get_total_flops() / audio_seconds([probe])
     results = []
     for batch_size in sizes.eval_batch_sizes:

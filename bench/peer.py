@@ -91,7 +91,7 @@ def step_times(repeat: int = 20) -> dict[str, float]:
 
         def step():
             values, mask = normalize_audio(audio, lengths)
-            loss = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), labels)
+            loss = torch.nn.functional.cross_entropy(model.classify_waveform(values, attention_mask=mask), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -139,24 +139,37 @@ def load_for_prediction(args: argparse.Namespace) -> LoadedModel:
         directory = find_model_dir(Path(model).expanduser())
         print(f"predict: loading {directory}", file=sys.stderr)
         return _load(directory, {"checkpoint": str(directory)})
+    with tempfile.TemporaryDirectory() as tmp:
+        return _load(*fetch_model_dir(tracking_uri, model, Path(tmp)))
+
+
+def local_or_fetched_model_dir(model: str, tracking_uri: str, into: Path) -> tuple[Path, dict]:
+    """--model as a directory (found as predict finds it) or fetched from the tracking server into `into`."""
+    if Path(model).expanduser().exists():
+        directory = find_model_dir(Path(model).expanduser())
+        return directory, {"checkpoint": str(directory)}
+    return fetch_model_dir(tracking_uri, model, into)
+
+
+def fetch_model_dir(tracking_uri: str, model: str, into: Path) -> tuple[Path, dict]:
+    """A run id, runs:/ or models:/ URI: its model downloaded into `into`, and where it came from."""
     if model.startswith(("runs:/", "models:/")):
-        return load_from_uri(tracking_uri, model)
-    return load_from_run(tracking_uri, model)
+        return fetch_from_uri(tracking_uri, model, into)
+    return fetch_from_run(tracking_uri, model, into)
 
 
-def load_from_uri(tracking_uri: str, uri: str) -> LoadedModel:
+def fetch_from_uri(tracking_uri: str, uri: str, into: Path) -> tuple[Path, dict]:
     """A logged or registered MLflow Model: `runs:/<run id>/model`, `models:/NAME@alias`, `models:/NAME/VERSION`."""
     results.connect(tracking_uri)  # one line when the store is missing or unreachable
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracking.download_uri(tracking_uri, uri, tmp)
-        except Exception as error:  # no such model, alias or version, or the artifact store is unreachable
-            raise ModelLoadError(f"cannot fetch {uri} from {tracking_uri}: {tracking.first_line(error)}") from None
-        print(f"predict: loading {uri}", file=sys.stderr)
-        return _load(local, {"model_uri": uri})
+    try:
+        local = tracking.download_uri(tracking_uri, uri, str(into))
+    except Exception as error:  # no such model, alias or version, or the artifact store is unreachable
+        raise ModelLoadError(f"cannot fetch {uri} from {tracking_uri}: {tracking.first_line(error)}") from None
+    print(f"predict: loading {uri}", file=sys.stderr)
+    return Path(local), {"model_uri": uri}
 
 
-def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
+def fetch_from_run(tracking_uri: str, run_id: str, into: Path) -> tuple[Path, dict]:
     """A trial run's `model/` artifact; for a sweep's parent run, that of its best trial (`results.best`)."""
     client = results.connect(tracking_uri)
     run = results.get_run(client, run_id)
@@ -188,16 +201,15 @@ def load_from_run(tracking_uri: str, run_id: str) -> LoadedModel:
             metric: run.data.metrics.get(metric),
         }
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracking.download(client, run.info.run_id, Key.MODEL_DIR, tmp)
-        except Exception as error:  # no such artifact, or the artifact store is unreachable
-            raise ModelLoadError(
-                f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "
-                f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}"
-            ) from None
-        print(f"predict: loading model of run {run.info.run_id}", file=sys.stderr)
-        return _load(local, source)
+    try:
+        local = tracking.download(client, run.info.run_id, Key.MODEL_DIR, str(into))
+    except Exception as error:  # no such artifact, or the artifact store is unreachable
+        raise ModelLoadError(
+            f"run {run.info.run_id} ({run.info.status}) has no readable model/ artifact: "
+            f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}"
+        ) from None
+    print(f"predict: loading model of run {run.info.run_id}", file=sys.stderr)
+    return Path(local), source
 
 
 def find_model_dir(path: Path) -> Path:

@@ -50,7 +50,9 @@ def training_step(model: EmotionClassifier, batch) -> None:
     model.train()
     values, mask = normalize_audio(torch.from_numpy(batch.audio), torch.from_numpy(batch.lengths))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    loss = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), torch.from_numpy(batch.labels))
+    loss = torch.nn.functional.cross_entropy(
+        model.classify_waveform(values, attention_mask=mask), torch.from_numpy(batch.labels)
+    )
     loss.backward()
     optimizer.step()
 

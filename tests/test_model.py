@@ -21,7 +21,7 @@ def make_model(seed=0):
 
 def test_output_has_one_logit_per_emotion(batch):
     values, mask = normalize_audio(torch.from_numpy(batch.audio), torch.from_numpy(batch.lengths))
-    logits = make_model()(values, attention_mask=mask)
+    logits = make_model().classify_waveform(values, attention_mask=mask)
     assert logits.shape == (len(batch.rows), 5)
 
 
@@ -31,16 +31,16 @@ def test_padding_is_masked(batch):
     assert mask.sum() < mask.numel(), "fixture batch should contain padding"
     labels = torch.from_numpy(batch.labels)
     with torch.no_grad():
-        masked = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), labels)
-        unmasked = torch.nn.functional.cross_entropy(model(values), labels)
+        masked = torch.nn.functional.cross_entropy(model.classify_waveform(values, attention_mask=mask), labels)
+        unmasked = torch.nn.functional.cross_entropy(model.classify_waveform(values), labels)
         # A clip alone gives the same logits as in a padded batch when the mask is passed.
         shortest = int(np.argmin(batch.lengths))
         alone_values, alone_mask = normalize_audio(
             torch.from_numpy(batch.audio[shortest : shortest + 1, : batch.lengths[shortest]]),
             torch.from_numpy(batch.lengths[shortest : shortest + 1]),
         )
-        alone = model(alone_values, attention_mask=alone_mask)
-        in_batch = model(values, attention_mask=mask)[shortest : shortest + 1]
+        alone = model.classify_waveform(alone_values, attention_mask=alone_mask)
+        in_batch = model.classify_waveform(values, attention_mask=mask)[shortest : shortest + 1]
     assert not torch.isclose(masked, unmasked)
     torch.testing.assert_close(alone, in_batch, atol=1e-4, rtol=1e-4)
 
@@ -48,7 +48,9 @@ def test_padding_is_masked(batch):
 def _step(model, batch):
     values, mask = normalize_audio(torch.from_numpy(batch.audio), torch.from_numpy(batch.lengths))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    loss = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), torch.from_numpy(batch.labels))
+    loss = torch.nn.functional.cross_entropy(
+        model.classify_waveform(values, attention_mask=mask), torch.from_numpy(batch.labels)
+    )
     loss.backward()
     optimizer.step()
 
@@ -78,7 +80,7 @@ def test_tiny_model_overfits_a_few_clips(batch):
     labels = torch.from_numpy(batch.labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(80):
-        loss = torch.nn.functional.cross_entropy(model(values, attention_mask=mask), labels)
+        loss = torch.nn.functional.cross_entropy(model.classify_waveform(values, attention_mask=mask), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -96,8 +98,8 @@ def test_pooling_variants_mask_padding_too(batch, pooling):
         torch.from_numpy(batch.lengths[shortest : shortest + 1]),
     )
     with torch.no_grad():
-        in_batch = model(values, attention_mask=mask)[shortest : shortest + 1]
-        alone = model(alone_values, attention_mask=alone_mask)
+        in_batch = model.classify_waveform(values, attention_mask=mask)[shortest : shortest + 1]
+        alone = model.classify_waveform(alone_values, attention_mask=alone_mask)
     torch.testing.assert_close(alone, in_batch, atol=1e-4, rtol=1e-4)
 
 

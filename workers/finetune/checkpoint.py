@@ -3,6 +3,8 @@
     <dir>/config.json         EmotionModelConfig: the encoder's config (any family, so no hub access is
                               needed to reload), pooling, layer, head, labels (id2label), LoRA settings and base
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
+    <dir>/preprocessor_config.json, modeling_emotion_sweep.py   for Hugging Face users (workers.finetune.hub)
+    <dir>/README.md           (a trial's final model) its model card (workers.finetune.hub.card)
     <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
 A checkpoint describes itself: `load_model(dir)` (or, once `workers.finetune.model` is imported,
 `AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
@@ -21,6 +23,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from workers.finetune import encoders
+from workers.finetune.hub import write_hub_files
 from workers.finetune.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
 from workers.vocabulary import Key
 
@@ -48,6 +51,7 @@ def save_model(
     model.config.lora = {**model.encoder.lora_settings, "base": lora_base} if encoders.has_lora(model.encoder) else None
     hf_logging.disable_progress_bar()  # one bar per checkpoint would fill a trial's log
     model.save_pretrained(directory, state_dict={k: v.detach().to("cpu").contiguous() for k, v in weights.items()})
+    write_hub_files(directory)  # the feature extractor and the code a Hugging Face user loads it with
     return directory
 
 

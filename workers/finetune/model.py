@@ -27,6 +27,7 @@ from shards.schema import EMOTIONS
 from workers.finetune import encoders
 from workers.finetune.config import POOLINGS, START_MODELS, TRAINABLE_PARTS
 from workers.finetune.encoders import normalize_audio, tiny_encoder_config  # noqa: F401 (their old home)
+from workers.finetune.hub.modeling_emotion_sweep import waveform_inputs, whisper_inputs
 
 
 def xlsr53_encoder_config() -> Wav2Vec2Config:
@@ -310,8 +311,9 @@ class EmotionClassifier(PreTrainedModel):
     the training path: the encoder's weights are kept as given) or from a config (what `from_pretrained`
     and the Auto classes call). `layer` picks the hidden state that feeds the pooling: 'last' or an index
     (0: the embedding output, k: transformer layer k). `classify(audio, lengths)` takes int16 batches
-    and works for every family; `forward(input_values, attention_mask)` takes normalised waveforms
-    (not Whisper) and returns the logits (`return_dict=True` or `labels`: a SequenceClassifierOutput).
+    and works for every family; `forward` follows Hugging Face's convention (raw samples, or Whisper's
+    input_features; a SequenceClassifierOutput), so `pipeline("audio-classification")` gets what `predict`
+    gets; `classify_waveform(values, attention_mask)` takes normalised waveforms (not Whisper).
     `labels` (the class names, in logit order) is where the labels live; the config's id2label follows it.
     """
 
@@ -407,16 +409,31 @@ class EmotionClassifier(PreTrainedModel):
     def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool_audio(audio, lengths))
 
+    def classify_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from normalised waveforms and their sample mask (not Whisper): `pool` then the head."""
+        return self.head(self.pool(input_values, attention_mask))
+
     def forward(
         self,
-        input_values: torch.Tensor,
+        input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        return_dict: bool = False,
-    ) -> torch.Tensor | SequenceClassifierOutput:
-        logits = self.head(self.pool(input_values, attention_mask))
-        if labels is None and not return_dict:
-            return logits
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """Hugging Face's convention, as the saved feature extractor prepares inputs (workers.finetune.hub):
+        `input_values` raw samples in [-1, 1] at 16 kHz + `attention_mask` (the model puts them on the
+        int16 grid it trained on and normalises each clip itself), or for Whisper `input_features` from
+        WhisperFeatureExtractor. The same computation as the saved model's remote code."""
+        if self.family == "whisper":
+            log_mel, mel_mask = whisper_inputs(input_features, attention_mask)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
+                states, frame_mask = encoders.run_whisper_encoder(
+                    self.encoder, log_mel, mel_mask, all_layers=self._wants_all_layers()
+                )
+            logits = self.head(self._pool_states(states, frame_mask))
+        else:
+            logits = self.classify(*waveform_inputs(input_values, attention_mask))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -41,7 +41,15 @@ from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, fe
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
 from workers.finetune.encoders import add_lora, layer_weights_figure
-from workers.finetune.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
+from workers.finetune.hub.card import CardFacts, write_model_card
+from workers.finetune.model import (
+    CONFIG_STARTS,
+    PRETRAINED,
+    EmotionClassifier,
+    build_encoder,
+    resolve_start,
+    set_trainable,
+)
 from workers.vocabulary import Key, Tag
 
 
@@ -484,10 +492,30 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     trial.logger.log_metrics(final, step=state.step)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
+        write_model_card(model_dir, card_facts(trial, final))
         trial.logger.log_model(str(model_dir))
         save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
+
+
+def card_facts(trial: TrainingContext, final: dict[str, float]) -> CardFacts:
+    """What the model card says about this trial (workers.finetune.hub.card)."""
+    cfg = trial.cfg
+    source = resolve_start(cfg.start)
+    local_or_random = cfg.start in CONFIG_STARTS or Path(source).exists()
+    manifest_source = trial.data.reader.manifest.get("source", {})
+    corpus = Path(cfg.data_dir).name + (f" ({manifest_source['kind']})" if manifest_source.get("kind") else "")
+    return CardFacts(
+        start=cfg.init_from or source,
+        labels=tuple(trial.model.labels),
+        corpus=corpus,
+        train_speakers=tuple(cfg.train_speakers),
+        eval_sets={name: tuple(speakers) for name, speakers in cfg.eval_sets.items()},
+        metrics=final,
+        config=cfg.to_dict(),
+        base_model="" if local_or_random or cfg.init_from else source,
+    )
 
 
 def layer_weights(trial: TrainingContext) -> dict[str, float]:
