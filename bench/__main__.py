@@ -8,6 +8,7 @@
     python -m bench peer            # this project vs HF Trainer + Ray Tune on the same sweep (bench/peer.py)
     python -m bench profile         # where one smoke trial's time goes (bench/profile_trial.py)
     python -m bench faults          # interrupt, kill and corruption injected into real sweeps: bench/faults.py
+    python -m bench scale           # paper-size encoders on the CPU: parameters, step, peak memory (bench/scale.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -39,6 +40,7 @@ SUBCOMMANDS = {
     "peer": "bench.peer",
     "profile": "bench.profile_trial",
     "faults": "bench.faults",
+    "scale": "bench.scale",
 }
 
 FIGURES = {

@@ -165,6 +165,8 @@ def setup(
         )
     model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     feeding = Feeding.from_config(cfg, device, model.encoder.config, longest_eval_seconds(data))
     trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
@@ -186,6 +188,13 @@ def setup(
     logger.set_tags(tags)
     logger.log_datasets(corpus_splits(cfg, data))
     return trial
+
+
+def enable_gradient_checkpointing(model: EmotionClassifier) -> None:
+    """Recompute the encoder's layer activations in the backward pass. Non-reentrant checkpointing: a
+    frozen front end's output does not require grad, and reentrant checkpointing would then give the
+    transformer no gradients; it also restores dropout's RNG state, so the maths stay the same."""
+    model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def corpus_splits(cfg: TrialConfig, data: TrialData) -> list[CorpusSplit]:
