@@ -65,62 +65,69 @@ def run(args) -> None:
 # 1. Step time on an identical batch ----------------------------------------------------------
 
 
-def step_times(repeat: int = 20) -> dict[str, float]:
-    """Median ms per training step, the four variants interleaved so load hits them alike."""
-    from transformers import Wav2Vec2ForSequenceClassification
-
-    from bench.peer_trainer import peer_model_config
+def our_step(config, batch: tuple, fixed: bool):
+    """One training step of this project's model on `batch` (audio, lengths, labels), as a closure."""
     from workers.finetune.encoders import frontend_modules
     from workers.finetune.model import EmotionClassifier, build_encoder, normalize_audio, set_trainable
+
+    audio, lengths, labels = batch
+    torch.manual_seed(0)
+    model = EmotionClassifier(build_encoder(config)).train()
+    set_trainable(model, "all_but_cnn")
+    if not fixed:
+        for module in frontend_modules(model.encoder):
+            module._requires_grad = True  # the state before the fix
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step():
+        values, mask = normalize_audio(audio, lengths)
+        loss = torch.nn.functional.cross_entropy(model.classify_waveform(values, attention_mask=mask), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def peer_step(config, batch: tuple, freeze_flag: bool):
+    """One training step of HF's Wav2Vec2ForSequenceClassification on the same batch, as a closure."""
+    from transformers import Wav2Vec2ForSequenceClassification
+
+    from workers.finetune.model import normalize_audio
+
+    audio, lengths, labels = batch
+    torch.manual_seed(0)
+    model = Wav2Vec2ForSequenceClassification(config).train()
+    if freeze_flag:
+        model.freeze_feature_encoder()
+    else:
+        model.wav2vec2.feature_extractor.requires_grad_(False)  # parameters only, as the old set_trainable
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step():
+        values, mask = normalize_audio(audio, lengths)
+        loss = model(values, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_times(repeat: int = 20) -> dict[str, float]:
+    """Median ms per training step, the four variants interleaved so load hits them alike."""
+    from bench.peer_trainer import peer_model_config
 
     torch.set_num_threads(1)
     config = peer_model_config()  # the tiny config with the trial's regularisation, 5 labels
     generator = torch.Generator().manual_seed(0)
     audio = (torch.randn(8, 3 * 16000, generator=generator) * 3000).to(torch.int16)
-    lengths = torch.full((8,), audio.shape[1])
-    labels = torch.arange(8) % 5
-
-    def ours(fixed: bool):
-        torch.manual_seed(0)
-        model = EmotionClassifier(build_encoder(config)).train()
-        set_trainable(model, "all_but_cnn")
-        if not fixed:
-            for module in frontend_modules(model.encoder):
-                module._requires_grad = True  # the state before the fix
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-        def step():
-            values, mask = normalize_audio(audio, lengths)
-            loss = torch.nn.functional.cross_entropy(model.classify_waveform(values, attention_mask=mask), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return step
-
-    def peer(freeze_flag: bool):
-        torch.manual_seed(0)
-        model = Wav2Vec2ForSequenceClassification(config).train()
-        if freeze_flag:
-            model.freeze_feature_encoder()
-        else:
-            model.wav2vec2.feature_extractor.requires_grad_(False)  # parameters only, as the old set_trainable
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-        def step():
-            values, mask = normalize_audio(audio, lengths)
-            loss = model(values, attention_mask=mask, labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return step
-
+    batch = (audio, torch.full((8,), audio.shape[1]), torch.arange(8) % 5)  # 8 clips x 3 s, 5 labels
     variants = {
-        "this project, freeze fix": ours(True),
-        "this project, before the fix (_requires_grad on)": ours(False),
-        "peer, freeze_feature_encoder()": peer(True),
-        "peer, CNN parameters frozen only": peer(False),
+        "this project, freeze fix": our_step(config, batch, True),
+        "this project, before the fix (_requires_grad on)": our_step(config, batch, False),
+        "peer, freeze_feature_encoder()": peer_step(config, batch, True),
+        "peer, CNN parameters frozen only": peer_step(config, batch, False),
     }
     timings: dict[str, list[float]] = {name: [] for name in variants}
     for step in variants.values():

@@ -5,9 +5,10 @@
 
 The trial is the smoke sweep's (tiny encoder, demo corpus, schedule `full`, learning rate 2e-3), run
 in this process with a real MLflow store in a temporary directory and a reporter that copies
-checkpoints as Tune does. The recipe's steps are timed by wrapping them where the recipe looks them
-up (self time: a step's time excludes the steps it calls), the logger by wrapping every call, the
-reporter by wrapping `report`. Process start and imports are timed in a fresh interpreter. The trial
+checkpoints as Tune does. The recipe's steps are timed through its phases (workers/core/phases.py;
+self time: a phase's time excludes the timed phases inside it), every tracking call and the writer
+thread's work among them; the reporter by wrapping `report`. A phase the table has a row for that the
+trial never entered stops the profile, naming it. Process start and imports are timed in a fresh interpreter. The trial
 first opens its MLflow run as `workers.trial.train_emotion` does (search + create with the attempt's
 tags): with what comes after the trial's own clock stops (`trial_seconds`: the final metrics, model
 artifact, figures still on the writer, the final report), that is a reused worker's share of the
@@ -32,21 +33,33 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from workers.core.phases import Phase, observe
+
 MODES = {
     "before": {"background_logging": False, "eval_batch_size": 16},
     "after": {"background_logging": True, "eval_batch_size": 16},
 }
-# Recipe steps (module attributes of workers.finetune.recipe) and the row each one's self time goes to.
-RECIPE_STEPS = {
-    "setup": "setup (data, model, params/tags)",
-    "train_step": "training steps",
-    "evaluation_round": "evaluation rounds",
-    "evaluate_all": "final evaluation (3 sets)",
-    "confusion_figure": "figures: build",
-    "reliability_figure": "figures: build",
-    "save_model": "checkpoint writes",
-    "save_train_state": "checkpoint writes",
+# The recipe's phases and the row each one's self time goes to (phases not named: their enclosing row's).
+PHASE_ROWS = {
+    Phase.SETUP: "setup (data, model, params/tags)",
+    Phase.TRAIN_STEP: "training steps",
+    Phase.EVALUATION_ROUND: "evaluation rounds",
+    Phase.FINAL_EVALUATION: "final evaluation (3 sets)",
+    Phase.FIGURES: "figures: build",
+    Phase.CHECKPOINT: "checkpoint writes",
+    Phase.LOGGING_WAIT: "waiting for the writer thread",
 }
+# Phase.LOGGING: the row by tracking call ("writer": a batch of queued calls run on the writer thread).
+LOGGING_ROWS = {
+    "log_text": "MLflow: artifacts (text, model)",
+    "log_dict": "MLflow: artifacts (text, model)",
+    "log_artifacts": "MLflow: artifacts (text, model)",
+    "log_model": "MLflow: artifacts (text, model)",
+    "log_figure": "figures: render + log",
+    "writer": "MLflow",
+}
+LOGGING_DEFAULT_ROW = "MLflow: params, tags, metrics"
+EXPECTED = (*PHASE_ROWS, Phase.LOGGING)
 BEFORE_RUN_TRIAL = "reused worker: before run_trial (open run, attempt)"
 AFTER_CLOCK = "reused worker: after trial_seconds (final writes, report)"
 IMPORTS = "import torch, transformers, mlflow.tracking, workers.finetune.recipe, workers.trial, workers.core.tracking"
@@ -59,21 +72,37 @@ class Profiler:
         self.seconds: dict[str, float] = defaultdict(float)
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def timed(self, row: str):
+    def start(self, row: str) -> None:
         stack = self._local.__dict__.setdefault("stack", [])
         if threading.current_thread() is not threading.main_thread():
             row = f"{row} [writer thread, overlapped]"
-        stack.append(0.0)
-        started = time.perf_counter()
+        stack.append([row, time.perf_counter(), 0.0])  # row, start, time of the timed steps inside
+
+    def stop(self) -> None:
+        stack = self._local.stack
+        row, started, children = stack.pop()
+        elapsed = time.perf_counter() - started
+        self.seconds[row] += elapsed - children
+        if stack:
+            stack[-1][2] += elapsed
+
+    @contextlib.contextmanager
+    def timed(self, row: str):
+        self.start(row)
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - started
-            children = stack.pop()
-            self.seconds[row] += elapsed - children
-            if stack:
-                stack[-1] += elapsed
+            self.stop()
+
+    # A phase observer (workers/core/phases.py): the phases with a row are timed.
+    def enter(self, name: Phase, info: dict) -> None:
+        row = phase_row(name, info)
+        if row is not None:
+            self.start(row)
+
+    def exit(self, name: Phase, info: dict) -> None:
+        if phase_row(name, info) is not None:
+            self.stop()
 
     def wrap(self, function, row: str):
         @functools.wraps(function)
@@ -84,25 +113,10 @@ class Profiler:
         return timed_call
 
 
-class TimedLogger:
-    """A RunLogger whose every call is timed; `client` and `run_id` pass through for batched metrics."""
-
-    def __init__(self, logger, profiler: Profiler):
-        self.logger = logger
-        self.client = logger.client
-        self.run_id = logger.run_id
-        rows = {
-            "log_params": "MLflow: params, tags, metrics",
-            "set_tags": "MLflow: params, tags, metrics",
-            "log_metrics": "MLflow: params, tags, metrics",
-            "log_batch": "MLflow: params, tags, metrics",
-            "log_text": "MLflow: artifacts (text, model)",
-            "log_artifacts": "MLflow: artifacts (text, model)",
-            "log_figure": "figures: render + log",
-        }
-        for name, row in rows.items():
-            setattr(self, name, profiler.wrap(getattr(logger, name), row))
-        self.send_pending = logger.send_pending
+def phase_row(name: Phase, info: dict) -> str | None:
+    if name == Phase.LOGGING:
+        return LOGGING_ROWS.get(info.get("call"), LOGGING_DEFAULT_ROW)
+    return PHASE_ROWS.get(name)
 
 
 class TimedReporter:
@@ -120,7 +134,6 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     from mlflow.tracking import MlflowClient
 
     import search_spaces
-    import workers.core.artifact_writer as artifact_writer
     import workers.finetune.recipe as recipe
     from orchestrator.paths import ensure_demo_corpus
     from workers.core.reporting import ListReporter
@@ -137,28 +150,17 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     tracking = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent_run_id}
 
     profiler = Profiler()
-    patched = {name: getattr(recipe, name) for name in RECIPE_STEPS}
-    patched_writer = (artifact_writer.BackgroundLogger.flush, artifact_writer.BackgroundLogger._run)
-    try:
-        for name, row in RECIPE_STEPS.items():
-            setattr(recipe, name, profiler.wrap(patched[name], row))
-        artifact_writer.BackgroundLogger.flush = profiler.wrap(patched_writer[0], "waiting for the writer thread")
-        artifact_writer.BackgroundLogger._run = profiler.wrap(patched_writer[1], "MLflow")
-        reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
-        started = time.perf_counter()
-        with profiler.timed(BEFORE_RUN_TRIAL):  # what train_emotion does before run_trial: the trial's run
-            opened = open_logger(tracking, mode, mode, {}, record=True)
-            assert not replay_if_completed(opened, reporter, checkpoint=None)
-            logger = TimedLogger(opened, profiler)
-            cfg = TrialConfig.from_dict(values)
-        with profiler.timed("other (epoch planning, batch waits, optimizer setup)"):
-            final = recipe.run_trial(cfg, logger, reporter)
-        wall = time.perf_counter() - started
-        profiler.seconds[AFTER_CLOCK] = wall - profiler.seconds[BEFORE_RUN_TRIAL] - final["trial_seconds"]
-    finally:
-        for name, function in patched.items():
-            setattr(recipe, name, function)
-        artifact_writer.BackgroundLogger.flush, artifact_writer.BackgroundLogger._run = patched_writer
+    reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
+    started = time.perf_counter()
+    with profiler.timed(BEFORE_RUN_TRIAL):  # what train_emotion does before run_trial: the trial's run
+        logger = open_logger(tracking, mode, mode, {}, record=True)
+        assert not replay_if_completed(logger, reporter, checkpoint=None)
+        cfg = TrialConfig.from_dict(values)
+    expect = EXPECTED if cfg.background_logging else tuple(p for p in EXPECTED if p != Phase.LOGGING_WAIT)
+    with observe(profiler, expect=expect), profiler.timed("other (epoch planning, batch waits, optimizer setup)"):
+        final = recipe.run_trial(cfg, logger, reporter)
+    wall = time.perf_counter() - started
+    profiler.seconds[AFTER_CLOCK] = wall - profiler.seconds[BEFORE_RUN_TRIAL] - final["trial_seconds"]
     return dict(profiler.seconds), wall, final
 
 

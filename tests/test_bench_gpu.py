@@ -82,3 +82,53 @@ def test_sklearn_standin_matches_sklearn():
     assert (
         standin.confusion_matrix(y_true, y_pred, labels) == metrics.confusion_matrix(y_true, y_pred, labels=labels)
     ).all()
+
+
+def head_stage_trial(demo_dir, cache_dir) -> dict:
+    """A head-only stage from a cold feature cache, no held-out val clips (so no evaluation rounds)."""
+    return {
+        "data_dir": str(demo_dir),
+        "train_speakers": ("0011", "0012"),
+        "eval_sets": {"test_en": ("0015",)},
+        "val_fraction": 0.0,
+        "feature_cache_dir": str(cache_dir),
+        "stages": ({"trainable": "head", "epochs": 0.25, "learning_rate": 1e-3, "batch_size": 4},),
+    }
+
+
+def test_the_feature_pass_is_timed_and_its_audio_counted(demo_dir, tmp_path):
+    # It once read 0: the bench patched `recipe.pooled_features`, a name the recipe no longer had.
+    import torch
+
+    from bench.gpu.trials import EXPECTED, measure_trial
+    from shards.reader import open_reader
+    from shards.schema import SAMPLE_RATE
+    from workers.core.phases import Phase
+
+    expect = (*EXPECTED, Phase.FEATURE_CACHE, Phase.FEATURE_PASS)
+    result = measure_trial(head_stage_trial(demo_dir, tmp_path / "features"), torch.device("cpu"), expect=expect)
+    assert result["phases_s"]["feature_pass"] > 0 and result["phase_counts"]["feature_pass"] == 1
+    assert result["phases_s"]["feature_cache"] >= result["phases_s"]["feature_pass"]
+    index = open_reader(demo_dir).index
+    seconds = {s: float(index.num_samples[index.select(s)].sum()) / SAMPLE_RATE for s in (("0011", "0012"), ("0015",))}
+    # The encoder ran over the training speakers' clips once (the cache) and over the test speaker's (final evaluation).
+    assert abs(result["forward_audio_s"] - seconds[("0011", "0012")] - seconds[("0015",)]) < 1e-6
+    assert result["train_steps"] > 0 and result["train_start"] < result["train_end"]
+
+
+def test_a_trial_that_misses_an_expected_phase_stops_the_bench_naming_it(demo_dir, tmp_path):
+    # No held-out val clips: the trial never has an evaluation round, which this bench run expects.
+    import pytest
+    import torch
+
+    from bench.gpu.trials import EXPECTED, check_phases, measure_trial
+    from workers.core.phases import Phase, PhaseNotEntered
+
+    values = head_stage_trial(demo_dir, tmp_path / "features")
+    expect = (*EXPECTED, Phase.FEATURE_CACHE, Phase.FEATURE_PASS, Phase.EVALUATION_ROUND)
+    with pytest.raises(PhaseNotEntered, match="'evaluation_round'") as raised:
+        measure_trial(values, torch.device("cpu"), expect=expect)
+    assert raised.value.missing == [Phase.EVALUATION_ROUND]
+    # A child that reported a missing phase stops the parent too (the section does not read it as 0 s).
+    with pytest.raises(PhaseNotEntered, match="'feature_pass'"):
+        check_phases([{"wall_s": 1.0}, {"error": "...", "missing_phases": ["feature_pass"]}])

@@ -18,6 +18,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from workers.core.phases import Phase, phase
+
 IDLE_SECONDS = 5.0
 
 
@@ -76,7 +78,8 @@ class BackgroundLogger:
     # --- control
     def flush(self) -> None:
         """Wait until every queued call has run; raise the first error a call raised."""
-        self._queue.join()
+        with phase(Phase.LOGGING_WAIT):
+            self._queue.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(f"a background MLflow call failed: {error!r}") from error
@@ -107,7 +110,8 @@ class BackgroundLogger:
                     break
             try:
                 if self._error is None:
-                    self._run(calls)
+                    with phase(Phase.LOGGING, call="writer"):  # the queued calls, run on this thread
+                        self._run(calls)
             except BaseException as error:  # kept for flush(); the thread goes on draining
                 self._error = error
             finally:

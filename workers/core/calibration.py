@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workers.core.phases import Phase, phased
+
 NUM_BINS = 15  # the usual choice since Guo et al. (2017), "On calibration of modern neural networks"
 DEFAULT_THRESHOLD = 0.8  # the paper's ethics section: below 80% confidence, ask a person
 
@@ -68,6 +70,7 @@ def calibration_metrics(set_name: str, y_true: np.ndarray, probs: np.ndarray) ->
     return {f"{set_name}/ece": expected_calibration_error(y_true, probs)}
 
 
+@phased(Phase.FIGURES)
 def reliability_figure(
     y_true: np.ndarray, probs: np.ndarray, title: str, threshold: float = DEFAULT_THRESHOLD, num_bins: int = NUM_BINS
 ):

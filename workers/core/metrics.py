@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from shards.schema import EMOTIONS
+from workers.core.phases import Phase, phased
 
 
 def classification_metrics(
@@ -71,6 +72,7 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EM
     return confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
 
 
+@phased(Phase.FIGURES)
 def confusion_figure(matrix: np.ndarray, title: str, labels: Sequence[str] = EMOTIONS):
     """A confusion matrix plot with counts and row-normalised shading (true class per row)."""
     import matplotlib

@@ -20,6 +20,7 @@ import torch
 
 from shards.batching import PlannedBatch
 from shards.reader import ShardReader
+from workers.core.phases import Phase, phase
 from workers.finetune.config import TrialConfig
 from workers.finetune.head_cache import cached_features, default_cache_dir, encoder_fingerprint, feature_key
 from workers.finetune.loader import (
@@ -149,11 +150,12 @@ class AudioSource:
         """The eval-mode encoder's pooled output for every clip of sorted `rows`."""
         self.model.eval()
         features = np.zeros((len(rows), self.model.head.dense.in_features), dtype=np.float32)
-        for host_batch in self.eval_batches(rows):
-            batch = host_batch.to(self.feeding.device)
-            with self.feeding.autocast():
-                pooled = self.model.pool_audio(batch.audio, batch.lengths).float()
-            features[np.searchsorted(rows, batch.rows)] = pooled.cpu().numpy()
+        with phase(Phase.FEATURE_PASS, source=self, rows=rows):
+            for host_batch in self.eval_batches(rows):
+                batch = host_batch.to(self.feeding.device)
+                with self.feeding.autocast():
+                    pooled = self.model.pool_audio(batch.audio, batch.lengths).float()
+                features[np.searchsorted(rows, batch.rows)] = pooled.cpu().numpy()
         return features
 
 

@@ -10,6 +10,9 @@ Reads top to bottom: `run_trial` is the whole story; helpers below it are one st
                  (with the best model as a checkpoint when it changed). A head-only stage trains from
                  cached features (workers.finetune.batch_sources).
     finish       restore the best model, evaluate every set, log the model, report the final result
+
+Each step is a named phase (workers/core/phases.py): benchmarks and profilers observe the recipe
+through `observe`, and a phase they expect that the recipe no longer enters fails them loudly.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from shards.schema import SAMPLE_RATE
 from workers.core.artifact_writer import background_logging
 from workers.core.calibration import calibration_metrics, reliability_figure
 from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
+from workers.core.phases import ObservedCalls, Phase, phase, waits
 from workers.core.reporting import Reporter
 from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
@@ -119,12 +123,15 @@ def run_trial(
     """
     started = time.perf_counter()
     logger, reporter = background_logging(logger, reporter, enabled=cfg.background_logging)
-    trial = setup(cfg, logger, device, resume_dir, shard_rows)
+    logger = ObservedCalls(logger, Phase.LOGGING)  # phases: workers/core/phases.py, what benchmarks observe
+    with phase(Phase.SETUP):
+        trial = setup(cfg, logger, device, resume_dir, shard_rows)
     trial.sync_gradients = sync_gradients
     setup_seconds = time.perf_counter() - started
     for _ in range(trial.state.stage_index, len(trial.stages)):
         train_stage(trial, reporter)  # the stage the state is at; it leaves the state at the next one
-    return finish(trial, reporter, started, setup_seconds)
+    with phase(Phase.FINISH):
+        return finish(trial, reporter, started, setup_seconds)
 
 
 def setup(
@@ -313,15 +320,18 @@ def train_stage(trial: TrainingContext, reporter: Reporter) -> None:
         last_epoch = epoch == num_epochs - 1
         source.train_mode()
         with closing(source.train_steps(plans[state.epoch_batches_done :])) as steps:
-            for micro_batches in steps:
+            for micro_batches in waits(Phase.DATA_WAIT, steps):
                 learning_rate = stage.learning_rate * state.lr_scale
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate
-                trial.train_losses.append(train_step(trial, source, optimizer, parameters, micro_batches))
+                with phase(Phase.TRAIN_STEP, batches=micro_batches):
+                    trial.train_losses.append(train_step(trial, source, optimizer, parameters, micro_batches))
                 state.step += 1
                 state.epoch_batches_done += 1
                 if state.step % cfg.eval_every_steps == 0:
-                    if evaluation_round(trial, source, learning_rate):
+                    with phase(Phase.EVALUATION_ROUND):
+                        is_best = evaluation_round(trial, source, learning_rate)
+                    if is_best:
                         # A resumed trial continues at the next batch: after an epoch's last, the next epoch's first.
                         epoch_done = state.epoch_batches_done == len(plans)
                         keep_best(trial, state.after_epoch(next_epoch_rng_state, last_epoch) if epoch_done else state)
@@ -372,7 +382,8 @@ def batch_source(trial: TrainingContext, stage: Stage) -> BatchSource:
         return audio
     # Train and val clips of the training speakers: the head trains on one and is evaluated on the other.
     rows = np.union1d(data.train_rows, data.eval_rows.get("val", data.train_rows[:0])).astype(np.int64)
-    features, status = frozen_features(audio, rows, cfg.feature_cache_dir)
+    with phase(Phase.FEATURE_CACHE):
+        features, status = frozen_features(audio, rows, cfg.feature_cache_dir)
     trial.logger.set_tags({cache_tag: status})
     return features
 
@@ -452,12 +463,13 @@ def predict(trial: TrainingContext, source: BatchSource, rows: np.ndarray) -> Pr
     trial.model.eval()
     loss_sum = torch.zeros((), device=trial.device)
     y_true, probabilities = [], []
-    for host_batch in source.eval_batches(rows):
-        batch = host_batch.to(trial.device)
-        logits = source.logits(batch)
-        loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
-        y_true.append(host_batch.labels.numpy())
-        probabilities.append(torch.softmax(logits, dim=-1))
+    with phase(Phase.PREDICT, source=source, rows=rows):
+        for host_batch in source.eval_batches(rows):
+            batch = host_batch.to(trial.device)
+            logits = source.logits(batch)
+            loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
+            y_true.append(host_batch.labels.numpy())
+            probabilities.append(torch.softmax(logits, dim=-1))
     probs = torch.cat(probabilities).cpu().numpy() if probabilities else np.zeros((0, len(trial.model.labels)))
     true = np.concatenate(y_true) if y_true else np.zeros(0, dtype=np.int64)
     return Predictions(float(loss_sum) / max(len(rows), 1), true, probs.argmax(axis=1), probs)
@@ -477,7 +489,7 @@ def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
     if not trial.cfg.checkpoint_on_best or best is None or best.reported:
         reporter.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="emotion-best-") as directory:
+    with tempfile.TemporaryDirectory(prefix="emotion-best-") as directory, phase(Phase.CHECKPOINT):
         save_model(trial.model, directory, state_dict=best.weights)
         save_train_state(directory, best.train_state.to_dict())
         best.reported = True
@@ -488,7 +500,8 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     state, model = trial.state, trial.model
     if trial.best is not None:
         model.load_state_dict(trial.best.weights)
-    final = evaluate_all(trial)
+    with phase(Phase.FINAL_EVALUATION):
+        final = evaluate_all(trial)
     final.update(layer_weights(trial))
     final.update(
         {
@@ -499,7 +512,7 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
         }
     )
     trial.logger.log_metrics(final, step=state.step)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, phase(Phase.CHECKPOINT):
         model_dir = save_model(model, Path(tmp) / "model")
         write_model_card(model_dir, card_facts(trial, final))
         trial.logger.log_model(str(model_dir))
