@@ -47,6 +47,7 @@ class Variant:
     values: dict
     fold: str = ""
     config_id: str = ""  # same for every fold of one configuration
+    num_folds: int = 0  # folds of its configuration (0: not on folds)
 
     def tags(self) -> dict[str, str]:
         eval_sets = self.values.get("eval_sets", {})
@@ -59,6 +60,7 @@ class Variant:
         }
         if self.fold:
             tags[Tag.FOLD] = self.fold
+            tags[Tag.NUM_FOLDS] = str(self.num_folds)
         return tags
 
     def to_dict(self) -> dict:
@@ -66,7 +68,13 @@ class Variant:
 
     @classmethod
     def from_dict(cls, values: dict) -> Variant:
-        return cls(values["scenario"], values["values"], values.get("fold", ""), values.get("config_id", ""))
+        return cls(
+            values["scenario"],
+            values["values"],
+            values.get("fold", ""),
+            values.get("config_id", ""),
+            values.get("num_folds", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -278,7 +286,8 @@ def expand_scenario(
     variants: dict[tuple[str, str], Variant] = {}
     for config in configs:
         for split in splits:
-            variant = _variant(spec, scenario, config, split, speakers, place, fold=split.name if folded else "")
+            fold = split.name if folded else ""
+            variant = _variant(spec, scenario, config, split, speakers, place, fold, len(splits) if folded else 0)
             variants.setdefault((variant.config_id, variant.fold), variant)
     return tuple(variants.values())
 
@@ -295,12 +304,13 @@ def _variant(
     speakers: dict[str, dict],
     place: dict | None,
     fold: str,
+    num_folds: int = 0,
 ) -> Variant:
     values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
     check_config(scenario.name, values, spec.kind)
     if spec.kind == FINETUNE:
         check_mixing(scenario.name, values, speakers)
-    return Variant(scenario.name, values, fold, config_hash(scenario.name, config))
+    return Variant(scenario.name, values, fold, config_hash(scenario.name, config), num_folds)
 
 
 def sample_space(space: dict, num_samples: int) -> list[dict]:
