@@ -467,7 +467,13 @@ def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> l
     total = int(sum(v[3] for v in values.values()))
     rows = [PaperRow(e, p, r, f, int(s)) for e, (p, r, f, s) in values.items()]
     rows.append(PaperRow("accuracy", None, None, trial.metric(f"{set_name}/accuracy"), total))
-    macro = [statistics.fmean(v[i] for v in values.values()) for i in range(3)]
+    # The macro averages as logged (workers.core.metrics.ClassScores: one definition); a plain mean over
+    # the listed classes only for runs that lack them.
+    logged = [trial.metric(f"{set_name}/{key}") for key in ("macro_precision", "uar", "macro_f1")]
+    macro = [
+        value if value is not None else statistics.fmean(v[i] for v in values.values())
+        for i, value in enumerate(logged)
+    ]
     weighted = [sum(v[i] * v[3] for v in values.values()) / total if total else 0.0 for i in range(3)]
     rows.append(PaperRow("macro avg", *macro, total))
     rows.append(PaperRow("weighted avg", *weighted, total))
