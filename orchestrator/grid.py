@@ -12,6 +12,7 @@ plan, `shards.splits.SplitPlan`, is something else: which speakers a trial train
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -377,7 +378,7 @@ def _with_init_from(variant: Variant, model: str, only_placeholder: bool) -> Var
     current = variant.values.get("init_from", "")
     if only_placeholder and current != PRETRAIN_PLACEHOLDER:
         return variant
-    return Variant(variant.scenario, {**variant.values, "init_from": model}, variant.fold, variant.config_id)
+    return dataclasses.replace(variant, values={**variant.values, "init_from": model})
 
 
 def _varying_keys(variants: list[Variant]) -> list[str]:

@@ -98,3 +98,16 @@ def test_the_console_names_the_same_best_as_the_rule():
     assert console._best(trials).trial_id == "full_3"
     assert "best val/accuracy 0.710 (full_3" in console.status(trials)
     assert console._best(trials[3:]) is None  # nothing complete yet: no best
+
+
+def test_every_folded_trial_carries_how_many_folds_its_configuration_runs(demo_dir):
+    import search_spaces
+    from orchestrator.grid import build_grid, fill_init_from
+    from shards.writer import read_manifest
+
+    speakers = read_manifest(demo_dir)["speakers"]
+    grid = build_grid(search_spaces.load("transfer_zh").with_preset("tiny"), speakers, folds="loso")
+    main = fill_init_from(grid.phases[-1], "/models/base")  # after the pretrain phase
+    num_folds = len({v.fold for v in main.variants})
+    assert num_folds > 1
+    assert {v.tags()[Tag.NUM_FOLDS] for v in main.variants} == {str(num_folds)}
