@@ -149,7 +149,9 @@ def setup(
             if cfg.init_from
             else "built"
         )
-    if parallel is not None:  # after the model is built (the same weights on every worker): own draws
+    if parallel is not None and parallel.rank > 0:
+        # Own dropout and masking draws, after the model is built (the same weights on every worker);
+        # worker 0 draws as a one-process trial would.
         seed_draws(parallel.seed(cfg.seed))
     model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
