@@ -12,6 +12,7 @@ plan, `shards.splits.SplitPlan`, is something else: which speakers a trial train
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ class Variant:
     values: dict
     fold: str = ""
     config_id: str = ""  # same for every fold of one configuration
+    num_folds: int = 0  # folds of its configuration (0: not on folds)
 
     def tags(self) -> dict[str, str]:
         eval_sets = self.values.get("eval_sets", {})
@@ -59,6 +61,7 @@ class Variant:
         }
         if self.fold:
             tags[Tag.FOLD] = self.fold
+            tags[Tag.NUM_FOLDS] = str(self.num_folds)
         return tags
 
     def to_dict(self) -> dict:
@@ -66,7 +69,13 @@ class Variant:
 
     @classmethod
     def from_dict(cls, values: dict) -> Variant:
-        return cls(values["scenario"], values["values"], values.get("fold", ""), values.get("config_id", ""))
+        return cls(
+            values["scenario"],
+            values["values"],
+            values.get("fold", ""),
+            values.get("config_id", ""),
+            values.get("num_folds", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -278,7 +287,8 @@ def expand_scenario(
     variants: dict[tuple[str, str], Variant] = {}
     for config in configs:
         for split in splits:
-            variant = _variant(spec, scenario, config, split, speakers, place, fold=split.name if folded else "")
+            fold = split.name if folded else ""
+            variant = _variant(spec, scenario, config, split, speakers, place, fold, len(splits) if folded else 0)
             variants.setdefault((variant.config_id, variant.fold), variant)
     return tuple(variants.values())
 
@@ -295,12 +305,13 @@ def _variant(
     speakers: dict[str, dict],
     place: dict | None,
     fold: str,
+    num_folds: int = 0,
 ) -> Variant:
     values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
     check_config(scenario.name, values, spec.kind)
     if spec.kind == FINETUNE:
         check_mixing(scenario.name, values, speakers)
-    return Variant(scenario.name, values, fold, config_hash(scenario.name, config))
+    return Variant(scenario.name, values, fold, config_hash(scenario.name, config), num_folds)
 
 
 def sample_space(space: dict, num_samples: int) -> list[dict]:
@@ -367,7 +378,7 @@ def _with_init_from(variant: Variant, model: str, only_placeholder: bool) -> Var
     current = variant.values.get("init_from", "")
     if only_placeholder and current != PRETRAIN_PLACEHOLDER:
         return variant
-    return Variant(variant.scenario, {**variant.values, "init_from": model}, variant.fold, variant.config_id)
+    return dataclasses.replace(variant, values={**variant.values, "init_from": model})
 
 
 def _varying_keys(variants: list[Variant]) -> list[str]:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ray import tune
 
+from orchestrator import results
 from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, RunStatus, Tag
 
 STATUS_EVERY_SECONDS = 30.0
 TRACEBACK_LINES = 15  # of a failed trial's error, on the console
@@ -143,11 +144,11 @@ class TrialProgress(tune.Callback):
 
     # --- helpers
     def _best(self, trials):
-        scored = [t for t in trials if isinstance((t.last_result or {}).get(self.metric), (int, float))]
-        if not scored:
-            return None
-        pick = max if self.mode == "max" else min
-        return pick(scored, key=lambda t: t.last_result[self.metric])
+        """The best by the sweep's one rule (`results.best`): finished trials only, a configuration once
+        all its folds finished; a trial's last result stands in for its run's metrics."""
+        by_id = {t.trial_id: t for t in trials}
+        chosen = results.best([trial_view(t) for t in trials], self.metric, self.mode)
+        return by_id[chosen.run_id] if chosen is not None else None
 
     def _record_overhead(self, trial, result: dict) -> None:
         started = self.trial_started.get(trial.trial_id)
@@ -177,3 +178,22 @@ class TrialProgress(tune.Callback):
             f"[{self._elapsed():7.1f}s] {trial.trial_id} {state:9s} {self._describe(trial)} {extra}".rstrip(),
             flush=True,
         )
+
+
+def trial_view(trial) -> results.TrialRun:
+    """A Tune trial as the results layer sees a run: FINISHED once it ended with its final report (the one
+    with `trial_seconds`; a trial ASHA stopped at an epoch report never has it), its variant's tags."""
+    result = trial.last_result or {}
+    done = trial.status == "TERMINATED" and Key.TRIAL_SECONDS in result
+    tags = {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
+    return results.TrialRun(
+        run_id=trial.trial_id,
+        name=trial.trial_id,
+        status=RunStatus.FINISHED if done else RunStatus.RUNNING,
+        scenario=tags.get(Tag.SCENARIO, ""),
+        tags={**tags, Tag.TRIAL_ID: trial.trial_id},
+        params={},
+        metrics={k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        start_time=None,
+        end_time=None,
+    )

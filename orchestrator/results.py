@@ -77,6 +77,12 @@ class TrialRun:
         return self.tags.get(Tag.CONFIG_ID)
 
     @property
+    def num_folds(self) -> int:
+        """Folds its configuration runs on, as the driver tagged it (0: untagged or no folds)."""
+        raw = self.tags.get(Tag.NUM_FOLDS, "")
+        return int(raw) if raw.isdigit() else 0
+
+    @property
     def error(self) -> str | None:
         return self.tags.get(Tag.ERROR)
 
@@ -203,22 +209,22 @@ class SweepResults:
 
 
 def best(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
-    """The best trial: among finished trials scored on `metric` (never one stopped early), the best
-    configuration by its mean over folds (a trial without a fold is a configuration of its own), then
-    that configuration's best fold. Ties: lower `val/loss`, then trial id. None when none qualifies.
+    """The best trial: among configurations whose every fold finished scored on `metric` (a trial without
+    a fold is a configuration of its own; a run stopped early never counts), the best by its mean over
+    folds, then that configuration's best fold. Ties: lower `val/loss`, then trial id. None when none qualifies.
+
+    A configuration with folds missing (stopped early, failed, not yet run) is never best: the mean of its
+    finished folds is not comparable with a mean over all of them (ASHA keeps exactly the lucky folds).
 
     `trials`: TrialRuns or MLflow runs; the one chosen is returned as it was given."""
     items = list(trials)
     views = trial_runs(items)
     given = {id(view): item for view, item in zip(views, items)}
-    candidates = [t for t in views if t.selectable(metric)]
-    if not candidates:
+    complete = [c for c in configurations(views, metric) if c.complete]
+    if not complete:
         return None
-    configs: dict[str, list[TrialRun]] = defaultdict(list)
-    for trial in candidates:
-        configs[trial.config_id if trial.fold and trial.config_id else trial.run_id].append(trial)
-    chosen = min(configs.values(), key=lambda members: _config_key(members, metric, mode))
-    return given[id(min(chosen, key=lambda trial: _trial_key(trial, metric, mode)))]
+    chosen = min(complete, key=lambda c: _config_key(c.scored, metric, mode))
+    return given[id(min(chosen.scored, key=lambda trial: _trial_key(trial, metric, mode)))]
 
 
 def best_per_scenario(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> dict:
@@ -232,11 +238,63 @@ def best_per_scenario(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_
 
 
 def ranked(trials, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> list[TrialRun]:
-    """Selectable trials best first (each by its own score, same tie-break); the rest after them by trial id."""
+    """Best first by the rule of `best`: complete configurations by their mean (each one's folds together,
+    best fold first); then scored trials of incomplete configurations, each by its own score; then the
+    rest by trial id."""
     views = trial_runs(trials)
-    scored = sorted((t for t in views if t.selectable(metric)), key=lambda t: _trial_key(t, metric, mode))
-    others = sorted((t for t in views if not t.selectable(metric)), key=lambda t: t.trial_id)
-    return scored + others
+    groups = configurations(views, metric)
+    complete = sorted((c for c in groups if c.complete), key=lambda c: _config_key(c.scored, metric, mode))
+    by_trial = lambda t: _trial_key(t, metric, mode)  # noqa: E731
+    ordered = [t for c in complete for t in sorted(c.scored, key=by_trial)]
+    ordered += sorted((t for c in groups if not c.complete for t in c.scored), key=by_trial)
+    placed = {id(t) for t in ordered}
+    return ordered + sorted((t for t in views if id(t) not in placed), key=lambda t: t.trial_id)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration's runs: all its folds (any status), or one trial without folds."""
+
+    key: str  # config_id for folds, else the run id
+    runs: tuple[TrialRun, ...]
+    scored: tuple[TrialRun, ...]  # the selectable ones (finished, scored on the metric)
+    num_folds: int  # folds it runs on (1 without folds)
+
+    @property
+    def folds_done(self) -> int:
+        return len({t.fold for t in self.scored}) if self.runs[0].fold else len(self.scored)
+
+    @property
+    def complete(self) -> bool:
+        return self.folds_done >= self.num_folds and bool(self.scored)
+
+    @property
+    def progress(self) -> str:
+        """'2/3': folds scored of folds run on."""
+        return f"{self.folds_done}/{self.num_folds}"
+
+
+def config_key(trial: TrialRun) -> str:
+    return trial.config_id if trial.fold and trial.config_id else trial.run_id
+
+
+def configurations(trials, metric: str = DEFAULT_METRIC) -> list[Configuration]:
+    """`trials` grouped by configuration. How many folds a configuration runs on: its runs' `num_folds`
+    tag, and never fewer than the folds any run of its scenario ran on (runs logged before the tag)."""
+    views = trial_runs(trials)
+    groups: dict[str, list[TrialRun]] = defaultdict(list)
+    folds_seen: dict[str, set[str]] = defaultdict(set)
+    for trial in views:
+        groups[config_key(trial)].append(trial)
+        if trial.fold:
+            folds_seen[trial.scenario].add(trial.fold)
+    found = []
+    for key, runs in groups.items():
+        folded = bool(runs[0].fold)
+        expected = max([t.num_folds for t in runs] + [len(folds_seen[runs[0].scenario])]) if folded else 1
+        scored = tuple(t for t in runs if t.selectable(metric))
+        found.append(Configuration(key, tuple(runs), scored, expected))
+    return found
 
 
 def _trial_key(trial: TrialRun, metric: str, mode: str) -> tuple:
@@ -269,11 +327,13 @@ def trial_runs(items) -> list[TrialRun]:
 
 def fold_rows(trials) -> list[dict]:
     """One row per configuration that ran on folds: its finished folds, mean and sample std of each
-    set's stats: {"config_id", "scenario", "folds", "stats": {"<set>/<stat>": (mean, std, n)}}."""
+    set's stats: {"config_id", "scenario", "folds", "num_folds", "stats": {"<set>/<stat>": (mean, std, n)}}."""
+    views = trial_runs(trials)
     groups: dict[str, list[TrialRun]] = defaultdict(list)
-    for trial in trial_runs(trials):
+    for trial in views:
         if trial.fold and trial.finished:
             groups[trial.config_id or ""].append(trial)
+    expected = {c.key: c.num_folds for c in configurations(views) if c.runs[0].fold}
     rows = []
     for config_id, members in sorted(groups.items()):
         stats = {}
@@ -282,7 +342,16 @@ def fold_rows(trials) -> list[dict]:
                 values = [v for t in members if (v := t.metric(f"{set_name}/{stat}")) is not None]
                 if values:
                     stats[f"{set_name}/{stat}"] = (statistics.fmean(values), sample_std(values), len(values))
-        rows.append({"config_id": config_id, "scenario": members[0].scenario, "folds": len(members), "stats": stats})
+        num_folds = max(expected.get(config_id, 0), len(members))
+        rows.append(
+            {
+                "config_id": config_id,
+                "scenario": members[0].scenario,
+                "folds": len(members),
+                "num_folds": num_folds,  # a row with folds < num_folds is incomplete: never ranked best
+                "stats": stats,
+            }
+        )
     return rows
 
 
@@ -398,7 +467,13 @@ def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> l
     total = int(sum(v[3] for v in values.values()))
     rows = [PaperRow(e, p, r, f, int(s)) for e, (p, r, f, s) in values.items()]
     rows.append(PaperRow("accuracy", None, None, trial.metric(f"{set_name}/accuracy"), total))
-    macro = [statistics.fmean(v[i] for v in values.values()) for i in range(3)]
+    # The macro averages as logged (workers.core.metrics.ClassScores: one definition); a plain mean over
+    # the listed classes only for runs that lack them.
+    logged = [trial.metric(f"{set_name}/{key}") for key in ("macro_precision", "uar", "macro_f1")]
+    macro = [
+        value if value is not None else statistics.fmean(v[i] for v in values.values())
+        for i, value in enumerate(logged)
+    ]
     weighted = [sum(v[i] * v[3] for v in values.values()) / total if total else 0.0 for i in range(3)]
     rows.append(PaperRow("macro avg", *macro, total))
     rows.append(PaperRow("weighted avg", *weighted, total))

@@ -1,6 +1,7 @@
 """The driver's end-of-sweep summary, as text: written from the sweep's results (`orchestrator.results`).
 
-- the trial table, best first by the sweep's metric;
+- the trial table, best first by the one rule (`results.ranked`: complete configurations by their mean
+  over folds, then trials of configurations with folds missing, each with how many folds finished);
 - with folds: mean and sample std per configuration (`config_id`);
 - the best configuration per scenario in the paper's table form (per-class precision, recall, F1,
   support; accuracy; macro and weighted averages), one table per held-out set.
@@ -8,10 +9,19 @@
 
 from __future__ import annotations
 
-from orchestrator.results import PaperRow, SweepResults, TrialRun, mean_std_text, paper_table, paper_table_text
+from orchestrator.results import (
+    PaperRow,
+    SweepResults,
+    TrialRun,
+    configurations,
+    mean_std_text,
+    paper_table,
+    paper_table_text,
+)
 from workers.vocabulary import Key, Tag
 
 TABLE_LIMIT = 40
+FOLDS_DONE = "folds_done"  # the trial's configuration: folds finished / folds it runs on
 
 
 def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
@@ -21,12 +31,14 @@ def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
         return "(no trial ran)"
     rows = []
     retried = any(t.attempt > 1 for t in sweep.trials)
+    progress = {id(t): c.progress for c in configurations(sweep.trials, sweep.metric) for t in c.runs}
     for trial in sweep.ranked():
         row = {Tag.TRIAL_ID: trial.trial_id, Tag.SCENARIO: trial.scenario, "status": trial.status}
         if retried:  # the values are the last attempt's
             row[Tag.ATTEMPT] = trial.attempt
         if folds:
             row[Tag.FOLD] = trial.fold or ""
+            row[FOLDS_DONE] = progress.get(id(trial), "")  # an incomplete configuration is never ranked best
         row.update({k: trial.params.get(k, "") for k in tuned})
         row[sweep.metric] = trial.metric(sweep.metric)
         row.update({f"{s}/accuracy": trial.metric(f"{s}/accuracy") for s in trial.test_sets})
@@ -42,7 +54,10 @@ def fold_table(rows: list[dict], params_of: dict[str, str]) -> str:
     header = [Tag.CONFIG_ID, Tag.SCENARIO, Tag.FOLDS, *keys, "config"]
     lines = [header]
     for row in rows:
-        cells = [row["config_id"], row["scenario"], str(row["folds"])]
+        done = f"{row['folds']}/{row.get('num_folds', row['folds'])}"
+        if row["folds"] < row.get("num_folds", 0):
+            done += " (incomplete: not ranked)"
+        cells = [row["config_id"], row["scenario"], done]
         cells += [mean_std_text(row["stats"].get(key)) for key in keys]
         cells.append(params_of.get(row["config_id"], ""))
         lines.append(cells)

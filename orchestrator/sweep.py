@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"register the best trial's model in the MLflow Model Registry as NAME (alias '{CHAMPION_ALIAS}')",
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the trial grid (trials, differing values, folds, speakers and clips, resources) and exit: "
+        "no Ray, no MLflow",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="one line per trial event; a failing trial's traceback only on its MLflow run and in Tune's error file",
@@ -265,6 +271,10 @@ def run_main(args: argparse.Namespace) -> int:
         resources_from(args)
     except ValueError as error:  # also UsageError
         raise UsageError(str(error)) from None
+    if args.dry_run:
+        from orchestrator.preview import preview
+
+        return preview(spec, args)
     storage = args.storage or str(paths.default_storage())
     if "://" not in storage:
         storage = str(Path(storage).resolve())

@@ -82,3 +82,21 @@ def test_a_failed_background_call_raises_at_the_next_report(run, tracking_uri):
 def test_disabled_returns_the_logger_and_reporter_unchanged(tracking_uri):
     logger, reporter = object(), object()
     assert background_logging(logger, reporter, enabled=False) == (logger, reporter)
+
+
+def test_the_final_metric_at_the_curves_last_step_keeps_both_points_and_wins(run, tracking_uri):
+    """The last evaluation round and the final metrics share a step; batched together on the writer thread,
+    the curve's last point used to be overwritten. Both stay, in order, and the final one is the run's value
+    even where the curve's point is larger (MLflow's latest is the largest step, then timestamp, then value)."""
+    from workers.core.artifact_writer import BackgroundLogger
+
+    client, run_id = run
+    logger = BackgroundLogger(MlflowRunLogger(tracking_uri, run_id))
+    curve_point = {"train/loss": 0.4, "val/loss": 0.30, "val/accuracy": 0.90}
+    final = {"val/loss": 0.35, "val/accuracy": 0.80, "test_en/accuracy": 0.7}
+    logger._run([("log_metrics", (curve_point, 12)), ("log_metrics", (final, 12))])  # one drain: one batch
+
+    history = client.get_metric_history(run_id, "val/accuracy")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.timestamp)] == [(12, 0.90), (12, 0.80)]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["val/accuracy"] == 0.80 and metrics["val/loss"] == 0.35 and metrics["train/loss"] == 0.4

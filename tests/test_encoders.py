@@ -162,6 +162,28 @@ def test_whisper_log_mel_on_the_device_equals_the_feature_extractor():
         torch.testing.assert_close(log_mel[clip, :, :num_frames], expected[:, :num_frames], atol=1e-4, rtol=1e-4)
 
 
+def test_whisper_pads_short_clips_as_the_feature_extractor_does(saved):
+    """A short clip in a batch: the encoder's input frames (after both convolutions, before attention) equal
+    WhisperEncoder's on the extractor's own 30 s features, the frames at the clip's end included: the
+    extractor pads with its floor value (and the convolutions read it), not with zeros."""
+    extractor = transformers.WhisperFeatureExtractor(feature_size=80)
+    encoder = build_encoder(saved["whisper"][0]).eval()
+    audio, lengths = audio_batch(lengths=(20_350, 9_999), seed=2)
+    log_mel, mel_mask = encoders.whisper_log_mel(audio, lengths, num_mel_bins=80)
+    with torch.no_grad():
+        ours, frame_mask = encoders.run_whisper_encoder(encoder, log_mel, mel_mask, all_layers=True)
+    for clip, length in enumerate(lengths.tolist()):
+        samples = audio[clip, :length].numpy().astype(np.float32) / 32768.0
+        features = extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        num_mel = int(mel_mask[clip].sum())
+        past_end = features[0, :, num_mel + 1 : num_mel + 3]
+        assert (past_end == past_end.min()).all() and past_end.min() != 0  # the extractor's floor, not 0
+        with torch.no_grad():
+            reference = encoder(features, output_hidden_states=True).hidden_states[0][0]
+        num_frames = int(frame_mask[clip].sum())
+        torch.testing.assert_close(ours[0][clip, :num_frames], reference[:num_frames], atol=1e-5, rtol=1e-4)
+
+
 def test_a_3s_whisper_clip_stays_3s_of_frames(saved):
     model = classifier(saved["whisper"][0]).eval()
     audio, lengths = audio_batch(lengths=(3 * SAMPLE_RATE,))

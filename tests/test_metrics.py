@@ -46,3 +46,40 @@ def test_a_wrongly_predicted_absent_class_counts_in_macro_f1_but_not_in_uar():
     angry_f1 = 2 * (4 / 4) * (4 / 6) / (4 / 4 + 4 / 6)
     assert m["test/macro_f1"] == pytest.approx((angry_f1 + 1 / 2 + 4 / 5 + 0) / 4)
     assert m["test/uar"] == pytest.approx((4 / 6 + 1 / 2 + 1) / 3)
+
+
+# Issue 21: the tables (classification report, the summary's and report's paper tables) and the logged
+# metrics read one computation. Truth without Sad and Surprise; one Angry clip predicted Sad.
+Y_PRED_SAD = np.array([3, 0, 0, 0, 0, 1, 1, 2, 2, 2])
+
+
+@pytest.mark.parametrize("y_pred", [Y_PRED, Y_PRED_SAD], ids=["absent classes", "absent class predicted"])
+def test_the_report_tables_show_the_logged_macro_averages(y_pred):
+    from orchestrator.results import PaperRow, TrialRun, paper_rows_from_report, paper_table
+    from workers.core.metrics import report_dict, report_text
+
+    logged = classification_metrics("test", Y_TRUE, y_pred)
+    expected = (logged["test/macro_precision"], logged["test/uar"], logged["test/macro_f1"])
+    report = report_dict(Y_TRUE, y_pred)
+    macro = report["macro avg"]
+    assert (macro["precision"], macro["recall"], macro["f1-score"]) == pytest.approx(expected)
+    assert report["weighted avg"]["f1-score"] == pytest.approx(logged["test/weighted_f1"])
+    assert report["accuracy"] == pytest.approx(logged["test/accuracy"])
+    text_macro = next(line for line in report_text(Y_TRUE, y_pred).splitlines() if "macro avg" in line)
+    assert text_macro.split()[2:5] == [f"{v:.2f}" for v in expected]
+
+    rows = paper_rows_from_report(report)  # the summary's and report's table, from the logged JSON
+    assert next(r for r in rows if r.label == "macro avg") == PaperRow("macro avg", *expected, len(Y_TRUE))
+    trial = TrialRun("0" * 32, "t", "FINISHED", "s", {}, {}, logged, None, None)  # runs without the JSON
+    rebuilt = next(r for r in paper_table(trial, "test") if r.label == "macro avg")
+    assert (rebuilt.precision, rebuilt.recall, rebuilt.f1) == pytest.approx(expected)
+
+
+def test_an_empty_evaluation_set_is_a_clear_error():
+    from workers.core.metrics import report_dict
+
+    empty = np.zeros(0, dtype=np.int64)
+    with pytest.raises(ValueError, match="test_zh has no clips to evaluate"):
+        classification_metrics("test_zh", empty, empty)
+    with pytest.raises(ValueError, match="no clips to evaluate"):
+        report_dict(empty, empty)

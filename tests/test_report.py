@@ -129,7 +129,8 @@ def test_fold_sweep_shows_mean_and_std_per_configuration(store, tmp_path):
     section = markdown.split("## Folds: mean and spread per configuration")[1].split("\n## ")[0]
     assert "| cfg0 | 0.0001 | 3/3 | 0.820 ± 0.010 | 0.500 ± 0.050 |" in section
     assert "| cfg1 | 0.0003 | 2/3 | 0.865 ± 0.007 | 0.625 ± 0.035 |" in section
-    assert "Best configuration by mean `val/accuracy` over folds: **cfg1**" in section
+    # cfg1's mean is higher, but over 2 of its 3 folds (one failed): only complete fold sets rank (issue 21)
+    assert "Best configuration by mean `val/accuracy` over folds: **cfg0**" in section
     assert (tmp_path / "images" / "folds.png").stat().st_size > 10_000
     assert "speaker 0099 is not in /data" in markdown
 

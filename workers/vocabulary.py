@@ -21,6 +21,7 @@ class Tag:
     SCENARIO = "scenario"
     CONFIG_ID = "config_id"  # same for every fold of one configuration
     FOLD = "fold"
+    NUM_FOLDS = "num_folds"  # folds every configuration runs on: a configuration ranks only once all finished
     START = "start"
     ENCODER_FAMILY = "encoder_family"  # the start's model_type (wav2vec2, hubert, wavlm, data2vec-audio, whisper)
     TRAIN_SPEAKERS = "train_speakers"

@@ -167,7 +167,8 @@ class BackgroundLogger:
 
 
 class _Batch:
-    """Params, tags and metrics of consecutive calls, merged in call order (a later value wins)."""
+    """Params, tags and metrics of consecutive calls, merged in call order (a later tag wins). A metric
+    already in the batch at the same step is not merged: both values are logged, in call order."""
 
     def __init__(self):
         self.clear()
@@ -183,6 +184,8 @@ class _Batch:
     def take(self, method: str, args: tuple) -> bool:
         if method == "log_metrics":
             metrics, step = args
+            if set(metrics) & set(self.metrics.get(step, {})):
+                return False  # a second value at the same step (the final metric after the curve's last point)
             self.metrics.setdefault(step, {}).update(metrics)
         elif method == "set_tags":
             self.tags.update(args[0])

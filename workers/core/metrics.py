@@ -7,9 +7,10 @@ ESD's five emotions only where no label set is given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from shards.schema import EMOTIONS
 from workers.core.phases import Phase, phased
@@ -18,54 +19,118 @@ from workers.core.phases import Phase, phased
 def classification_metrics(
     set_name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS
 ) -> dict[str, float]:
-    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`."""
-    classes = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
-    weights = support / max(support.sum(), 1)
-    # Macro averages run over the classes that occur (in the truth or the predictions), as
-    # sklearn's own default does; UAR over the classes that occur in the truth. A held-out
-    # speaker without Surprise clips is then not charged a zero recall for it.
-    predicted = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=len(classes))[: len(classes)]
-    occurring = (support > 0) | (predicted > 0)
-    present = support > 0
+    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`.
+
+    Macro averages (`macro_precision`, `macro_f1`, `uar`) are `averages`' one definition."""
+    scores = class_scores(y_true, y_pred, labels, set_name)
     metrics = {
-        f"{set_name}/accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        f"{set_name}/macro_precision": _mean_over(precision, occurring),
-        f"{set_name}/macro_f1": _mean_over(f1, occurring),
-        f"{set_name}/weighted_f1": float((f1 * weights).sum()),
+        f"{set_name}/accuracy": scores.accuracy,
+        f"{set_name}/macro_precision": scores.macro("precision"),
+        f"{set_name}/macro_f1": scores.macro("f1"),
+        f"{set_name}/weighted_f1": scores.weighted("f1"),
         # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
-        f"{set_name}/uar": _mean_over(recall, present),
+        f"{set_name}/uar": scores.macro("recall"),
     }
     for i, emotion in enumerate(labels):
-        metrics[f"{set_name}/{emotion}/precision"] = float(precision[i])
-        metrics[f"{set_name}/{emotion}/recall"] = float(recall[i])
-        metrics[f"{set_name}/{emotion}/f1"] = float(f1[i])
-        metrics[f"{set_name}/{emotion}/support"] = float(support[i])
+        metrics[f"{set_name}/{emotion}/precision"] = float(scores.precision[i])
+        metrics[f"{set_name}/{emotion}/recall"] = float(scores.recall[i])
+        metrics[f"{set_name}/{emotion}/f1"] = float(scores.f1[i])
+        metrics[f"{set_name}/{emotion}/support"] = float(scores.support[i])
     return metrics
 
 
-def _mean_over(values: np.ndarray, mask: np.ndarray) -> float:
-    return float(values[mask].mean()) if mask.any() else 0.0
+@dataclass(frozen=True)
+class ClassScores:
+    """Per-class precision, recall, F1 and support over every label (class i = labels[i]), and the averages.
+
+    The one definition of the macro averages, read by the logged metrics and the classification report
+    (its 'macro avg' row) alike:
+    - macro precision and macro F1: the mean over the classes that occur in the set's truth or in its
+      predictions (sklearn's own class set for `f1_score(y_true, y_pred, average="macro")`): a class
+      without clips that the model never predicts is left out; one it wrongly predicts counts with F1 0;
+    - UAR (macro recall): the mean over the classes that occur in the truth (a class without clips has
+      no recall). A held-out speaker without Surprise clips is not charged a zero for Surprise.
+    The weighted averages weigh each class by its clips (classes without clips weigh nothing)."""
+
+    labels: tuple[str, ...]
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    support: np.ndarray
+    predicted: np.ndarray  # clips predicted as each class
+    accuracy: float
+
+    def macro(self, stat: str) -> float:
+        averaged = self.support > 0 if stat == "recall" else (self.support > 0) | (self.predicted > 0)
+        return float(getattr(self, stat)[averaged].mean())
+
+    def weighted(self, stat: str) -> float:
+        return float((getattr(self, stat) * self.support).sum() / self.support.sum())
+
+
+def class_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS, set_name: str = "the evaluation set"
+) -> ClassScores:
+    """Scores of predictions `y_pred` (class indices) against `y_true`; ValueError for a set without clips."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        raise ValueError(
+            f"{set_name} has no clips to evaluate: check its speakers (eval_sets) and, for another corpus, "
+            "its label map (eval_label_map)"
+        )
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{set_name}: {len(y_true)} labels but {len(y_pred)} predictions")
+    classes = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    predicted = np.bincount(y_pred.astype(np.int64), minlength=len(classes))[: len(classes)]
+    return ClassScores(tuple(labels), precision, recall, f1, support, predicted, float(np.mean(y_true == y_pred)))
 
 
 def report_text(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> str:
-    """The paper's table (Tables 1-5) as text."""
-    return classification_report(
-        y_true, y_pred, labels=list(range(len(labels))), target_names=list(labels), digits=2, zero_division=0
-    )
+    """The paper's table (Tables 1-5) as text, laid out as sklearn's classification_report, from `report_dict`."""
+    report = report_dict(y_true, y_pred, labels)
+    width = max(len(name) for name in [*labels, "weighted avg"])
+    head = f"{'':>{width}s} {'precision':>9s} {'recall':>9s} {'f1-score':>9s} {'support':>9s}"
+    lines = [head, ""]
+    for name in labels:
+        row = report[name]
+        lines.append(
+            f"{name:>{width}s} {row['precision']:>9.2f} {row['recall']:>9.2f} {row['f1-score']:>9.2f} "
+            f"{int(row['support']):>9d}"
+        )
+    total = int(report["macro avg"]["support"])
+    lines += ["", f"{'accuracy':>{width}s} {'':>9s} {'':>9s} {report['accuracy']:>9.2f} {total:>9d}"]
+    for name in ("macro avg", "weighted avg"):
+        row = report[name]
+        lines.append(
+            f"{name:>{width}s} {row['precision']:>9.2f} {row['recall']:>9.2f} {row['f1-score']:>9.2f} {total:>9d}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def report_dict(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> dict:
-    """The same table as sklearn's dict (per label, 'accuracy', 'macro avg', 'weighted avg'): the
-    report reads its averages from here instead of recomputing them."""
-    return classification_report(
-        y_true,
-        y_pred,
-        labels=list(range(len(labels))),
-        target_names=list(labels),
-        zero_division=0,
-        output_dict=True,
-    )
+    """The same table in sklearn's classification_report dict shape (per label, 'accuracy', 'macro avg',
+    'weighted avg'), its averages by `ClassScores`' definition: the report reads them instead of recomputing."""
+    scores = class_scores(y_true, y_pred, labels)
+    report: dict = {
+        name: {
+            "precision": float(scores.precision[i]),
+            "recall": float(scores.recall[i]),
+            "f1-score": float(scores.f1[i]),
+            "support": float(scores.support[i]),
+        }
+        for i, name in enumerate(labels)
+    }
+    report["accuracy"] = scores.accuracy
+    total = float(scores.support.sum())
+    for name, average in (("macro avg", scores.macro), ("weighted avg", scores.weighted)):
+        report[name] = {
+            "precision": average("precision"),
+            "recall": average("recall"),
+            "f1-score": average("f1"),
+            "support": total,
+        }
+    return report
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> np.ndarray:

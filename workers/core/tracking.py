@@ -304,10 +304,23 @@ class MlflowRunLogger:
             self.client.log_batch(self.run_id, metrics=call_metrics, params=call_params, tags=call_tags)
 
 
+_CLOCK = {"last_ms": 0}
+_CLOCK_LOCK = threading.Lock()
+
+
+def _timestamp_ms() -> int:
+    """Now in ms, and strictly later than any earlier call's. MLflow's latest value of a metric is the one
+    with the largest (step, timestamp, value): a final metric logged at the step of the curve's last point
+    must come later in time, or the larger of the two values would win."""
+    with _CLOCK_LOCK:
+        _CLOCK["last_ms"] = max(int(time.time() * 1000), _CLOCK["last_ms"] + 1)
+        return _CLOCK["last_ms"]
+
+
 def _metric_entities(metrics_by_step: dict[int | None, dict[str, float]]) -> list:
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = _timestamp_ms()
     return [
         Metric(k, float(v), now, step or 0) for step, metrics in metrics_by_step.items() for k, v in metrics.items()
     ]

@@ -127,6 +127,8 @@ class TrialConfig:
     # Schedule: a named preset scaled by learning_rate and batch_size, or explicit stages.
     schedule: str = "paper_finer"
     learning_rate: float = 1e-4
+    # Clips per optimizer step, global: with --workers-per-trial N each worker trains batch_size / N of
+    # them (as HF's Trainer and Lightning count a global batch), so N changes the speed, not the maths.
     batch_size: int = 8
     stages: tuple[dict, ...] = ()  # explicit stages (dicts of Stage fields); overrides schedule
     # No training at all: evaluate the start model (e.g. transfer_zh's zero-shot trial of its base).

@@ -2,15 +2,22 @@
 
 Ray 2.60 (Train V2) runs this as a Tune function trainable that builds a TorchTrainer, named
 after the trial id, and calls `fit()`; `TuneReportCallback` forwards rank 0's reports to Tune.
-Each worker runs the unchanged recipe on its share of the training clips (`shard_rows`);
-the recipe's `sync_gradients` seam averages the gradients across workers after every step's
-backward passes and before gradient clipping, so the clip sees the global gradient (as with one
-process, or DDP). A seam rather than DDP: the set of trainable parameters changes between stages
-of the freeze schedule, which DDP's fixed buckets do not allow.
+Each worker runs the unchanged recipe with a `DataParallel` seam:
+- `batch_size` is global, as in HF's Trainer and Lightning with DDP divided by the world: every
+  worker plans the same epoch (same data seed, all training clips, `batch_size` clips a step) and
+  trains its slice of each planned batch, so a step sees `batch_size` clips whatever the number of
+  workers, and an epoch has as many steps as with one process;
+- after every step's backward passes and before gradient clipping, the gradients are averaged
+  across workers weighted by each worker's clips (a short last batch splits unevenly), so the clip
+  and the optimizer see the gradient of the mean loss over the global batch (as with one process);
+- each worker seeds its own dropout, layerdrop and SpecAugment draws (rank 0 keeps the trial's seed).
+A seam rather than DDP: the set of trainable parameters changes between stages of the freeze
+schedule, which DDP's fixed buckets do not allow.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,38 +64,69 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    run_worker(config, rank, world, ray.train.torch.get_device(), ray.train.get_checkpoint(), TrainReporter(rank))
+
+
+def run_worker(config: dict, rank: int, world: int, device, checkpoint, reporter) -> dict[str, float]:
+    """One worker's part of the trial (a process group of `world` is up): rank 0 logs to the trial's run."""
     from workers.core.tracking import NullLogger
     from workers.finetune.config import TrialConfig
     from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
 
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     values, tags = trial_values(config)
     values["num_threads"] = max(1, int(config[DISTRIBUTED_KEY].get("cpus_per_worker", 1)))
     TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
     tracking = config.get(TRACKING_KEY)
     logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
-    run_recorded(
+    return run_recorded(
         values,
         logger,
-        TrainReporter(rank),
-        checkpoint=ray.train.get_checkpoint(),
+        reporter,
+        checkpoint=checkpoint,
         tracking_uri=(tracking or {}).get("tracking_uri"),
-        device=ray.train.torch.get_device(),
-        shard_rows=lambda rows: shard_rows(rows, rank, world),
-        sync_gradients=lambda parameters: average_gradients(parameters, world),
+        device=device,
+        parallel=DataParallel(rank, world),
     )
 
 
-def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """This worker's equal share: every worker must run the same number of steps, or the
-    gradient all-reduce of the longer ones waits forever. Drops at most world-1 clips."""
-    usable = len(rows) // world * world
-    return rows[:usable][rank::world]
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel trial: the recipe's seam (`run_trial(parallel=...)`)."""
+
+    rank: int
+    world: int
+
+    def share(self, plans: list, min_clips: int = 1) -> list:
+        """This worker's slice of each of the epoch's global batches (every worker planned the same ones).
+
+        A batch too small to give every worker `min_clips` clips (a short last batch) is left out on all
+        workers alike: every worker must run the same steps, or the all-reduce waits forever."""
+        return [shard_batch(p, self.rank, self.world) for p in plans if len(p.rows) >= self.world * min_clips]
+
+    def seed(self, seed: int) -> int:
+        """The worker's own seed for dropout and masking draws; rank 0 keeps the trial's."""
+        if self.rank == 0:
+            return seed
+        return int(np.random.SeedSequence([seed, self.rank]).generate_state(1)[0])
+
+    def sync_gradients(self, parameters: list, num_clips: int) -> None:
+        average_gradients(parameters, num_clips)
 
 
-def average_gradients(parameters: list, world: int) -> None:
-    """Replace every parameter's gradient by its mean over the `world` workers (one all-reduce)."""
+def shard_batch(plan, rank: int, world: int):
+    """Every `world`-th clip of a planned batch from `rank` on (length-sorted batches: similar lengths)."""
+    from shards.batching import PlannedBatch
+
+    starts = None if plan.crop_starts is None else plan.crop_starts[rank::world]
+    return PlannedBatch(plan.rows[rank::world], starts)
+
+
+def average_gradients(parameters: list, num_clips: int) -> None:
+    """Replace every parameter's gradient (of this worker's mean loss over its `num_clips` clips) by the
+    gradient of the mean loss over every worker's clips: sum of clips x gradient, over the sum of clips
+    (one all-reduce). A plain mean of the workers' gradients would weigh a clip of a short share more."""
     import torch
     import torch.distributed as dist
 
@@ -101,9 +139,10 @@ def average_gradients(parameters: list, world: int) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     grads = [p.grad for p in parameters]
-    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective per step, not one per tensor
+    clips = torch.tensor([float(num_clips)], dtype=grads[0].dtype, device=grads[0].device)
+    flat = torch.cat([g.reshape(-1) * num_clips for g in grads] + [clips])  # one collective per step
     dist.all_reduce(flat)
-    flat /= world
+    flat = flat[:-1] / flat[-1]
     for grad, synced in zip(grads, torch.split(flat, [g.numel() for g in grads])):
         grad.copy_(synced.view_as(grad))
 

@@ -22,7 +22,6 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
+from workers.finetune.distributed import DataParallel
 from workers.finetune.encoders import add_lora, layer_weights_figure
 from workers.finetune.hub.card import CardFacts, write_model_card
 from workers.finetune.model import (
@@ -92,7 +92,7 @@ class TrainingContext:
     state: TrainState  # where training is: the next batch to train, and the adaptive lr's memory
     best: BestModel | None = None
     train_losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation; on the device
-    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None  # data-parallel: before clipping
+    parallel: DataParallel | None = None  # data-parallel: this worker's slice of each batch, gradient sync
 
     @property
     def device(self) -> torch.device:
@@ -109,24 +109,21 @@ def run_trial(
     reporter: Reporter,
     device: torch.device | None = None,
     resume_dir: str | Path | None = None,
-    shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
-    sync_gradients: Callable[[list[nn.Parameter]], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """Train one configuration and return its final metrics (also logged and reported).
 
     `resume_dir`: a checkpoint this trial reported earlier (model + train_state.json); training
     continues from the step after the best state it holds.
-    `shard_rows`: this process's share of the training rows, when one trial runs data-parallel
-    over several processes (workers/finetune/distributed.py); None: all of them.
-    `sync_gradients`: run on the trainable parameters after every step's backward passes and before
-    clipping (data-parallel: average the workers' gradients, so the clip sees the global one).
+    `parallel`: this process's place when one trial runs data-parallel over several processes
+    (workers/finetune/distributed.py): it trains its slice of every global batch, with its own
+    dropout and masking seed, and the gradients are averaged over all clips before clipping.
     """
     started = time.perf_counter()
     logger, reporter = background_logging(logger, reporter, enabled=cfg.background_logging)
     logger = ObservedCalls(logger, Phase.LOGGING)  # phases: workers/core/phases.py, what benchmarks observe
     with phase(Phase.SETUP):
-        trial = setup(cfg, logger, device, resume_dir, shard_rows)
-    trial.sync_gradients = sync_gradients
+        trial = setup(cfg, logger, device, resume_dir, parallel)
     setup_seconds = time.perf_counter() - started
     for _ in range(trial.state.stage_index, len(trial.stages)):
         train_stage(trial, reporter)  # the stage the state is at; it leaves the state at the next one
@@ -139,18 +136,15 @@ def setup(
     logger: RunLogger,
     device: torch.device | None,
     resume_dir: str | Path | None,
-    shard_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainingContext:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, cfg.num_threads))
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)  # HF's SpecAugment masks draw from numpy's global generator
+    seed_draws(cfg.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     data = load_trial_data(cfg)
-    if shard_rows is not None:
-        data.train_rows = shard_rows(data.train_rows)
     loads_before, hits_before = PRETRAINED.loads, PRETRAINED.hits
     if resume_dir is not None:
         model = load_model(resume_dir, encoder_overrides=cfg.encoder_overrides())
@@ -170,12 +164,16 @@ def setup(
             if cfg.init_from
             else "built"
         )
+    if parallel is not None and parallel.rank > 0:
+        # Own dropout and masking draws, after the model is built (the same weights on every worker);
+        # worker 0 draws as a one-process trial would.
+        seed_draws(parallel.seed(cfg.seed))
     model.encoder.set_attn_implementation(cfg.attn_implementation)  # pinned: whatever the start's config says
     model.to(device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     feeding = Feeding.from_config(cfg, device, model.encoder.config, longest_eval_seconds(data))
-    trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state)
+    trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state, parallel=parallel)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
         trial.best = BestModel(_clone_weights(model), state, reported=True)
     tags = {
@@ -202,6 +200,12 @@ def enable_gradient_checkpointing(model: EmotionClassifier) -> None:
     frozen front end's output does not require grad, and reentrant checkpointing would then give the
     transformer no gradients; it also restores dropout's RNG state, so the maths stay the same."""
     model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def seed_draws(seed: int) -> None:
+    """Seed the draws of weights, dropout and layerdrop (torch) and SpecAugment masks (HF: numpy's global)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def corpus_splits(cfg: TrialConfig, data: TrialData) -> list[CorpusSplit]:
@@ -365,6 +369,8 @@ def plan_epoch(trial: TrainingContext, stage: Stage) -> tuple[list[PlannedBatch]
     source, fraction = trial.cfg.mixing()
     epoch_rows = mix_languages(index, trial.data.train_rows, fraction, rng, source=source)
     plans = plan_batches(index, epoch_rows, stage.batch_size, rng, trial.max_samples)
+    if trial.parallel is not None:  # every worker planned the same global batches: its slice of each
+        plans = trial.parallel.share(plans, min_clips=trial.cfg.grad_accum_steps)
     return plans, rng.bit_generator.state
 
 
@@ -410,8 +416,8 @@ def train_step(
         loss = nn.functional.cross_entropy(source.logits(batch), batch.labels, reduction="sum") / num_clips
         loss.backward()
         batch_loss += loss.detach()
-    if trial.sync_gradients is not None:
-        trial.sync_gradients(parameters)  # the clip below must see the global gradient, as DDP's does
+    if trial.parallel is not None:  # the clip below must see the global batch's gradient, as DDP's does
+        trial.parallel.sync_gradients(parameters, num_clips)
     if trial.cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(parameters, trial.cfg.max_grad_norm)
     optimizer.step()

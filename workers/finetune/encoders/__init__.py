@@ -27,6 +27,7 @@ from workers.finetune.config import ENCODER_CONFIG_FIELDS, LORA_TARGETS
 WHISPER_SAMPLE_RATE = 16_000
 WHISPER_N_FFT = 400
 WHISPER_HOP = 160
+WHISPER_MEL_FRAMES = 3000  # the extractor's 30 s window: 480,000 samples / 160
 INT16_SCALE = 32768.0
 
 
@@ -298,21 +299,25 @@ def _mel_filters(num_mel_bins: int) -> torch.Tensor:
 def whisper_log_mel(
     audio: torch.Tensor, lengths: torch.Tensor, num_mel_bins: int = 80
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """int16 [batch, samples] -> log-mel [batch, mels, frames] and mel-frame mask, on audio's device.
+    """int16 [batch, samples] -> log-mel [batch, mels, frames + 2] and mel-frame mask [batch, frames],
+    on audio's device. Frames: ceil(samples / 160), 100 a second.
 
     WhisperFeatureExtractor's maths (hann window, power spectrum, its mel filters, log10, floor at
-    max - 8, (x + 4) / 4), with each clip's floor taken over the frames that touch its own samples,
-    and zeros after its end as the extractor's 30 s padding has: a clip gives the same features
-    in any batch. Frames: ceil(samples / 160), 100 a second.
+    max - 8, (x + 4) / 4), with each clip's floor taken over the frames that touch its own samples.
+    After a clip's end every frame is what the extractor's 30 s padding gives (zero samples: the
+    clip's floor value; the frame straddling the end holds the clip's tail), so a clip gives the same
+    features in any batch. The 2 frames beyond the batch's last (never beyond 30 s) are the right
+    context the encoder's two convolutions read for the last frame, as they do in the extractor's output.
     """
     batch, num_samples = audio.shape
     device = audio.device
     sample_mask = torch.arange(num_samples, device=device)[None, :] < lengths[:, None]
     waveform = audio.float() / INT16_SCALE * sample_mask
     half = WHISPER_N_FFT // 2
-    # Centre the first window as torch.stft(center=True) does (reflect), zeros after each clip's end.
+    # Centre the first window as torch.stft(center=True) does (reflect), zeros after each clip's end
+    # (enough for the 2 frames of right context).
     left = waveform[:, 1 : half + 1].flip(-1)
-    padded = torch.cat([left, waveform, waveform.new_zeros(batch, WHISPER_N_FFT)], dim=1)
+    padded = torch.cat([left, waveform, waveform.new_zeros(batch, WHISPER_N_FFT + 2 * WHISPER_HOP)], dim=1)
     window = torch.hann_window(WHISPER_N_FFT, device=device)
     spectrum = torch.stft(padded, WHISPER_N_FFT, WHISPER_HOP, window=window, center=False, return_complex=True)
     power = spectrum.abs() ** 2  # [batch, freqs, frames]; frame i centred on sample i * 160
@@ -324,7 +329,7 @@ def whisper_log_mel(
     log_mel = (torch.maximum(log_mel, peak - 8.0) + 4.0) / 4.0
     num_frames = -(-num_samples // WHISPER_HOP)
     frame_mask = torch.arange(num_frames, device=device)[None, :] < -(-lengths[:, None] // WHISPER_HOP)
-    return log_mel[:, :, :num_frames], frame_mask
+    return log_mel[:, :, : min(num_frames + 2, max(WHISPER_MEL_FRAMES, num_frames))], frame_mask
 
 
 def _encode_whisper(encoder: nn.Module, audio: torch.Tensor, lengths: torch.Tensor, all_layers: bool):
@@ -339,14 +344,17 @@ def run_whisper_encoder(
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """WhisperEncoder.forward on the batch's own length (it insists on 30 s), padded frames masked.
 
-    Features after a clip's end are zeroed before each conv, so a clip's frames do not depend on
-    the batch; attention never looks at padded frames. 2 mel frames make one encoder frame (20 ms).
+    `log_mel` as `whisper_log_mel` gives it: after each clip's end the frames the extractor's padding
+    has (its floor value, not zeros), and right context beyond `mel_mask`'s frames. The convolutions
+    read them as they read the extractor's 30 s input, so a clip's frames equal WhisperEncoder's on the
+    extractor's features and do not depend on the batch; attention never looks at padded frames.
+    2 mel frames make one encoder frame (20 ms).
     """
     dtype = encoder.conv1.weight.dtype
-    mel_keep = mel_mask[:, None, :].to(dtype)
-    hidden = nn.functional.gelu(encoder.conv1(log_mel.to(dtype) * mel_keep)) * mel_keep
+    hidden = nn.functional.gelu(encoder.conv1(log_mel.to(dtype)))
     hidden = nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
     frame_mask = mel_mask[:, ::2]
+    hidden = hidden[:, : frame_mask.shape[1]]  # the right context's own frames are not the batch's
     num_frames = hidden.shape[1]
     max_frames = encoder.embed_positions.num_embeddings
     if num_frames > max_frames:
