@@ -32,7 +32,7 @@ class NoProjectCode(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {{"workers", "shards", "orchestrator", "search_spaces", "bench", "deploy"}}:
             raise ImportError(f"project code {{name}} must not be needed")
 sys.meta_path.insert(0, NoProjectCode())
-sys.path = [p for p in sys.path if not p.startswith(ROOT)]
+sys.path = [p for p in sys.path if p.rstrip("/") != ROOT]  # the checkout itself, not its .venv
 import numpy as np
 from transformers import pipeline
 answers = {{}}
@@ -152,7 +152,7 @@ def onnx_and_torch_logits(directory: Path, onnx_path: Path, lengths: list[int]) 
     clips = np.stack([np.pad(two_second_clip(n, n), (0, longest - n)) for n in lengths]).astype(np.float32)
     if model.family == "whisper":
         extractor = WhisperFeatureExtractor(return_attention_mask=True)
-        frames = -(-longest // 160)
+        frames = -(-longest // 160) + 2  # + the right context the encoder's convolutions read for the last frame
         features = np.stack(
             [extractor(c[:n], sampling_rate=16000)["input_features"][0][:, :frames] for c, n in zip(clips, lengths)]
         )

@@ -71,14 +71,15 @@ def to_int16_grid(input_values: torch.Tensor) -> torch.Tensor:
 
 def whisper_inputs(input_features: torch.Tensor, attention_mask: torch.Tensor | None):
     """WhisperFeatureExtractor's output (padded to 30 s; its attention_mask per sample) -> the log-mel frames
-    that hold the clip and their mask [batch, frames] (frame i covers samples from i * 160)."""
+    that hold the clip (+ 2 of right context) and their mask [batch, frames] (frame i starts at sample i * 160)."""
     if attention_mask is None:
         attention_mask = torch.ones(input_features.shape[0], input_features.shape[-1], dtype=torch.long)
     if attention_mask.shape[-1] != input_features.shape[-1]:
         attention_mask = attention_mask[:, ::WHISPER_HOP]
     num_frames = int(attention_mask.sum(dim=1).max())
     mel_mask = attention_mask[:, :num_frames].bool().to(input_features.device)
-    return input_features[:, :, :num_frames], mel_mask
+    # 2 frames of right context: what the encoder's two convolutions read for the last frame.
+    return input_features[:, :, : num_frames + 2], mel_mask
 
 
 def waveform_inputs(input_values: torch.Tensor, attention_mask: torch.Tensor | None):
@@ -122,20 +123,42 @@ def encode_waveform(encoder: nn.Module, values: torch.Tensor, sample_mask: torch
     return states, encoder._get_feature_vector_attention_mask(states[0].shape[1], sample_mask)
 
 
-def run_whisper_encoder(encoder: nn.Module, log_mel: torch.Tensor, mel_mask: torch.Tensor, all_layers: bool):
-    """WhisperEncoder on the clip's own frames (not 30 s), frames after each clip's end masked."""
+def run_whisper_encoder(
+    encoder: nn.Module, log_mel: torch.Tensor, mel_mask: torch.Tensor, all_layers: bool = False
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """WhisperEncoder.forward on the batch's own length (it insists on 30 s), padded frames masked.
+
+    `log_mel` as `whisper_log_mel` gives it: after each clip's end the frames the extractor's padding
+    has (its floor value, not zeros), and right context beyond `mel_mask`'s frames. The convolutions
+    read them as they read the extractor's 30 s input, so a clip's frames equal WhisperEncoder's on the
+    extractor's features and do not depend on the batch; attention never looks at padded frames.
+    2 mel frames make one encoder frame (20 ms).
+    """
     dtype = encoder.conv1.weight.dtype
-    mel_keep = mel_mask[:, None, :].to(dtype)
-    hidden = nn.functional.gelu(encoder.conv1(log_mel.to(dtype) * mel_keep)) * mel_keep
+    hidden = nn.functional.gelu(encoder.conv1(log_mel.to(dtype)))
     hidden = nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
     frame_mask = mel_mask[:, ::2]
-    hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
+    hidden = hidden[:, : frame_mask.shape[1]]  # the right context's own frames are not the batch's
+    num_frames = hidden.shape[1]
+    max_frames = encoder.embed_positions.num_embeddings
+    if num_frames > max_frames:
+        raise ValueError(
+            f"Whisper's encoder covers at most {max_frames} frames (30 s); this batch has {num_frames}: "
+            "set max_seconds to 30 or less"
+        )
+    hidden = hidden + encoder.embed_positions.weight[:num_frames]
+    hidden = nn.functional.dropout(hidden, p=encoder.dropout, training=encoder.training)
+    blocked = torch.finfo(hidden.dtype).min
     attention_bias = torch.zeros(frame_mask.shape, dtype=hidden.dtype, device=hidden.device)
-    attention_bias = attention_bias.masked_fill(~frame_mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+    attention_bias = attention_bias.masked_fill(~frame_mask, blocked)[:, None, None, :]
     states = [hidden]
     for layer in encoder.layers:
+        if encoder.training and encoder.layerdrop > 0 and torch.rand([]) < encoder.layerdrop:
+            continue
         hidden = layer(hidden, attention_bias)
         states.append(hidden)
+    # As WhisperEncoder's hidden_states: the last entry is after the final norm (kept apart from the
+    # embedding output when layerdrop skipped every layer).
     final = encoder.layer_norm(hidden)
     if len(states) > 1:
         states[-1] = final

@@ -2,6 +2,8 @@
 
     wav2vec2 families   input_values [batch, samples] float32 in [-1, 1] at 16 kHz, attention_mask [batch, samples]
     Whisper             input_features [batch, 80, frames] (WhisperFeatureExtractor), attention_mask [batch, frames]
+                        (1 on each clip's frames; pass 2 frames past the longest clip's end, as the
+                        extractor's 30 s output has them: the encoder's convolutions read them)
     output              logits [batch, labels] (labels in config.json's id2label order)
 
 Exported from the model's Hugging Face code (modeling_emotion_sweep.py), so ONNX Runtime, the
