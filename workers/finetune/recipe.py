@@ -40,7 +40,8 @@ from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
-from workers.finetune.encoders import add_lora, layer_weights_figure
+from workers.finetune.encoders.figures import layer_weights_figure
+from workers.finetune.encoders.lora import add_lora
 from workers.finetune.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.vocabulary import Key, Tag
 
