@@ -2,22 +2,61 @@
 
 Class index i is `labels[i]`: the corpus's own label set (ShardReader.labels, the model's `.labels`);
 ESD's five emotions only where no label set is given.
+
+The per-set metrics every trial kind logs for every evaluation set (workers.core.evaluation) are a
+registry: a function (y_true, y_pred, probabilities, labels) -> {metric: value} under a name. A new
+per-set metric is its function and one `register_set_metric(...)` line at the end of this module;
+its values are logged as `<set>/<metric>` (workers.vocabulary.Key.set_metric).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from shards.schema import EMOTIONS
+from workers.core.calibration import expected_calibration_error
+from workers.vocabulary import Key
+
+# (y_true [clips], y_pred [clips], probabilities [clips, labels], labels) -> {metric name within the set: value}
+SetMetric = Callable[[np.ndarray, np.ndarray, np.ndarray, Sequence[str]], dict[str, float]]
+SET_METRICS: dict[str, SetMetric] = {}
+
+
+def register_set_metric(name: str, function: SetMetric) -> SetMetric:
+    """Add a per-set metric; evaluation runs them in registration order."""
+    if name in SET_METRICS:
+        raise ValueError(f"per-set metric {name!r} is registered already")
+    SET_METRICS[name] = function
+    return function
+
+
+def unregister_set_metric(name: str) -> None:
+    SET_METRICS.pop(name, None)
+
+
+def set_metrics(
+    set_name: str, y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
+) -> dict[str, float]:
+    """Every registered per-set metric of one evaluation set, as `<set>/<metric>` keys."""
+    return {
+        Key.set_metric(set_name, metric): value
+        for function in SET_METRICS.values()
+        for metric, value in function(y_true, y_pred, probabilities, labels).items()
+    }
 
 
 def classification_metrics(
     set_name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS
 ) -> dict[str, float]:
     """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`."""
+    return {Key.set_metric(set_name, k): v for k, v in classification_scores(y_true, y_pred, labels).items()}
+
+
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS) -> dict[str, float]:
+    """Accuracy, macro precision and F1, weighted F1, UAR, and precision/recall/F1/support per label."""
     classes = list(range(len(labels)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     weights = support / max(support.sum(), 1)
@@ -28,18 +67,18 @@ def classification_metrics(
     occurring = (support > 0) | (predicted > 0)
     present = support > 0
     metrics = {
-        f"{set_name}/accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        f"{set_name}/macro_precision": _mean_over(precision, occurring),
-        f"{set_name}/macro_f1": _mean_over(f1, occurring),
-        f"{set_name}/weighted_f1": float((f1 * weights).sum()),
+        Key.ACCURACY: float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "macro_precision": _mean_over(precision, occurring),
+        "macro_f1": _mean_over(f1, occurring),
+        "weighted_f1": float((f1 * weights).sum()),
         # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
-        f"{set_name}/uar": _mean_over(recall, present),
+        "uar": _mean_over(recall, present),
     }
     for i, emotion in enumerate(labels):
-        metrics[f"{set_name}/{emotion}/precision"] = float(precision[i])
-        metrics[f"{set_name}/{emotion}/recall"] = float(recall[i])
-        metrics[f"{set_name}/{emotion}/f1"] = float(f1[i])
-        metrics[f"{set_name}/{emotion}/support"] = float(support[i])
+        metrics[f"{emotion}/precision"] = float(precision[i])
+        metrics[f"{emotion}/recall"] = float(recall[i])
+        metrics[f"{emotion}/f1"] = float(f1[i])
+        metrics[f"{emotion}/support"] = float(support[i])
     return metrics
 
 
@@ -101,3 +140,15 @@ def confusion_figure(matrix: np.ndarray, title: str, labels: Sequence[str] = EMO
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def calibration_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
+) -> dict[str, float]:
+    """Expected calibration error of the top probability (workers.core.calibration)."""
+    return {"ece": expected_calibration_error(y_true, probabilities)}
+
+
+# The per-set metrics, one line each (in this order in every trial's metrics).
+register_set_metric("classification", lambda y_true, y_pred, _, labels: classification_scores(y_true, y_pred, labels))
+register_set_metric("calibration", calibration_scores)
