@@ -149,6 +149,10 @@ def calibration_scores(
     return {"ece": expected_calibration_error(y_true, probabilities)}
 
 
+def _classification(y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]):
+    return classification_scores(y_true, y_pred, labels)
+
+
 # The per-set metrics, one line each (in this order in every trial's metrics).
-register_set_metric("classification", lambda y_true, y_pred, _, labels: classification_scores(y_true, y_pred, labels))
+register_set_metric("classification", _classification)
 register_set_metric("calibration", calibration_scores)
