@@ -23,32 +23,19 @@ import torch
 
 from shards.schema import SAMPLE_RATE
 
-FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
-# Small but real-shaped: 7-layer conv front end of stride 320 (20 ms frames, as the large checkpoints),
-# width 256, 4 layers. Whisper: width 256, 4 layers, 80 mel bins (its conv2 also gives 20 ms frames).
-SMALL_WAVEFORM = dict(
-    hidden_size=256,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=1024,
-    conv_dim=(128,) * 7,
-    conv_stride=(5, 2, 2, 2, 2, 2, 2),
-    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-    num_feat_extract_layers=7,
-    num_conv_pos_embeddings=32,
-    num_conv_pos_embedding_groups=8,
-)
-SMALL_WHISPER = dict(d_model=256, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=1024)
+
+def families_measured() -> tuple[str, ...]:
+    """Every registered family that declares a benchmark config (Family.bench_config)."""
+    from workers.finetune.encoders import FAMILIES
+
+    return tuple(name for name, family in FAMILIES.items() if family.bench_config is not None)
 
 
 def small_config(model_type: str):
-    from workers.finetune import encoders
+    """Small but real-shaped (the family's Family.bench_config): 20 ms frames, width 256, 4 layers."""
+    from workers.finetune.encoders import family_named
 
-    config = encoders.tiny_config(model_type)
-    changes = SMALL_WHISPER if model_type == "whisper" else SMALL_WAVEFORM
-    if model_type == "data2vec-audio":  # here: positional conv layers (of kernel conv_pos_kernel_size)
-        changes = {**changes, "num_conv_pos_embeddings": 2}
-    return type(config)(**{**config.to_dict(), **changes})
+    return family_named(model_type).bench_config()
 
 
 def _clips(batch_size: int, seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +83,7 @@ def families(args) -> None:
 
     audio, lengths = _clips(args.batch_size, args.seconds)
     models, steps = {}, {}
-    for family in FAMILIES:
+    for family in families_measured():
         model = models[family] = _classifier(small_config(family))
         set_trainable(model, "all_but_cnn")
         steps[family] = _step_fn(model, audio, lengths)

@@ -12,10 +12,12 @@ accuracy and macro F1, mean and std over folds.
 from ray import tune
 
 from search_spaces import Scenario, SweepSpec
+from workers.finetune.encoders import FAMILIES
 
-ENCODERS = ("xlsr_300m", "hubert_large", "wavlm_large", "data2vec_large", "whisper_large_v3")
-# One small random config per family, built offline (workers.finetune.encoders.tiny_config).
-TINY_ENCODERS = ("tiny", "tiny_hubert", "tiny_wavlm", "tiny_data2vec", "tiny_whisper")
+# Each registered family's large start (its Family.sweep_start), in registration order.
+ENCODERS = tuple(family.sweep_start for family in FAMILIES.values() if family.sweep_start)
+# One small random config per family, built offline (its Family.tiny_start).
+TINY_ENCODERS = tuple(family.tiny_start for family in FAMILIES.values())
 
 
 def tiny(spec: SweepSpec) -> SweepSpec:

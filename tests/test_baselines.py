@@ -19,7 +19,7 @@ from workers.core.reporting import ListReporter
 from workers.core.tracking import MlflowRunLogger, NullLogger
 from workers.text.model import build_tiny_text_encoder, load_text_model, predict_text, read_transcripts
 from workers.text.trial import TextConfig, run_text_trial
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 EVAL_SETS = {"test_en": ("0015",), "test_zh": ("0002",)}
 SETS = ("val", *EVAL_SETS)
@@ -36,7 +36,7 @@ def mlflow_run(tracking_uri: str):
 
 
 def assert_full_metric_set(client, run_id: str) -> dict[str, float]:
-    """What the fine-tuning trial logs per evaluation set: metrics, report, confusion matrix, reliability."""
+    """What the fine-tuning trial logs per evaluation set: metrics, reports, confusion matrix, reliability."""
     metrics = client.get_run(run_id).data.metrics
     for name in SETS:
         for key in ("loss", "accuracy", "macro_precision", "macro_f1", "weighted_f1", "uar", "ece"):
@@ -46,10 +46,14 @@ def assert_full_metric_set(client, run_id: str) -> dict[str, float]:
                 assert f"{name}/{emotion}/{key}" in metrics
         assert 0.0 <= metrics[f"{name}/accuracy"] <= 1.0 and 0.0 <= metrics[f"{name}/ece"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    for name in SETS:
-        assert {f"classification_report_{name}.txt", f"confusion_matrix_{name}.png", f"reliability_{name}.png"} <= (
-            artifacts
-        )
+    for name in SETS:  # the JSON report too: the report's tables read it (as the fine-tuning trial's)
+        expected = {
+            Key.classification_report(name),
+            Key.classification_report(name, "txt"),
+            Key.confusion_matrix(name),
+            Key.reliability(name),
+        }
+        assert expected <= artifacts, f"{sorted(expected - artifacts)} not logged"
     assert "model" in artifacts
     return metrics
 

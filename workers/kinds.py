@@ -72,6 +72,10 @@ def register(kind: TrialKind) -> TrialKind:
     return kind
 
 
+def unregister(name: str) -> None:
+    KINDS.pop(name, None)
+
+
 def _finetune_epochs(cfg: TrialConfig) -> int:
     # The recipe counts a stage's partial last pass as an epoch.
     return sum(math.ceil(stage.epochs) for stage in cfg.stage_list())

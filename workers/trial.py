@@ -93,7 +93,7 @@ class MarkCompleted:
     def __init__(self, reporter, logger, eval_sets: tuple[str, ...]):
         self.reporter = reporter
         self.logger = logger
-        self.final_keys = [f"{name}/accuracy" for name in eval_sets]
+        self.final_keys = [Key.accuracy(name) for name in eval_sets]
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
         if all(key in metrics for key in self.final_keys):

@@ -132,8 +132,17 @@ class RunStatus:
 class Key:
     """Metric keys and artifacts the driver and the readers of results name."""
 
+    # Per-set metrics are `<set>/<metric>` (set_metric): test_en/accuracy, val/loss, test_zh/<label>/f1.
+    # Metric names of an evaluation set beside the registered per-set metrics' (workers.core.metrics):
+    ACCURACY = "accuracy"
+    LOSS = "loss"  # mean cross-entropy
     VAL_ACCURACY = "val/accuracy"  # the default selection metric: validation clips of the training speakers
     VAL_LOSS = "val/loss"  # the tie-break of the best-trial rule (lower is better)
+    TRAIN_LOSS = "train/loss"  # mean over the steps since the last evaluation round (text: over the epoch)
+    TRAIN_LR = "train/lr"
+    EPOCH = "epoch"  # epochs finished in the whole trial
+    STEP = "step"  # optimizer steps taken in the whole trial
+    SETUP_SECONDS = "setup_seconds"
     TRIAL_SECONDS = "trial_seconds"
     # Logged with every round of metrics (same step, same timestamp): which attempt the round belongs to.
     # A retry re-logs the steps between its checkpoint and the crash; this tells the two entries apart.
@@ -148,6 +157,26 @@ class Key:
     # Per held-out set from another corpus: clips left out because their label maps to none of the
     # training corpus's (`<set>/unmapped_clips`).
     UNMAPPED_CLIPS = "unmapped_clips"
+
+    @staticmethod
+    def set_metric(set_name: str, metric: str) -> str:
+        """A metric of one evaluation set: `<set>/<metric>` (e.g. test_en/uar, val/loss, test_en/angry/f1)."""
+        return f"{set_name}/{metric}"
+
+    @staticmethod
+    def accuracy(set_name: str) -> str:
+        """`<set>/accuracy`: logged for every evaluation set once a trial has evaluated it (a trial's final report)."""
+        return Key.set_metric(set_name, Key.ACCURACY)
+
+    @staticmethod
+    def confusion_matrix(set_name: str) -> str:
+        """A trial's artifact: the confusion matrix figure of one evaluation set."""
+        return f"confusion_matrix_{set_name}.png"
+
+    @staticmethod
+    def reliability(set_name: str) -> str:
+        """A trial's artifact: the reliability diagram (calibration) of one evaluation set."""
+        return f"reliability_{set_name}.png"
 
     @staticmethod
     def classification_report(set_name: str, extension: str = "json") -> str:
@@ -168,13 +197,3 @@ class Key:
     def of_set(set_name: str, stat: str) -> str:
         """A per-set metric key: `<set>/<stat>` (test_en/accuracy, val/macro_f1)."""
         return f"{set_name}/{stat}"
-
-    @staticmethod
-    def confusion_matrix(set_name: str) -> str:
-        """A trial's figure artifact: the confusion matrix on one evaluation set."""
-        return f"confusion_matrix_{set_name}.png"
-
-    @staticmethod
-    def reliability(set_name: str) -> str:
-        """A trial's figure artifact: the reliability diagram on one evaluation set."""
-        return f"reliability_{set_name}.png"

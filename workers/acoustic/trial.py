@@ -24,10 +24,11 @@ from threadpoolctl import threadpool_limits
 from shards.reader import open_reader
 from workers.acoustic.config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
 from workers.acoustic.extract import build_smile, functionals, load_or_extract
-from workers.core.evaluation import evaluate_set, split_rows
+from workers.core.evaluation import evaluate_set
 from workers.core.reporting import Reporter
+from workers.core.split import split_rows
 from workers.core.tracking import RunLogger
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 __all__ = ["CLASSIFIERS", "FeaturesConfig", "run_features_trial", "load_features_model", "predict_features"]
 MODEL_KIND = FEATURES_MODEL_KIND
@@ -84,7 +85,7 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
         for name, rows in split.eval_rows.items():
             probabilities = class_probabilities(pipeline, features.values[rows], len(reader.labels))
             final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities, reader.labels))
-    final.update({"setup_seconds": setup_seconds, "trial_seconds": time.perf_counter() - started})
+    final.update({Key.SETUP_SECONDS: setup_seconds, Key.TRIAL_SECONDS: time.perf_counter() - started})
     logger.log_metrics(final)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_features_model(pipeline, reader.labels, cfg.feature_set, features.names, Path(tmp) / "model")

@@ -1,51 +1,25 @@
-"""What the baseline trials (acoustic features, transcripts) share with the fine-tuning trial.
+"""The evaluation of one set, the same in every trial kind (fine-tuning, acoustic features, transcripts).
 
-The same speaker split as `workers.finetune.recipe.load_trial_data` (training speakers minus a
-`val_fraction` held out by utterance-id hash, then the plan's held-out sets), and the same
-evaluation of a set: metrics, classification report, confusion matrix, ECE and reliability diagram,
-logged under the same names. The baselines produce class probabilities; everything after that is
-one function.
+A kind produces class probabilities (and the fine-tuning recipe its own mean loss); everything after
+that is `evaluate_set`: the loss, every registered per-set metric (workers.core.metrics), and the
+artifacts the report reads (classification report as JSON and text, confusion matrix, reliability
+diagram), under the names of workers.vocabulary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
-from shards.batching import holdout
-from shards.reader import ShardReader
-from workers.core.calibration import calibration_metrics, reliability_figure
-from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_text
+from workers.core.calibration import reliability_figure
+from workers.core.metrics import confusion, confusion_figure, report_dict, report_text, set_metrics
 from workers.core.tracking import RunLogger
-
-
-@dataclass(frozen=True)
-class SpeakerSplit:
-    train_rows: np.ndarray
-    eval_rows: dict[str, np.ndarray]  # 'val' (held-out clips of training speakers) + the plan's sets
-
-
-def split_rows(
-    reader: ShardReader,
-    train_speakers: tuple[str, ...],
-    eval_sets: dict[str, tuple[str, ...]],
-    val_fraction: float,
-    seed: int,
-) -> SpeakerSplit:
-    """Rows of the training clips, the validation clips and each held-out set (as the fine-tuning trial)."""
-    known = set(reader.index.speaker)
-    for speaker in (*train_speakers, *(s for group in eval_sets.values() for s in group)):
-        if speaker not in known:
-            raise ValueError(f"speaker {speaker} is not in {reader.data_dir}; it has {sorted(known)}")
-    train_rows, val_rows = holdout(reader.index, reader.index.select(list(train_speakers)), val_fraction, seed)
-    eval_rows = {"val": val_rows} if len(val_rows) else {}
-    eval_rows.update({name: reader.index.select(list(speakers)) for name, speakers in eval_sets.items()})
-    return SpeakerSplit(train_rows, eval_rows)
+from workers.vocabulary import Key
 
 
 def mean_cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
-    """The `<set>/loss` the fine-tuning trial logs, from probabilities (clipped away from log 0)."""
+    """The `<set>/loss` of a kind that has probabilities only (clipped away from log 0)."""
     if len(y_true) == 0:
         return 0.0
     picked = probabilities[np.arange(len(y_true)), y_true]
@@ -53,22 +27,39 @@ def mean_cross_entropy(y_true: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def evaluate_set(
-    logger: RunLogger, name: str, y_true: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ...]
+    logger: RunLogger,
+    name: str,
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    loss: float | None = None,
 ) -> dict[str, float]:
     """The full metric set of one evaluation set; logs its report, confusion matrix and reliability diagram.
 
     `probabilities`: [clips, len(labels)], columns in the corpus's label order (ShardReader.labels).
+    `loss`: the set's mean cross-entropy as the model computed it (None: from the probabilities).
     """
     if probabilities.shape[1:] != (len(labels),):
         raise ValueError(f"probabilities must have {len(labels)} columns (one per label), got {probabilities.shape}")
     y_pred = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
-    metrics = {f"{name}/loss": mean_cross_entropy(y_true, probabilities)}
-    metrics.update(classification_metrics(name, y_true, y_pred, labels))
-    metrics.update(calibration_metrics(name, y_true, probabilities))
-    logger.log_text(report_text(y_true, y_pred, labels), f"classification_report_{name}.txt")
-    logger.log_figure(
-        confusion_figure(confusion(y_true, y_pred, labels), f"{name} (n={len(y_true)})", labels),
-        f"confusion_matrix_{name}.png",
-    )
-    logger.log_figure(reliability_figure(y_true, probabilities, f"{name} (n={len(y_true)})"), f"reliability_{name}.png")
+    metrics = {Key.set_metric(name, Key.LOSS): mean_cross_entropy(y_true, probabilities) if loss is None else loss}
+    metrics.update(set_metrics(name, y_true, y_pred, probabilities, labels))
+    log_set_artifacts(logger, name, y_true, y_pred, probabilities, labels)
     return metrics
+
+
+def log_set_artifacts(
+    logger: RunLogger,
+    name: str,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+) -> None:
+    """The classification report (text and JSON), the confusion matrix and the reliability diagram of a set."""
+    logger.log_text(report_text(y_true, y_pred, labels), Key.classification_report(name, "txt"))
+    logger.log_dict(report_dict(y_true, y_pred, labels), Key.classification_report(name))
+    title = f"{name} (n={len(y_true)})"
+    logger.log_figure(confusion_figure(confusion(y_true, y_pred, labels), title, labels), Key.confusion_matrix(name))
+    # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
+    logger.log_figure(reliability_figure(y_true, probabilities, title), Key.reliability(name))

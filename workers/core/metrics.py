@@ -2,40 +2,83 @@
 
 Class index i is `labels[i]`: the corpus's own label set (ShardReader.labels, the model's `.labels`);
 ESD's five emotions only where no label set is given.
+
+The per-set metrics every trial kind logs for every evaluation set (workers.core.evaluation) are a
+registry: a function (y_true, y_pred, probabilities, labels) -> {metric: value} under a name. A new
+per-set metric is its function and one `register_set_metric(...)` line at the end of this module;
+its values are logged as `<set>/<metric>` (workers.vocabulary.Key.set_metric).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from shards.schema import EMOTIONS
+from workers.core.calibration import expected_calibration_error
 from workers.core.phases import Phase, phased
+from workers.vocabulary import Key
+
+# (y_true [clips], y_pred [clips], probabilities [clips, labels], labels) -> {metric name within the set: value}
+SetMetric = Callable[[np.ndarray, np.ndarray, np.ndarray, Sequence[str]], dict[str, float]]
+SET_METRICS: dict[str, SetMetric] = {}
+
+
+def register_set_metric(name: str, function: SetMetric) -> SetMetric:
+    """Add a per-set metric; evaluation runs them in registration order."""
+    if name in SET_METRICS:
+        raise ValueError(f"per-set metric {name!r} is registered already")
+    SET_METRICS[name] = function
+    return function
+
+
+def unregister_set_metric(name: str) -> None:
+    SET_METRICS.pop(name, None)
+
+
+def set_metrics(
+    set_name: str, y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
+) -> dict[str, float]:
+    """Every registered per-set metric of one evaluation set, as `<set>/<metric>` keys."""
+    class_scores(y_true, y_pred, labels, set_name)  # a clear error for an empty or mismatched set
+    return {
+        Key.set_metric(set_name, metric): value
+        for function in SET_METRICS.values()
+        for metric, value in function(y_true, y_pred, probabilities, labels).items()
+    }
 
 
 def classification_metrics(
     set_name: str, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS
 ) -> dict[str, float]:
-    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`.
+    """Flat metric dict, e.g. `test_en/accuracy`, `test_en/uar`, `test_en/<label>/f1` for each of `labels`."""
+    scores = classification_scores(y_true, y_pred, labels, set_name)
+    return {Key.set_metric(set_name, k): v for k, v in scores.items()}
 
-    Macro averages (`macro_precision`, `macro_f1`, `uar`) are `averages`' one definition."""
+
+def classification_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = EMOTIONS, set_name: str = "the evaluation set"
+) -> dict[str, float]:
+    """Accuracy, macro precision and F1, weighted F1, UAR, and precision/recall/F1/support per label.
+
+    Macro averages (`macro_precision`, `macro_f1`, `uar`) are `ClassScores`' one definition."""
     scores = class_scores(y_true, y_pred, labels, set_name)
     metrics = {
-        f"{set_name}/accuracy": scores.accuracy,
-        f"{set_name}/macro_precision": scores.macro("precision"),
-        f"{set_name}/macro_f1": scores.macro("f1"),
-        f"{set_name}/weighted_f1": scores.weighted("f1"),
+        Key.ACCURACY: scores.accuracy,
+        "macro_precision": scores.macro("precision"),
+        "macro_f1": scores.macro("f1"),
+        "weighted_f1": scores.weighted("f1"),
         # Unweighted accuracy (UAR) is macro recall; the usual SER headline next to accuracy.
-        f"{set_name}/uar": scores.macro("recall"),
+        "uar": scores.macro("recall"),
     }
     for i, emotion in enumerate(labels):
-        metrics[f"{set_name}/{emotion}/precision"] = float(scores.precision[i])
-        metrics[f"{set_name}/{emotion}/recall"] = float(scores.recall[i])
-        metrics[f"{set_name}/{emotion}/f1"] = float(scores.f1[i])
-        metrics[f"{set_name}/{emotion}/support"] = float(scores.support[i])
+        metrics[f"{emotion}/precision"] = float(scores.precision[i])
+        metrics[f"{emotion}/recall"] = float(scores.recall[i])
+        metrics[f"{emotion}/f1"] = float(scores.f1[i])
+        metrics[f"{emotion}/support"] = float(scores.support[i])
     return metrics
 
 
@@ -168,3 +211,19 @@ def confusion_figure(matrix: np.ndarray, title: str, labels: Sequence[str] = EMO
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def calibration_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
+) -> dict[str, float]:
+    """Expected calibration error of the top probability (workers.core.calibration)."""
+    return {"ece": expected_calibration_error(y_true, probabilities)}
+
+
+def _classification(y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]):
+    return classification_scores(y_true, y_pred, labels)
+
+
+# The per-set metrics, one line each (in this order in every trial's metrics).
+register_set_metric("classification", _classification)
+register_set_metric("calibration", calibration_scores)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from workers.finetune import encoders
+from workers.finetune.encoders.lora import has_lora
 from workers.finetune.hub import write_hub_files
 from workers.finetune.model import MODEL_TYPE, EmotionClassifier, EmotionModelConfig, config_dict
 from workers.vocabulary import Key
@@ -48,7 +48,7 @@ def save_model(
         weights = {k: v for k, v in weights.items() if not k.startswith("encoder.") or "lora_" in k}
     # The config describes the encoder as it is now (regularisation, attention kernel) and what the file holds.
     model.config.encoder = config_dict(model.encoder.config)
-    model.config.lora = {**model.encoder.lora_settings, "base": lora_base} if encoders.has_lora(model.encoder) else None
+    model.config.lora = {**model.encoder.lora_settings, "base": lora_base} if has_lora(model.encoder) else None
     hf_logging.disable_progress_bar()  # one bar per checkpoint would fill a trial's log
     model.save_pretrained(directory, state_dict={k: v.detach().to("cpu").contiguous() for k, v in weights.items()})
     write_hub_files(directory)  # the feature extractor and the code a Hugging Face user loads it with
@@ -62,7 +62,7 @@ def lora_base_of(model: EmotionClassifier) -> dict | None:
     stage has trained; a random config start or a trained base is saved in full.
     """
     source = getattr(model.encoder, "pretrained_source", None)
-    if not encoders.has_lora(model.encoder) or source is None or model.encoder_weights_trained:
+    if not has_lora(model.encoder) or source is None or model.encoder_weights_trained:
         return None
     return dict(source)
 

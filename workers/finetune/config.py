@@ -12,6 +12,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from workers.finetune.encoders import registry as encoder_registry
+
 # The same in every encoder family (workers.finetune.encoders): 'all_but_cnn' keeps the conv front end frozen
 # (Whisper: its two conv layers); 'lora' trains only LoRA adapters (lora_* fields) and the head.
 TRAINABLE_PARTS = ("head", "transformer", "all_but_cnn", "all", "lora")
@@ -38,18 +40,28 @@ ENCODER_CONFIG_FIELDS = (
     "mask_feature_length",
 )
 
-# Starts with random weights built from a config (workers.finetune.model.CONFIG_STARTS): nothing to download.
-RANDOM_STARTS: tuple[str, ...] = ("tiny", "tiny_hubert", "tiny_wavlm", "tiny_data2vec", "tiny_whisper", "xlsr53_random")
-# Named start checkpoints; anything else is a hub id or a local directory.
-START_MODELS: dict[str, str] = {
-    "finer": "jonatasgrosman/wav2vec2-large-xlsr-53-english",
-    "vanilla": "facebook/wav2vec2-large-xlsr-53",
-    "wavlm_large": "microsoft/wavlm-large",
-    "hubert_large": "facebook/hubert-large-ll60k",
-    "xlsr_300m": "facebook/wav2vec2-xls-r-300m",
-    "data2vec_large": "facebook/data2vec-audio-large",
-    "whisper_large_v3": "openai/whisper-large-v3",
-}
+# Starts, declared by the encoder families (workers.finetune.encoders, import-light) and read live:
+# RANDOM_STARTS: random weights built from a config, nothing to download (start name -> config builder);
+# START_MODELS: named start checkpoints (start name -> hub id). Anything else is a hub id or a local directory.
+RANDOM_STARTS = encoder_registry.RANDOM_STARTS
+START_MODELS = encoder_registry.NAMED_STARTS
+
+
+def check_pooling(pooling: str, layer: int | str, layerdrop: float) -> None:
+    """The pooling rules, where a trial is configured and where a model is built (workers.finetune.model).
+
+    A weighted layer sum weighs every layer's output: it needs layerdrop 0 (a skipped layer has no
+    output, and the weights would no longer line up) and takes no single `layer`.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if pooling == "weighted_sum" and layerdrop > 0:
+        raise ValueError(
+            f"pooling='weighted_sum' needs layerdrop=0 (got {layerdrop}): a dropped layer leaves no "
+            "output for its weight; set layerdrop=0"
+        )
+    if pooling == "weighted_sum" and layer != "last":
+        raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
 
 
 @dataclass(frozen=True)
@@ -249,17 +261,9 @@ class TrialConfig:
         ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
-        if self.pooling == "weighted_sum" and self.layerdrop > 0:
-            raise ValueError(
-                f"pooling='weighted_sum' needs layerdrop=0 (got {self.layerdrop}): a dropped layer leaves no "
-                "output for its weight; set layerdrop=0"
-            )
         if self.layer != "last" and not (isinstance(self.layer, int) and self.layer >= 0):
             raise ValueError(f"layer must be 'last' or a hidden-state index >= 0, got {self.layer!r}")
-        if self.pooling == "weighted_sum" and self.layer != "last":
-            raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
+        check_pooling(self.pooling, self.layer, self.layerdrop)
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise ValueError(f"lora_rank must be >= 1 and lora_alpha > 0, got {self.lora_rank}, {self.lora_alpha}")
         if self.lora_target not in LORA_TARGETS:

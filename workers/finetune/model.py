@@ -7,7 +7,6 @@ import copy
 import json
 import math
 from collections import OrderedDict
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,47 +23,18 @@ from transformers import initialization as hf_init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from shards.schema import EMOTIONS
+from workers.core.heads import ClassificationHead, masked_mean
 from workers.finetune import encoders
-from workers.finetune.config import POOLINGS, START_MODELS, TRAINABLE_PARTS
-from workers.finetune.encoders import normalize_audio, tiny_encoder_config  # noqa: F401 (their old home)
+from workers.finetune.config import RANDOM_STARTS, START_MODELS, TRAINABLE_PARTS, check_pooling
+from workers.finetune.encoders.loading import config_from_dict, load_config, load_pretrained_encoder
+from workers.finetune.encoders.lora import add_lora
+from workers.finetune.encoders.parts import unfreeze_encoder_part
+from workers.finetune.encoders.waveform import tiny_encoder_config, xlsr53_encoder_config  # noqa: F401 (old home)
+from workers.finetune.encoders.waveform.forward import encode_waveform, normalize_audio  # noqa: F401 (old home)
 from workers.finetune.hub.modeling_emotion_sweep import waveform_inputs, whisper_inputs
 
-
-def xlsr53_encoder_config() -> Wav2Vec2Config:
-    """The architecture of facebook/wav2vec2-large-xlsr-53 (~315M parameters), without its weights.
-
-    For benchmarks and GPU sizing: 7 conv layers of 512 channels, strides 5*2^6 = 320 samples a
-    frame (20 ms at 16 kHz), 24 pre-norm transformer layers of width 1024.
-    """
-    return Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        hidden_act="gelu",
-        conv_dim=(512,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=True,
-        feat_extract_norm="layer",
-        feat_extract_activation="gelu",
-        do_stable_layer_norm=True,
-        num_conv_pos_embeddings=128,
-        num_conv_pos_embedding_groups=16,
-        layer_norm_eps=1e-5,
-        vocab_size=32,
-    )
-
-
-# Starts built from a config with random weights (no download); tiny_<family>: the other families' tiny configs.
-CONFIG_STARTS = {
-    "tiny": tiny_encoder_config,
-    "xlsr53_random": xlsr53_encoder_config,
-    "tiny_hubert": partial(encoders.tiny_config, "hubert"),
-    "tiny_wavlm": partial(encoders.tiny_config, "wavlm"),
-    "tiny_data2vec": partial(encoders.tiny_config, "data2vec-audio"),
-    "tiny_whisper": partial(encoders.tiny_config, "whisper"),
-}
+# Starts built from a config with random weights (no download), as the encoder families declare them.
+CONFIG_STARTS = RANDOM_STARTS
 
 
 def with_overrides(config: PretrainedConfig, overrides: dict | None) -> PretrainedConfig:
@@ -149,8 +119,8 @@ def _load_pretrained(source: str, overrides: dict | None, revision: str, weights
         # A pre-fetched directory is the only place to look: no network, no silent download.
         options.update(cache_dir=weights_dir, local_files_only=True)
     try:
-        base_config = encoders.load_config(source, **options)
-        model = encoders.load_pretrained_encoder(source, with_overrides(base_config, overrides), **options)
+        base_config = load_config(source, **options)
+        model = load_pretrained_encoder(source, with_overrides(base_config, overrides), **options)
     except OSError as error:
         where = f"weights_dir={weights_dir}" if weights_dir else "the Hugging Face cache or the hub"
         raise OSError(
@@ -176,27 +146,6 @@ def _model_from_weights(config: PretrainedConfig, weights: dict) -> nn.Module:
     if still_meta:
         raise RuntimeError(f"cached encoder weights lack {still_meta[:5]}; clear workers.finetune.model.PRETRAINED")
     return model
-
-
-class ClassificationHead(nn.Module):
-    """dense -> tanh -> dropout -> projection, as in the paper."""
-
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(torch.tanh(self.dense(pooled))))
-
-
-def masked_mean(hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the frames that hold audio ([batch, frames, hidden] -> [batch, hidden])."""
-    if frame_mask is None:
-        return hidden.mean(dim=1)
-    weights = frame_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class MeanPooling(nn.Module):
@@ -249,19 +198,13 @@ class WeightedLayerSum(nn.Module):
 
 
 def build_pooler(pooling: str, config: PretrainedConfig) -> nn.Module:
+    """The pooling module (checked by workers.finetune.config.check_pooling: a weighted sum needs layerdrop 0)."""
     if pooling == "mean":
         return MeanPooling()
     if pooling == "attentive":
         return AttentivePooling(encoders.hidden_size(config))
-    if pooling == "weighted_sum":
-        if encoders.layerdrop(config) > 0:
-            raise ValueError(
-                f"pooling='weighted_sum' needs an encoder with layerdrop=0 (it has {encoders.layerdrop(config)}); "
-                "set layerdrop=0"
-            )
-        # The embedding output plus one output per transformer layer.
-        return WeightedLayerSum(encoders.num_states(config))
-    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    # The embedding output plus one output per transformer layer.
+    return WeightedLayerSum(encoders.num_states(config))
 
 
 MODEL_TYPE = "emotion-sweep"
@@ -296,7 +239,7 @@ class EmotionModelConfig(PretrainedConfig):
     def encoder_config(self, overrides: dict | None = None) -> PretrainedConfig:
         """The encoder's config object, with a trial's regularisation `overrides` when given."""
         values = self.encoder if self.encoder is not None else tiny_encoder_config().to_dict()
-        return with_overrides(encoders.config_from_dict(dict(values)), overrides)
+        return with_overrides(config_from_dict(dict(values)), overrides)
 
 
 def config_dict(config: PretrainedConfig) -> dict:
@@ -350,11 +293,12 @@ class EmotionClassifier(PreTrainedModel):
         if encoder is None:
             encoder = build_encoder(config.encoder_config())
             if config.lora:
-                encoders.add_lora(encoder, config.lora["rank"], config.lora["alpha"], config.lora["target"])
+                add_lora(encoder, config.lora["rank"], config.lora["alpha"], config.lora["target"])
         self.encoder = encoder
         self.family = encoders.family_of(encoder.config).model_type
         self.pooling = config.pooling
-        self.layer = check_layer(config.layer, encoder.config, config.pooling)
+        self.layer = check_layer(config.layer, encoder.config)
+        check_pooling(config.pooling, self.layer, encoders.layerdrop(encoder.config))
         self.pooler = build_pooler(config.pooling, encoder.config)
         self.head = ClassificationHead(encoders.hidden_size(encoder.config), config.num_labels, config.head_dropout)
         self.encoder_weights_trained = False  # set by set_trainable: a LoRA checkpoint then keeps the base too
@@ -391,11 +335,11 @@ class EmotionClassifier(PreTrainedModel):
 
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One vector per clip from the encoder's outputs over the frames that hold audio."""
-        if self.family == "whisper":
-            raise TypeError("a Whisper encoder takes int16 audio and lengths: use pool_audio / classify")
+        if encoders.family_of(self.encoder.config).log_mel_input:
+            raise TypeError(f"a {self.family} encoder takes int16 audio and lengths: use pool_audio / classify")
         # A frozen encoder under a training head: no graph (its activations would be kept for nothing).
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
-            states, frame_mask = encoders.encode_waveform(
+            states, frame_mask = encode_waveform(
                 self.encoder, input_values, attention_mask, all_layers=self._wants_all_layers()
             )
         return self._pool_states(states, frame_mask)
@@ -464,7 +408,7 @@ def load_lora_base(model: EmotionClassifier, base: dict, weights_dir: str = "") 
     """Put the pretrained base's weights under the LoRA adapters of `model` (loaded from adapters only)."""
     lora = model.config.lora
     source = build_encoder(base["source"], revision=base["revision"], weights_dir=weights_dir)
-    encoders.add_lora(source, lora["rank"], lora["alpha"], lora["target"])  # the same parameter names
+    add_lora(source, lora["rank"], lora["alpha"], lora["target"])  # the same parameter names
     own = model.encoder.state_dict()
     weights = {k: v for k, v in source.state_dict().items() if "lora_" not in k and k in own}
     model.encoder.load_state_dict(weights, strict=False)
@@ -475,7 +419,7 @@ AutoConfig.register(MODEL_TYPE, EmotionModelConfig, exist_ok=True)
 AutoModelForAudioClassification.register(EmotionModelConfig, EmotionClassifier, exist_ok=True)
 
 
-def check_layer(layer: int | str, config: PretrainedConfig, pooling: str) -> int | str:
+def check_layer(layer: int | str, config: PretrainedConfig) -> int | str:
     """'last' or a hidden-state index within the encoder (0: embedding output)."""
     if layer == "last":
         return layer
@@ -483,8 +427,6 @@ def check_layer(layer: int | str, config: PretrainedConfig, pooling: str) -> int
         layer = int(layer)
     if not isinstance(layer, int) or not 0 <= layer < encoders.num_states(config):
         raise ValueError(f"layer must be 'last' or an index in [0, {encoders.num_states(config)}), got {layer!r}")
-    if pooling == "weighted_sum":
-        raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
     return layer
 
 
@@ -493,21 +435,18 @@ def set_trainable(model: EmotionClassifier, part: str) -> None:
 
     The encoder's parts are the family's (workers.finetune.encoders.unfreeze_encoder_part): the same meaning
     for wav2vec2, HuBERT, WavLM, data2vec and Whisper.
-    Frozen parts build no autograd graph: modules that would force grad at their input (HF feature
-    encoders' `_requires_grad`; `freeze_feature_encoder()` clears it) follow their parameters, and
-    a wholly frozen encoder runs under no_grad (EmotionClassifier.pool_audio).
+    Frozen parts build no autograd graph: modules that would force grad at their input follow their
+    parameters (encoders.parts.sync_requires_grad), and a wholly frozen encoder runs under no_grad
+    (EmotionClassifier.pool_audio).
     """
     if part not in TRAINABLE_PARTS:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
     model.requires_grad_(False)
     model.head.requires_grad_(True)
     model.pooler.requires_grad_(True)
-    encoders.unfreeze_encoder_part(model.encoder, part)
+    unfreeze_encoder_part(model.encoder, part)
     if part in ("transformer", "all_but_cnn", "all"):
         model.encoder_weights_trained = True
-    for module in model.encoder.modules():
-        if hasattr(module, "_requires_grad"):
-            module._requires_grad = any(p.requires_grad for p in module.parameters())
 
 
 def encoder_trains(model: EmotionClassifier) -> bool:

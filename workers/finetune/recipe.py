@@ -30,21 +30,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from shards.batching import PlannedBatch, holdout, mix_languages, plan_batches
+from shards.batching import PlannedBatch, mix_languages, plan_batches
 from shards.label_map import RelabelledReader
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
 from workers.core.artifact_writer import background_logging
-from workers.core.calibration import calibration_metrics, reliability_figure
-from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
+from workers.core.evaluation import evaluate_set as evaluate_predictions
 from workers.core.phases import ObservedCalls, Phase, phase, waits
 from workers.core.reporting import Reporter
+from workers.core.split import split_rows
 from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
 from workers.finetune.distributed import DataParallel
-from workers.finetune.encoders import add_lora, layer_weights_figure
+from workers.finetune.encoders.figures import layer_weights_figure
+from workers.finetune.encoders.lora import add_lora
 from workers.finetune.hub.card import CardFacts, write_model_card
 from workers.finetune.model import (
     CONFIG_STARTS,
@@ -266,19 +267,14 @@ def compile_encoder(model: EmotionClassifier, cfg: TrialConfig, device: torch.de
 
 
 def load_trial_data(cfg: TrialConfig) -> TrialData:
+    """The speaker split of the trial's corpus (workers.core.split, as every kind), and the other corpora's sets."""
     reader = open_reader(cfg.data_dir)
-    known = set(reader.index.speaker)
-    for speaker in (*cfg.train_speakers, *(s for group in cfg.eval_sets.values() for s in group)):
-        if speaker not in known:
-            raise ValueError(f"speaker {speaker} is not in {cfg.data_dir}; it has {sorted(known)}")
-    train_rows, val_rows = holdout(reader.index, reader.index.select(cfg.train_speakers), cfg.val_fraction, cfg.seed)
-    eval_rows = {"val": val_rows} if len(val_rows) else {}
-    eval_rows.update({name: reader.index.select(speakers) for name, speakers in cfg.eval_sets.items()})
+    split = split_rows(reader, cfg.train_speakers, cfg.eval_sets, cfg.val_fraction, cfg.seed)
     other_corpora = {
         name: RelabelledReader(open_reader(directory), reader.labels, cfg.eval_label_map)
         for name, directory in cfg.extra_eval_data.items()
     }
-    return TrialData(reader, train_rows, eval_rows, other_corpora)
+    return TrialData(reader, split.train_rows, split.eval_rows, other_corpora)
 
 
 def longest_eval_seconds(data: TrialData) -> float:
@@ -436,10 +432,10 @@ def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate:
     is_best = record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred)))
     trial.logger.log_metrics(
         {
-            "train/loss": train_loss,
-            "train/lr": learning_rate,
-            "val/loss": val.loss,
-            "val/accuracy": state.last_val_accuracy,
+            Key.TRAIN_LOSS: train_loss,
+            Key.TRAIN_LR: learning_rate,
+            Key.VAL_LOSS: val.loss,
+            Key.VAL_ACCURACY: state.last_val_accuracy,
         },
         step=state.step,
     )
@@ -487,10 +483,10 @@ def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
     if state.stage_index >= len(trial.stages):
         return  # the final report (with test metrics) comes from finish() after the best model is restored
     metrics = {
-        "epoch": state.epoch,
-        "step": state.step,
-        "val/loss": state.last_val_loss,
-        "val/accuracy": state.last_val_accuracy,
+        Key.EPOCH: state.epoch,
+        Key.STEP: state.step,
+        Key.VAL_LOSS: state.last_val_loss,
+        Key.VAL_ACCURACY: state.last_val_accuracy,
     }
     if not trial.cfg.checkpoint_on_best or best is None or best.reported:
         reporter.report(metrics)
@@ -511,10 +507,10 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     final.update(layer_weights(trial))
     final.update(
         {
-            "epoch": state.epoch,
-            "step": state.step,
-            "setup_seconds": setup_seconds,
-            "trial_seconds": time.perf_counter() - started,
+            Key.EPOCH: state.epoch,
+            Key.STEP: state.step,
+            Key.SETUP_SECONDS: setup_seconds,
+            Key.TRIAL_SECONDS: time.perf_counter() - started,
         }
     )
     trial.logger.log_metrics(final, step=state.step)
@@ -567,27 +563,16 @@ def evaluate_all(trial: TrainingContext) -> dict[str, float]:
     for name, other in trial.data.other_corpora.items():
         other_source = audio_source(trial, encoder_train_mode=False, reader=other)
         metrics.update(evaluate_set(trial, other_source, name, other.rows))
-        metrics[f"{name}/{Key.UNMAPPED_CLIPS}"] = float(other.mapped.num_unmapped)
+        metrics[Key.set_metric(name, Key.UNMAPPED_CLIPS)] = float(other.mapped.num_unmapped)
     return metrics
 
 
 def evaluate_set(trial: TrainingContext, source: BatchSource, name: str, rows: np.ndarray) -> dict[str, float]:
-    labels = trial.model.labels
+    """The model's predictions on `rows`, evaluated as every kind's are (workers.core.evaluation), with its own loss."""
     result = predict(trial, source, rows)
-    metrics = {f"{name}/loss": result.loss, **classification_metrics(name, result.y_true, result.y_pred, labels)}
-    trial.logger.log_text(report_text(result.y_true, result.y_pred, labels), Key.classification_report(name, "txt"))
-    trial.logger.log_dict(report_dict(result.y_true, result.y_pred, labels), Key.classification_report(name))
-    trial.logger.log_figure(
-        confusion_figure(confusion(result.y_true, result.y_pred, labels), f"{name} (n={len(rows)})", labels),
-        f"confusion_matrix_{name}.png",
+    return evaluate_predictions(
+        trial.logger, name, result.y_true, result.probabilities, trial.model.labels, loss=result.loss
     )
-    # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
-    metrics.update(calibration_metrics(name, result.y_true, result.probabilities))
-    trial.logger.log_figure(
-        reliability_figure(result.y_true, result.probabilities, f"{name} (n={len(rows)})"),
-        f"reliability_{name}.png",
-    )
-    return metrics
 
 
 @dataclass

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shards.reader import ShardReader
-from workers.finetune.model import ClassificationHead, masked_mean
+from workers.core.heads import ClassificationHead, masked_mean
 from workers.text.config import TEXT_MODEL_FILE, TEXT_MODEL_KIND
 
 MODEL_KIND = TEXT_MODEL_KIND

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from shards.reader import open_reader
-from workers.core.evaluation import SpeakerSplit, evaluate_set, split_rows
+from workers.core.evaluation import evaluate_set, mean_cross_entropy
 from workers.core.reporting import Reporter
+from workers.core.split import SpeakerSplit, split_rows
 from workers.core.tracking import RunLogger
 from workers.text.config import TINY_ENCODER, TextConfig
 from workers.text.model import (
@@ -30,7 +31,7 @@ from workers.text.model import (
     read_transcripts,
     save_text_model,
 )
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 __all__ = ["TINY_ENCODER", "TextConfig", "run_text_trial"]
 
@@ -77,10 +78,10 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
             final.update(evaluate_set(logger, name, labels[rows], probabilities, reader.labels))
         final.update(
             {
-                "epoch": cfg.epochs,
-                "step": step,
-                "setup_seconds": setup_seconds,
-                "trial_seconds": time.perf_counter() - started,
+                Key.EPOCH: cfg.epochs,
+                Key.STEP: step,
+                Key.SETUP_SECONDS: setup_seconds,
+                Key.TRIAL_SECONDS: time.perf_counter() - started,
             }
         )
         logger.log_metrics(final, step=step)
@@ -131,14 +132,13 @@ def train(
             optimizer.step()
             losses.append(float(loss.detach()))
             step += 1
-        progress = {"epoch": epoch, "step": step, "train/loss": float(np.mean(losses))}
+        progress = {Key.EPOCH: epoch, Key.STEP: step, Key.TRAIN_LOSS: float(np.mean(losses))}
         if len(val_rows):
             probabilities = predict_text(model, list(transcripts[val_rows]), cfg.eval_batch_size)
-            picked = probabilities[np.arange(len(val_rows)), labels[val_rows]]
-            progress["val/loss"] = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
-            progress["val/accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels[val_rows]))
-            if progress["val/loss"] < best_loss:
-                best_loss = progress["val/loss"]
+            progress[Key.VAL_LOSS] = mean_cross_entropy(labels[val_rows], probabilities)
+            progress[Key.VAL_ACCURACY] = float(np.mean(probabilities.argmax(axis=1) == labels[val_rows]))
+            if progress[Key.VAL_LOSS] < best_loss:
+                best_loss = progress[Key.VAL_LOSS]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         logger.log_metrics(progress, step=step)
         if epoch < cfg.epochs:
