@@ -1,0 +1,57 @@
+"""A resumed trial ends where the uninterrupted one ends: same final held-out metrics, equal, not close.
+
+A checkpoint carries everything the path depends on (workers/finetune/resume_state.py): the best
+weights, AdamW's state inside a stage, the adaptive lr's memory, the position in the epoch's batch
+plan and every random generator (dropout, layerdrop and SpecAugment stay on here, so each matters).
+"""
+
+import json
+
+import torch
+
+from workers.core.reporting import ListReporter
+from workers.core.tracking import NullLogger
+from workers.finetune.checkpoint import TRAIN_STATE_FILE
+from workers.finetune.config import TrialConfig
+from workers.finetune.recipe import run_trial
+from workers.finetune.resume_state import OPTIMIZER_FILE
+
+CPU = torch.device("cpu")
+TIMINGS = ("setup_seconds", "trial_seconds")
+
+
+def resume_config(demo_dir, tmp_path, **overrides) -> TrialConfig:
+    """One all_but_cnn stage of 3 epochs (12 steps each), an evaluation every 4 steps; regularisation on."""
+    values = dict(
+        data_dir=str(demo_dir),
+        train_speakers=("0011", "0012"),
+        eval_sets={"test_en": ("0015",)},
+        val_fraction=0.25,
+        stages=({"trainable": "all_but_cnn", "epochs": 3, "learning_rate": 5e-4, "batch_size": 4},),
+        eval_every_steps=4,
+        prefetch_batches=0,
+        mask_time_prob=0.2,
+        feature_cache_dir=str(tmp_path / "features"),
+        seed=7,
+    )
+    values.update(overrides)
+    return TrialConfig(**values)
+
+
+def held_out(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+
+
+def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends(demo_dir, tmp_path):
+    cfg = resume_config(demo_dir, tmp_path)
+    reporter = ListReporter(checkpoint_root=tmp_path / "tune")
+    uninterrupted = run_trial(cfg, NullLogger(), reporter, device=CPU)
+    checkpoints = [c for c in reporter.checkpoints[:-1] if c is not None]
+    first = checkpoints[0]
+    saved = json.loads((first / TRAIN_STATE_FILE).read_text())
+    assert saved["stage_index"] == 0 and saved["step"] < uninterrupted["step"], "the checkpoint is mid-stage"
+    assert (first / OPTIMIZER_FILE).exists()
+
+    torch.manual_seed(12345)  # a fresh process's generators are wherever they are: the checkpoint's must win
+    resumed = run_trial(cfg, NullLogger(), ListReporter(), device=CPU, resume_dir=first)
+    assert held_out(resumed) == held_out(uninterrupted)
