@@ -27,7 +27,7 @@ def resume_config(demo_dir, tmp_path, **overrides) -> TrialConfig:
         train_speakers=("0011", "0012"),
         eval_sets={"test_en": ("0015",)},
         val_fraction=0.25,
-        stages=({"trainable": "all_but_cnn", "epochs": 3, "learning_rate": 5e-4, "batch_size": 4},),
+        stages=({"trainable": "all_but_cnn", "epochs": 3, "learning_rate": 2e-3, "batch_size": 4},),
         eval_every_steps=4,
         prefetch_batches=0,
         mask_time_prob=0.2,
@@ -50,6 +50,8 @@ def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends
     first = checkpoints[0]
     saved = json.loads((first / TRAIN_STATE_FILE).read_text())
     assert saved["stage_index"] == 0 and saved["step"] < uninterrupted["step"], "the checkpoint is mid-stage"
+    # The final model is a later best: its path runs through the steps after the checkpoint.
+    assert uninterrupted["val/loss"] < saved["best_val_loss"]
     assert (first / OPTIMIZER_FILE).exists()
 
     torch.manual_seed(12345)  # a fresh process's generators are wherever they are: the checkpoint's must win
