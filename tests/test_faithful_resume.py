@@ -6,8 +6,13 @@ plan and every random generator (dropout, layerdrop and SpecAugment stay on here
 """
 
 import json
+import signal
+from pathlib import Path
 
+import psutil
+import pytest
 import torch
+from ray import tune
 
 from workers.core.reporting import ListReporter
 from workers.core.tracking import NullLogger
@@ -17,7 +22,6 @@ from workers.finetune.recipe import run_trial
 from workers.finetune.resume_state import OPTIMIZER_FILE
 
 CPU = torch.device("cpu")
-TIMINGS = ("setup_seconds", "trial_seconds")
 
 
 def resume_config(demo_dir, tmp_path, **overrides) -> TrialConfig:
@@ -39,7 +43,8 @@ def resume_config(demo_dir, tmp_path, **overrides) -> TrialConfig:
 
 
 def held_out(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+    """The final metrics a trial's path decides: every evaluation set's, the step and epoch (no timings)."""
+    return {k: v for k, v in metrics.items() if "/" in k or k in ("step", "epoch")}
 
 
 def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends(demo_dir, tmp_path):
@@ -57,3 +62,54 @@ def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends
     torch.manual_seed(12345)  # a fresh process's generators are wherever they are: the checkpoint's must win
     resumed = run_trial(cfg, NullLogger(), ListReporter(), device=CPU, resume_dir=first)
     assert held_out(resumed) == held_out(uninterrupted)
+
+
+class KillWorkerAfterFirstCheckpoint(tune.Callback):
+    """SIGKILLs the trial's Ray worker process once Tune has its first checkpoint; notes what it did in files
+    (Tune may copy callbacks, so no state on the object is read back)."""
+
+    def __init__(self, notes: Path):
+        self.notes = notes
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if (self.notes / "killed").exists():
+            return
+        for process in psutil.Process().children(recursive=True):
+            try:
+                title = " ".join(process.cmdline())
+            except psutil.Error:
+                continue
+            if "ImplicitFunc" in title or "train_emotion" in title:
+                (self.notes / "killed").write_text(f"{title} ({process.pid})")
+                process.send_signal(signal.SIGKILL)
+                return
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        (self.notes / "recovered").write_text(trial.trial_id)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_after_its_first_checkpoint_ends_as_if_never_killed(
+    demo_dir, tmp_path, local_ray
+):
+    from workers.trial import train_emotion
+
+    cfg = resume_config(demo_dir, tmp_path)
+    uninterrupted = run_trial(cfg, NullLogger(), ListReporter(), device=CPU)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    tuner = tune.Tuner(
+        tune.with_resources(train_emotion, {"cpu": 1}),
+        param_space=json.loads(json.dumps(cfg.to_dict())),  # as a sweep hands it over: plain values
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "ray"),
+            callbacks=[KillWorkerAfterFirstCheckpoint(notes)],
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=0,
+        ),
+    )
+    result = tuner.fit()[0]
+    assert (notes / "killed").exists(), "no trial worker process was found to kill"
+    assert (notes / "recovered").exists(), f"Tune did not retry the trial; {(notes / 'killed').read_text()}"
+    assert result.error is None, result.error
+    assert held_out(result.metrics) == held_out({k: v for k, v in uninterrupted.items()})
