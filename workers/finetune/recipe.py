@@ -39,7 +39,8 @@ from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
-from workers.finetune.encoders import add_lora, layer_weights_figure
+from workers.finetune.encoders import add_lora, has_lora, layer_weights_figure
+from workers.finetune.export import log_trained_model
 from workers.finetune.model import PRETRAINED, EmotionClassifier, build_encoder, set_trainable
 from workers.finetune.resume_state import (
     capture_rng,
@@ -219,6 +220,8 @@ def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
     if cfg.init_from:
         model = load_model(cfg.init_from, encoder_overrides=cfg.encoder_overrides())
         check_labels(model, labels, cfg.init_from)
+        if cfg.uses_lora() and not has_lora(model.encoder):  # e.g. a LoRA trial's merged MLflow Model
+            add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
         return model
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
@@ -512,7 +515,7 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     trial.logger.log_metrics(final, step=state.step)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
-        trial.logger.log_model(str(model_dir))
+        log_trained_model(trial.logger, model, model_dir, Path(tmp))  # a LoRA model merged, to load anywhere
         save_train_state(model_dir, state.with_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
