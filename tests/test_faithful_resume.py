@@ -6,9 +6,11 @@ plan and every random generator (dropout, layerdrop and SpecAugment stay on here
 """
 
 import json
+import random
 import signal
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -19,7 +21,14 @@ from workers.core.tracking import NullLogger
 from workers.finetune.checkpoint import TRAIN_STATE_FILE
 from workers.finetune.config import TrialConfig
 from workers.finetune.recipe import run_trial
-from workers.finetune.resume_state import OPTIMIZER_FILE
+from workers.finetune.resume_state import (
+    OPTIMIZER_FILE,
+    capture_rng,
+    clone_optimizer_state,
+    load_optimizer_state,
+    restore_rng,
+    save_optimizer_state,
+)
 
 CPU = torch.device("cpu")
 
@@ -47,6 +56,7 @@ def held_out(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if "/" in k or k in ("step", "epoch")}
 
 
+@pytest.mark.slow
 def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends(demo_dir, tmp_path):
     cfg = resume_config(demo_dir, tmp_path)
     reporter = ListReporter(checkpoint_root=tmp_path / "tune")
@@ -62,6 +72,32 @@ def test_a_trial_resumed_mid_stage_ends_exactly_where_the_uninterrupted_one_ends
     torch.manual_seed(12345)  # a fresh process's generators are wherever they are: the checkpoint's must win
     resumed = run_trial(cfg, NullLogger(), ListReporter(), device=CPU, resume_dir=first)
     assert held_out(resumed) == held_out(uninterrupted)
+
+
+def draws() -> tuple:
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_every_generator_continues_from_its_saved_state_through_json():
+    saved = json.loads(json.dumps(capture_rng()))
+    expected = draws()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    restore_rng(saved)
+    assert draws() == expected
+
+
+def test_the_saved_optimizer_state_is_the_one_at_saving_time(tmp_path):
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    weight.grad = torch.tensor([1.0, -2.0, 3.0])
+    optimizer.step()
+    saved = clone_optimizer_state(optimizer)
+    optimizer.step()  # later steps leave the kept copy alone
+    save_optimizer_state(tmp_path, saved)
+    restored = load_optimizer_state(tmp_path)
+    assert restored["state"][0]["step"] == 1
+    assert torch.equal(restored["state"][0]["exp_avg"], torch.tensor([1.0, -2.0, 3.0]) * 0.1)
+    assert load_optimizer_state(tmp_path / "elsewhere") is None
 
 
 class KillWorkerAfterFirstCheckpoint(tune.Callback):

@@ -20,9 +20,8 @@ from workers.finetune.recipe import run_trial
 from workers.finetune.serving import clip_probabilities
 from workers.vocabulary import Key
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_a_lora_trials_model_loads_and_predicts_offline_with_its_start_deleted(demo_dir, tmp_path, monkeypatch):
     import mlflow
 
@@ -68,3 +67,37 @@ def test_a_lora_trials_model_loads_and_predicts_offline_with_its_start_deleted(d
     answer = served.predict(pd.DataFrame({"audio": [clip.tolist()]}))
     labels = list(answer.columns[1:])
     assert np.allclose(answer.iloc[0][labels].to_numpy(dtype=np.float64), expected, atol=1e-5)
+
+
+def test_adapters_on_a_hub_base_name_the_commit_it_resolved_to_and_reload_on_it(tmp_path, monkeypatch):
+    """The hub is simulated (no downloads): the config transformers returns carries the resolved commit."""
+    import copy
+
+    from workers.finetune import encoders
+    from workers.finetune.checkpoint import load_model, save_model
+    from workers.finetune.model import EmotionClassifier
+
+    commit = "0123456789abcdef" * 2 + "01234567"
+    config = tiny_encoder_config()
+    config._commit_hash = commit
+    asked: list[str | None] = []
+
+    def load_config(source, **options):
+        asked.append(options.get("revision"))
+        return copy.deepcopy(config)
+
+    def load_pretrained_encoder(source, encoder_config, **options):
+        torch.manual_seed(0)  # the hub's weights: the same at every load
+        return build_encoder(encoder_config)
+
+    monkeypatch.setattr(encoders, "load_config", load_config)
+    monkeypatch.setattr(encoders, "load_pretrained_encoder", load_pretrained_encoder)
+    PRETRAINED.clear()
+    model = EmotionClassifier(build_encoder("org/base-model"))  # the default branch, as a trial asks for it
+    encoders.add_lora(model.encoder, rank=4, alpha=8, target="attention")
+    save_model(model, tmp_path / "adapters")
+    base = json.loads((tmp_path / "adapters" / "config.json").read_text())["lora"]["base"]
+    assert base == {"source": "org/base-model", "revision": "", "commit": commit}
+    PRETRAINED.clear()
+    load_model(tmp_path / "adapters")
+    assert asked == [None, commit]  # reloaded at the commit, not at whatever the branch points to now
