@@ -3,7 +3,9 @@
     <dir>/config.json         EmotionModelConfig: the encoder's config (any family, so no hub access is
                               needed to reload), pooling, layer, head, labels (id2label), LoRA settings and base
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
-    <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
+    <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best, with
+                              every random generator's state
+    <dir>/optimizer.pt        (Tune checkpoints inside a stage) AdamW's state (workers/finetune/resume_state.py)
 A checkpoint describes itself: `load_model(dir)` (or, once `workers.finetune.model` is imported,
 `AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
 MLflow Model directory a trial logs (`model/`, with this directory as `model/transformers/`).
