@@ -165,3 +165,21 @@ def test_the_records_of_this_user_still_stop_a_dead_drivers_processes(planted):
     _, record, sleeper = planted
     assert stop_leftovers(timeout_s=1) == [sleeper.pid]
     assert wait_for(lambda: sleeper.poll() is not None, 10) and not record.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="starting a process of another user needs root")
+def test_a_recorded_process_of_another_user_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    theirs = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.setuid(65534))
+    try:
+        records = records_dir()
+        records.mkdir(mode=0o700)
+        dead_driver = {"pid": 1, "create_time": 2.0}
+        (records / "own.json").write_text(
+            json.dumps({"driver": dead_driver, "processes": [stamp(psutil.Process(theirs.pid))]})
+        )
+        assert stop_leftovers(timeout_s=1) == []
+        assert theirs.poll() is None
+    finally:
+        theirs.kill()
+        theirs.wait()
