@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 def export_dir(source_dir: Path, out: Path) -> Path:
     """The saved model in `source_dir` (or the MLflow Model holding one) as a self-contained HF directory."""
     from workers.finetune.checkpoint import load_model, resolve_model_dir, save_model
+    from workers.finetune.encoders.lora import has_lora
+    from workers.finetune.export import merged_copy
     from workers.finetune.hub.card import CARD_FILE
-    from workers.finetune.hub.lora import merge_lora
 
     kind = kind_of_saved_model(source_dir)
     if kind.name != FINETUNE:
@@ -82,8 +83,7 @@ def export_dir(source_dir: Path, out: Path) -> Path:
     except Exception as error:  # not a model directory, weights of another version, a missing LoRA base
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"cannot load the model in {model_dir}: {reason}") from None
-    merge_lora(model)
-    save_model(model, out)
+    save_model(merged_copy(model) if has_lora(model.encoder) else model, out)
     card = model_dir / CARD_FILE
     if card.exists():
         shutil.copyfile(card, out / CARD_FILE)

@@ -10,9 +10,12 @@ environment of every Ray process, so it is set before `ray.init` spawns them.
 
 Leftovers: a SIGKILLed driver never runs Ray's shutdown, and its dashboard and runtime-env agents
 keep running. The driver records the process id and start time of every process below it in
-`$RAY_TMPDIR/emotion-sweep-drivers/<pid>.json` (refreshed while it runs, as Ray starts workers);
+`$RAY_TMPDIR/emotion-sweep-drivers-<uid>/<pid>.json` (refreshed while it runs, as Ray starts workers);
 the next local start stops, for every record whose driver is gone, the recorded processes that
 still have the same pid and start time (never by name: a reused pid is somebody else's).
+On a shared host /tmp is everybody's: the records live in a directory of the user's own (0700), and a
+directory or record that another user owns or could write, or a recorded process of another user,
+is ignored (with a line on stderr), so nobody can plant a record that makes a sweep stop their pid.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import atexit
 import json
 import os
 import signal
+import stat
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -32,7 +37,7 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 REFRESH_EVERY_S = 2.0
 
 
-def start_local_ray(**init_kwargs) -> Path:
+def start_local_ray(**init_kwargs) -> Path | None:
     """Stop what dead drivers left, start a loopback-only Ray, and record its processes; returns the record."""
     import ray
 
@@ -50,7 +55,40 @@ def bind_to_loopback() -> None:
 
 
 def records_dir() -> Path:
-    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "emotion-sweep-drivers"
+    """This user's directory of driver records, under $RAY_TMPDIR or the system's temporary directory."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / f"emotion-sweep-drivers-{os.getuid()}"
+
+
+def trusted_records_dir(create: bool) -> Path | None:
+    """records_dir() when it is this user's own and private (created 0700 when `create`), else None."""
+    directory = records_dir()
+    if create:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    elif not os.path.lexists(directory):
+        return None
+    problem = untrusted(directory, private=True)
+    if problem:
+        print(f"local Ray: ignoring the driver records in {directory}: {problem}", file=sys.stderr, flush=True)
+        return None
+    return directory
+
+
+def untrusted(path: Path, private: bool) -> str | None:
+    """Why `path` cannot be trusted (None: it can): not this user's, a link, or open to others.
+
+    `private`: nobody else may even read it (the records directory); else nobody else may write it."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link"
+    if info.st_uid != os.getuid():
+        return f"it is owned by uid {info.st_uid}, not by this user ({os.getuid()})"
+    if info.st_mode & (0o077 if private else 0o022):
+        return f"its mode {stat.S_IMODE(info.st_mode):o} lets other users {'in' if private else 'write it'}"
+    return None
 
 
 def stamp(process: psutil.Process) -> dict:
@@ -66,18 +104,31 @@ def is_alive(recorded: dict) -> bool:
         return False
 
 
+def is_mine(process: psutil.Process) -> bool:
+    """Whether the process runs as this user (a sweep only ever stops its own user's processes)."""
+    try:
+        return process.uids().real == os.getuid()
+    except psutil.Error:
+        return False
+
+
 def write_record(path: Path) -> None:
     me = psutil.Process()
     record = {"driver": stamp(me), "processes": [stamp(p) for p in _descendants(me)]}
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record))
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(json.dumps(record))
     temporary.replace(path)
 
 
-def keep_record() -> Path:
-    """Record this driver's Ray processes now and every REFRESH_EVERY_S; the record goes at a clean exit."""
-    path = records_dir() / f"{os.getpid()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def keep_record() -> Path | None:
+    """Record this driver's Ray processes now and every REFRESH_EVERY_S; the record goes at a clean exit.
+
+    None: the records directory is not this user's private one (nothing recorded)."""
+    directory = trusted_records_dir(create=True)
+    if directory is None:
+        return None
+    path = directory / f"{os.getpid()}.json"
     write_record(path)
     stopped = threading.Event()
 
@@ -101,8 +152,13 @@ def keep_record() -> Path:
 def stop_leftovers(timeout_s: float = 5.0) -> list[int]:
     """Stop the recorded processes of every driver that is gone; returns the pids stopped."""
     stopped: list[int] = []
-    for path in sorted(records_dir().glob("*.json")):
+    directory = trusted_records_dir(create=False)
+    for path in sorted(directory.glob("*.json")) if directory else []:
         try:
+            problem = untrusted(path, private=False)
+            if problem:
+                print(f"local Ray: ignoring the driver record {path}: {problem}", file=sys.stderr, flush=True)
+                continue
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # being written, or torn: the next start sees it again
@@ -114,7 +170,8 @@ def stop_leftovers(timeout_s: float = 5.0) -> list[int]:
 
 
 def stop_recorded(processes: list[dict], timeout_s: float) -> list[int]:
-    """SIGTERM the recorded processes that are still the same processes; SIGKILL what is left after timeout_s.
+    """SIGTERM the recorded processes that are still the same processes, and this user's; SIGKILL what is
+    left after timeout_s.
 
     (Ray 2.60's orphaned agents ignored SIGTERM here: the SIGKILL is what ends them.)
     """
@@ -123,6 +180,8 @@ def stop_recorded(processes: list[dict], timeout_s: float) -> list[int]:
         if is_alive(recorded):
             try:
                 process = psutil.Process(recorded["pid"])
+                if not is_mine(process):
+                    continue
                 process.send_signal(signal.SIGTERM)
                 targets.append(process)
             except psutil.Error:

@@ -557,7 +557,7 @@ def resolve_init_from(value: str, tracking_uri: str) -> str:
         ) from None
     if not found:
         raise UsageError(f"--init-from {value}: {uri} holds no model")
-    return uri
+    return tracking.pin_model_version(tracking_uri, uri)  # an alias that moves mid-sweep changes no trial
 
 
 # ---------------------------------------------------------------- run

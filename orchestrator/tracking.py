@@ -156,6 +156,19 @@ def model_uri_exists(tracking_uri: str, uri: str) -> bool:
     return bool(listed)
 
 
+def pin_model_version(tracking_uri: str, uri: str) -> str:
+    """`models:/NAME@ALIAS` as the version the alias names now (`models:/NAME/VERSION`), so every trial of a
+    sweep starts from that version even if the alias moves; any other URI as it is."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    try:
+        version = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        raise StoreError(first_line(error)) from None
+    return f"models:/{name}/{version.version}"
+
+
 def register_model(tracking_uri: str, run_id: str, name: str, alias: str) -> str:
     """Register run `run_id`'s MLflow Model `model` as a new version of `name` and point `alias` at it; its version."""
     import mlflow

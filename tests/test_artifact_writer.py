@@ -1,5 +1,8 @@
 """MLflow calls on the writer thread: nothing lost, all in the store before each report, errors surface."""
 
+import tempfile
+import threading
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,7 +11,8 @@ import pytest  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from workers.core.artifact_writer import background_logging  # noqa: E402
-from workers.core.tracking import MlflowRunLogger  # noqa: E402
+from workers.core.reporting import ListReporter  # noqa: E402
+from workers.core.tracking import MlflowRunLogger, NullLogger  # noqa: E402
 
 
 class StoreAtReport:
@@ -100,3 +104,51 @@ def test_the_final_metric_at_the_curves_last_step_keeps_both_points_and_wins(run
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.timestamp)] == [(12, 0.90), (12, 0.80)]
     metrics = client.get_run(run_id).data.metrics
     assert metrics["val/accuracy"] == 0.80 and metrics["val/loss"] == 0.35 and metrics["train/loss"] == 0.4
+
+
+class FailsOnce(NullLogger):
+    """A logger whose first call fails once the test says so; later calls would succeed."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        self.failed = False
+        self.logged: list[str] = []
+
+    def set_tags(self, tags):
+        self.go.wait(30)  # hold the writer until the calls behind this one are queued
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("tracking server unreachable")
+
+    def log_model(self, model_dir):
+        self.logged.append("model")
+
+    def log_artifacts(self, local_dir, artifact_path):
+        self.logged.append(artifact_path)
+
+
+def test_calls_dropped_after_an_error_delete_their_copies_and_are_named(tmp_path, monkeypatch, capsys):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the writer's copies go
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"weights" * 1000)
+    failing = FailsOnce()
+    logger, flushing = background_logging(failing, ListReporter())
+    logger.set_tags({"device": "cpu"})
+    logger.log_model(str(model_dir))
+    logger.log_artifacts(str(model_dir), "checkpoint")
+    logger.log_text("report", "classification_report_val.txt")
+    logger.log_metrics({"val/loss": 1.0}, step=1)
+    assert len(list(scratch.iterdir())) == 2  # the two copies, queued behind the failing call
+    failing.go.set()
+    with pytest.raises(RuntimeError, match="not logged: the MLflow Model model/, checkpoint/, classification_report"):
+        flushing.report({"val/accuracy": 0.5})
+    assert list(scratch.iterdir()) == [] and failing.logged == []
+    assert "not logged: the MLflow Model model/, checkpoint/, classification_report_val.txt, 1 metric" in (
+        capsys.readouterr().err
+    )
+    logger.log_model(str(model_dir))  # the writer goes on after the error was raised
+    flushing.report({"val/accuracy": 0.5})
+    assert failing.logged == ["model"] and list(scratch.iterdir()) == []

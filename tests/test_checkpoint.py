@@ -29,7 +29,10 @@ def test_save_and_load_give_identical_logits(tmp_path, inputs, pooling):
     loaded = load_model(tmp_path / "model")
     values, mask = inputs
     with torch.no_grad():
-        assert torch.equal(model.eval()(values, attention_mask=mask), loaded.eval()(values, attention_mask=mask))
+        assert torch.equal(
+            model.eval().classify_waveform(values, attention_mask=mask),
+            loaded.eval().classify_waveform(values, attention_mask=mask),
+        )
     assert loaded.pooling == pooling and loaded.head.dropout.p == 0.2 and loaded.labels == model.labels
 
 
@@ -44,7 +47,10 @@ def test_a_kept_state_is_saved_in_place_of_the_current_weights(tmp_path, inputs)
     model.load_state_dict(best)
     values, mask = inputs
     with torch.no_grad():
-        assert torch.equal(model.eval()(values, attention_mask=mask), loaded.eval()(values, attention_mask=mask))
+        assert torch.equal(
+            model.eval().classify_waveform(values, attention_mask=mask),
+            loaded.eval().classify_waveform(values, attention_mask=mask),
+        )
 
 
 def test_regularisation_overrides_apply_when_loading(tmp_path):

@@ -144,7 +144,7 @@ def test_wav2vec2_through_the_new_interface_is_bit_identical_to_the_waveform_for
     audio, lengths = audio_batch()
     with torch.no_grad():
         values, mask = normalize_audio(audio, lengths)
-        assert torch.equal(model.classify(audio, lengths), model(values, attention_mask=mask))
+        assert torch.equal(model.classify(audio, lengths), model.classify_waveform(values, attention_mask=mask))
 
 
 # --- Whisper ---

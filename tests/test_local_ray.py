@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from deploy.bind_address import unwrap
-from orchestrator.local_ray import is_alive, stamp, stop_leftovers
+from orchestrator.local_ray import is_alive, records_dir, stamp, stop_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = [sys.executable, str(ROOT / "tests" / "local_ray_driver.py")]
@@ -100,8 +100,8 @@ def test_a_live_drivers_processes_are_left_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        records = tmp_path / "emotion-sweep-drivers"
-        records.mkdir()
+        records = records_dir()
+        records.mkdir(mode=0o700)
         me = psutil.Process()
         (records / "live.json").write_text(
             json.dumps({"driver": stamp(me), "processes": [stamp(psutil.Process(sleeper.pid))]})
@@ -117,3 +117,69 @@ def test_a_live_drivers_processes_are_left_alone(tmp_path, monkeypatch):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.fixture
+def planted(tmp_path, monkeypatch):
+    """A record of a dead driver naming a live process (a sleeper), as another user could plant it."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    sleeper = subprocess.Popen(["sleep", "60"])
+    records = records_dir()
+    records.mkdir(mode=0o700)
+    record = records / "planted.json"
+    record.write_text(
+        json.dumps({"driver": {"pid": 1, "create_time": 2.0}, "processes": [stamp(psutil.Process(sleeper.pid))]})
+    )
+    record.chmod(0o644)
+    yield records, record, sleeper
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_a_record_in_a_directory_other_users_can_enter_is_ignored(planted, capsys):
+    records, record, sleeper = planted
+    records.chmod(0o777)  # e.g. the shared directory of the earlier layout
+    assert stop_leftovers(timeout_s=1) == []
+    assert sleeper.poll() is None and record.exists()
+    assert "mode 777 lets other users in" in capsys.readouterr().err
+
+
+def test_a_record_other_users_can_write_is_ignored(planted, capsys):
+    _, record, sleeper = planted
+    record.chmod(0o666)
+    assert stop_leftovers(timeout_s=1) == []
+    assert sleeper.poll() is None and record.exists()
+    assert "lets other users write it" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="planting a file of another user needs root")
+def test_a_record_another_user_owns_is_ignored(planted, capsys):
+    _, record, sleeper = planted
+    os.chown(record, 65534, 65534)  # nobody's
+    assert stop_leftovers(timeout_s=1) == []
+    assert sleeper.poll() is None and record.exists()
+    assert "owned by uid 65534" in capsys.readouterr().err
+
+
+def test_the_records_of_this_user_still_stop_a_dead_drivers_processes(planted):
+    _, record, sleeper = planted
+    assert stop_leftovers(timeout_s=1) == [sleeper.pid]
+    assert wait_for(lambda: sleeper.poll() is not None, 10) and not record.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="starting a process of another user needs root")
+def test_a_recorded_process_of_another_user_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    theirs = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.setuid(65534))
+    try:
+        records = records_dir()
+        records.mkdir(mode=0o700)
+        dead_driver = {"pid": 1, "create_time": 2.0}
+        (records / "own.json").write_text(
+            json.dumps({"driver": dead_driver, "processes": [stamp(psutil.Process(theirs.pid))]})
+        )
+        assert stop_leftovers(timeout_s=1) == []
+        assert theirs.poll() is None
+    finally:
+        theirs.kill()
+        theirs.wait()

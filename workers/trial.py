@@ -19,7 +19,6 @@ function; without one, the fine-tuning recipe. On top of that, the trial
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -208,30 +207,17 @@ class AttemptLogger:
 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
-    """A local directory for `init_from`: as given, or an MLflow artifact fetched once per node."""
+    """A local directory for `init_from`: as given, or an MLflow model fetched once per node
+    (workers/core/model_cache.py: keyed by server and version, an alias resolved first)."""
     remote = init_from.startswith(("runs:/", "models:/")) or (
         "://" in init_from and not init_from.startswith("file://")
     )
     if not remote:
         return init_from.removeprefix("file://")
-    import fcntl
-
+    from workers.core.model_cache import cached_model_dir
     from workers.core.tracking import download_model
 
-    cache_root = Path(os.environ.get("EMOTION_SWEEP_CACHE", Path.home() / ".cache" / "emotion-sweep")) / "models"
-    target = cache_root / hashlib.sha1(init_from.encode()).hexdigest()[:16]
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with open(cache_root / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # trials sharing a node download it once
-        if not (target / "model").exists():
-            partial = Path(f"{target}.partial")
-            partial.mkdir(parents=True, exist_ok=True)
-            download_model(init_from, partial, tracking_uri)
-            downloaded = next(p for p in partial.iterdir())
-            target.mkdir(parents=True, exist_ok=True)
-            downloaded.rename(target / "model")
-            partial.rmdir()
-    return str(target / "model")
+    return str(cached_model_dir(init_from, tracking_uri, download_model))
 
 
 @contextlib.contextmanager

@@ -153,6 +153,8 @@ class Key:
     SUMMARY = "summary.txt"
     FOLDS_TABLE = "folds.txt"
     MODEL_DIR = "model"  # a trial's MLflow Model (pyfunc): MLmodel, and the transformers directory below
+    # A LoRA trial's adapters (with pooler and head) on their base, beside the merged MLflow Model model/
+    LORA_ADAPTERS_DIR = "lora_adapters"
     TRANSFORMERS_DIR = "transformers"  # inside model/: the save_pretrained directory (config.json, model.safetensors)
     # Per held-out set from another corpus: clips left out because their label maps to none of the
     # training corpus's (`<set>/unmapped_clips`).

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -32,7 +31,15 @@ from workers.vocabulary import Key, Tag
 
 __all__ = ["CLASSIFIERS", "FeaturesConfig", "run_features_trial", "load_features_model", "predict_features"]
 MODEL_KIND = FEATURES_MODEL_KIND
-PIPELINE_FILE = "pipeline.joblib"
+# skops's format: loading it builds objects of listed types only, it never runs code (a pickle does, and
+# whoever can write to the tracking server could plant one). The types below are the ones build_classifier's
+# pipelines hold beyond what skops trusts by default (scikit-learn estimators, numpy, plain containers).
+PIPELINE_FILE = "pipeline.skops"
+TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+)
 MODEL_FILE = FEATURES_MODEL_FILE
 
 
@@ -124,7 +131,9 @@ def save_features_model(
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipeline, directory / PIPELINE_FILE)
+    import skops.io
+
+    skops.io.dump(pipeline, directory / PIPELINE_FILE)
     description = {
         "kind": MODEL_KIND,
         "labels": list(labels),
@@ -136,19 +145,43 @@ def save_features_model(
 
 
 def is_features_model_dir(directory: str | Path) -> bool:
-    return (Path(directory) / MODEL_FILE).exists() and (Path(directory) / PIPELINE_FILE).exists()
+    return (Path(directory) / MODEL_FILE).exists()
 
 
 def load_features_model(directory: str | Path) -> FeaturesModel:
-    """A saved features model. The pipeline is a pickle: load only models you (or your sweeps) wrote."""
+    """A saved features model; ValueError (one line) for a pipeline that is not skops with trusted types only."""
     directory = Path(directory)
     if not is_features_model_dir(directory):
         raise FileNotFoundError(f"{directory} is not a saved features model (needs {MODEL_FILE} and {PIPELINE_FILE})")
     description = json.loads((directory / MODEL_FILE).read_text())
-    pipeline = joblib.load(directory / PIPELINE_FILE)
+    pipeline = load_pipeline(directory)
     return FeaturesModel(
         pipeline, description["labels"], description["feature_set"], tuple(description["feature_names"])
     )
+
+
+def load_pipeline(directory: Path):
+    """The skops pipeline of a saved model, refusing anything that could run code when loaded."""
+    import zipfile
+
+    import skops.io
+
+    path = directory / PIPELINE_FILE
+    if not path.exists():
+        others = sorted(p.name for p in directory.iterdir() if p.name != MODEL_FILE)
+        raise ValueError(
+            f"refused: {directory} has no {PIPELINE_FILE} (it holds {', '.join(others) or 'nothing else'}); "
+            "only a skops pipeline loads, since a pickle (joblib) runs code when loaded"
+        )
+    try:
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise ValueError(
+            f"refused: {path} is not a skops file ({error}); a pickle in its place is not loaded"
+        ) from None
+    if untrusted:
+        raise ValueError(f"refused: {path} holds types outside the trusted list: {', '.join(untrusted[:5])}")
+    return skops.io.load(path, trusted=list(TRUSTED_TYPES))
 
 
 def predict_features(model: FeaturesModel, audio_16k: np.ndarray) -> np.ndarray:

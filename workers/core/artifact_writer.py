@@ -8,12 +8,17 @@ stops the trial inside that report. Metrics queued back to back go to the store 
 Figures are detached from pyplot on the caller's thread (pyplot's figure registry is not
 thread-safe) and rendered by the writer (Agg renders a detached figure on any thread). Directories
 handed to `log_artifacts` are copied first: the caller may delete them as soon as the call returns.
+
+After a call fails, the calls queued behind it are not run (the trial sees the error at its next call
+or report): their temporary copies (the whole model for `log_model`) are deleted, and what was not
+logged is named on stderr and in the error the trial raises.
 """
 
 from __future__ import annotations
 
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -32,6 +37,7 @@ class BackgroundLogger:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._not_logged: list[str] = []  # what failed or was dropped since the error flush() raises next
 
     # --- the RunLogger interface
     def log_params(self, params: dict) -> None:
@@ -50,14 +56,10 @@ class BackgroundLogger:
         self._put("_log_detached_figure", figure, artifact_file)
 
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
-        copy = Path(tempfile.mkdtemp(prefix="artifacts-")) / Path(local_dir).name
-        shutil.copytree(local_dir, copy)
-        self._put("_log_copied_artifacts", str(copy), artifact_path)
+        self._put_copy("_log_copied_artifacts", local_dir, "artifacts-", artifact_path)
 
     def log_model(self, model_dir: str) -> None:
-        copy = Path(tempfile.mkdtemp(prefix="model-")) / Path(model_dir).name
-        shutil.copytree(model_dir, copy)
-        self._put("_log_copied_model", str(copy))
+        self._put_copy("_log_copied_model", model_dir, "model-")
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("set_tags", dict(tags))
@@ -77,12 +79,25 @@ class BackgroundLogger:
 
     # --- control
     def flush(self) -> None:
-        """Wait until every queued call has run; raise the first error a call raised."""
+        """Wait until every queued call has run; raise the first error a call raised (naming what was not logged)."""
         with phase(Phase.LOGGING_WAIT):
             self._queue.join()
         if self._error is not None:
             error, self._error = self._error, None
-            raise RuntimeError(f"a background MLflow call failed: {error!r}") from error
+            not_logged, self._not_logged = self._not_logged, []
+            raise RuntimeError(
+                f"a background MLflow call failed: {error!r}; not logged: {', '.join(not_logged) or 'nothing else'}"
+            ) from error
+
+    def _put_copy(self, method: str, directory: str, prefix: str, *args) -> None:
+        """Queue `method` on a copy of `directory`; the copy goes when the call is not queued after all."""
+        copy = Path(tempfile.mkdtemp(prefix=prefix)) / Path(directory).name
+        try:
+            shutil.copytree(directory, copy)
+            self._put(method, str(copy), *args)
+        except BaseException:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+            raise
 
     def _put(self, method: str, *args) -> None:
         if self._error is not None:
@@ -112,6 +127,8 @@ class BackgroundLogger:
                 if self._error is None:
                     with phase(Phase.LOGGING, call="writer"):  # the queued calls, run on this thread
                         self._run(calls)
+                else:
+                    self._drop(calls)
             except BaseException as error:  # kept for flush(); the thread goes on draining
                 self._error = error
             finally:
@@ -121,12 +138,32 @@ class BackgroundLogger:
     def _run(self, calls: list) -> None:
         """Run the calls in order; consecutive params, tags and metrics go to the store as one batch."""
         batch = _Batch()
-        for method, args in calls:
+        for index, (method, args) in enumerate(calls):
             if batch.take(method, args):
                 continue
-            self._send(batch)
-            getattr(self, method)(*args) if method.startswith("_") else getattr(self.logger, method)(*args)
+            try:
+                self._send(batch)
+                getattr(self, method)(*args) if method.startswith("_") else getattr(self.logger, method)(*args)
+            except BaseException:
+                self._drop(calls[index:])  # the failed call (its copy went in its own finally) and the rest
+                raise
         self._send(batch)
+
+    def _drop(self, calls: list) -> None:
+        """Calls that will not run after an error: delete their temporary copies, note what they would have logged."""
+        artifacts, others = [], 0
+        for method, args in calls:
+            if method in ("_log_copied_model", "_log_copied_artifacts"):
+                shutil.rmtree(Path(args[0]).parent, ignore_errors=True)
+            name = _artifact_name(method, args)
+            if name:
+                artifacts.append(name)
+            else:
+                others += 1
+        not_logged = artifacts + ([f"{others} metric/tag/param call(s)"] if others else [])
+        if not_logged:
+            self._not_logged += not_logged
+            print(f"MLflow writer: after an error, not logged: {', '.join(not_logged)}", file=sys.stderr, flush=True)
 
     def _send(self, batch: _Batch) -> None:
         if batch.empty():
@@ -164,6 +201,19 @@ class BackgroundLogger:
             self.logger.log_artifacts(local_dir, artifact_path)
         finally:
             shutil.rmtree(Path(local_dir).parent, ignore_errors=True)
+
+
+def _artifact_name(method: str, args: tuple) -> str:
+    """The artifact a queued call logs ("": none, a metric, tag or param call)."""
+    if method == "_log_copied_model":
+        return "the MLflow Model model/"
+    if method == "_log_copied_artifacts":
+        return f"{args[1] or Path(args[0]).name}/"
+    if method in ("log_text", "log_dict", "_log_detached_figure"):
+        return args[1]
+    if method == "log_datasets":
+        return "the dataset inputs"
+    return ""
 
 
 class _Batch:

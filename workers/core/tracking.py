@@ -367,13 +367,18 @@ def serving_requirements() -> list[str]:
     return pinned
 
 
-def download_model(artifact_uri: str, destination: Path, tracking_uri: str | None) -> None:
-    """Fetch a model artifact (`runs:/<run id>/model`, `models:/...`) into the directory `destination`."""
+def download_model(artifact_uri: str, destination: Path, tracking_uri: str | None) -> Path:
+    """Fetch a model artifact (`runs:/<run id>/model`, `models:/...`) into the directory `destination`;
+    returns the model's directory (`destination/model` for `runs:/.../model`, `destination` for `models:/`)."""
     import mlflow
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
-    mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri
+        )
+    )
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:

@@ -5,7 +5,9 @@
     <dir>/model.safetensors   encoder + pooler + head weights (LoRA: adapters + pooler + head only)
     <dir>/preprocessor_config.json, modeling_emotion_sweep.py   for Hugging Face users (workers.finetune.hub)
     <dir>/README.md           (a trial's final model) its model card (workers.finetune.hub.card)
-    <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best
+    <dir>/train_state.json    (Tune checkpoints only) where the trial was when this was its best, with
+                              every random generator's state
+    <dir>/optimizer.pt        (Tune checkpoints inside a stage) AdamW's state (workers/finetune/resume_state.py)
 A checkpoint describes itself: `load_model(dir)` (or, once `workers.finetune.model` is imported,
 `AutoModelForAudioClassification.from_pretrained(dir)`) needs nothing else; `load_model` also takes the
 MLflow Model directory a trial logs (`model/`, with this directory as `model/transformers/`).

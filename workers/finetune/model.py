@@ -93,10 +93,10 @@ class PretrainedWeights:
             self.hits += 1
             base_config, weights = self._entries[key]
             model = _model_from_weights(with_overrides(base_config, overrides), weights)
-            model.pretrained_source = {"source": source, "revision": revision}
+            model.pretrained_source = pretrained_source(source, revision, base_config)
             return model
         model, base_config = _load_pretrained(source, overrides, revision, weights_dir)
-        model.pretrained_source = {"source": source, "revision": revision}
+        model.pretrained_source = pretrained_source(source, revision, base_config)
         self.loads += 1
         self._entries[key] = (base_config, {k: v.detach().clone() for k, v in model.state_dict().items()})
         while len(self._entries) > self.capacity:
@@ -108,6 +108,12 @@ class PretrainedWeights:
 
 
 PRETRAINED = PretrainedWeights()
+
+
+def pretrained_source(source: str, revision: str, config: PretrainedConfig) -> dict:
+    """Where an encoder's weights came from: source, the revision asked for, and for a hub id the commit it
+    resolved to (transformers notes it on the config), so adapters saved on it name the exact base."""
+    return {"source": source, "revision": revision, "commit": getattr(config, "_commit_hash", None) or ""}
 
 
 def _load_pretrained(source: str, overrides: dict | None, revision: str, weights_dir: str):
@@ -407,7 +413,8 @@ class EmotionClassifier(PreTrainedModel):
 def load_lora_base(model: EmotionClassifier, base: dict, weights_dir: str = "") -> None:
     """Put the pretrained base's weights under the LoRA adapters of `model` (loaded from adapters only)."""
     lora = model.config.lora
-    source = build_encoder(base["source"], revision=base["revision"], weights_dir=weights_dir)
+    revision = base.get("commit") or base["revision"]  # the commit the adapters were trained on, when known
+    source = build_encoder(base["source"], revision=revision, weights_dir=weights_dir)
     add_lora(source, lora["rank"], lora["alpha"], lora["target"])  # the same parameter names
     own = model.encoder.state_dict()
     weights = {k: v for k, v in source.state_dict().items() if "lora_" not in k and k in own}

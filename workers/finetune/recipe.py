@@ -17,7 +17,6 @@ through `observe`, and a phase they expect that the recipe no longer enters fail
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import math
 import tempfile
@@ -45,8 +44,9 @@ from workers.finetune.checkpoint import load_model, load_train_state, save_model
 from workers.finetune.config import Stage, TrialConfig
 from workers.finetune.distributed import DataParallel
 from workers.finetune.encoders.figures import layer_weights_figure
-from workers.finetune.encoders.lora import add_lora
-from workers.finetune.hub.card import CardFacts, write_model_card
+from workers.finetune.encoders.lora import add_lora, has_lora
+from workers.finetune.export import log_trained_model
+from workers.finetune.hub.card import CardFacts
 from workers.finetune.model import (
     CONFIG_STARTS,
     PRETRAINED,
@@ -54,6 +54,13 @@ from workers.finetune.model import (
     build_encoder,
     resolve_start,
     set_trainable,
+)
+from workers.finetune.resume_state import (
+    capture_rng,
+    clone_optimizer_state,
+    load_optimizer_state,
+    restore_rng,
+    save_optimizer_state,
 )
 from workers.vocabulary import Key, Tag
 
@@ -78,6 +85,8 @@ class BestModel:
     weights: dict[str, torch.Tensor]
     train_state: TrainState  # where training continues from it: the checkpoint's train_state.json
     reported: bool  # already sent to Tune as a checkpoint
+    # The optimizer's state when training continues inside the same stage (a new stage starts a new one).
+    optimizer_state: dict | None = None
 
 
 @dataclass
@@ -94,6 +103,8 @@ class TrainingContext:
     best: BestModel | None = None
     train_losses: list[torch.Tensor] = field(default_factory=list)  # since the last evaluation; on the device
     parallel: DataParallel | None = None  # data-parallel: this worker's slice of each batch, gradient sync
+    optimizer: torch.optim.Optimizer | None = None  # the current stage's
+    resumed_optimizer_state: dict | None = None  # a resumed checkpoint's, for the stage it continues
 
     @property
     def device(self) -> torch.device:
@@ -151,7 +162,7 @@ def setup(
         model = load_model(resume_dir, encoder_overrides=cfg.encoder_overrides())
         check_labels(model, data.labels, resume_dir)
         state = TrainState.from_dict(load_train_state(resume_dir))
-        restore_torch_rng(state)  # after the model is built: building it draws random weights
+        restore_rng(state.rng_state)  # after the model is built: building it draws random weights
         weights = f"resumed from {resume_dir}"
     else:
         model = build_model(cfg, data.labels)
@@ -177,6 +188,7 @@ def setup(
     trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state, parallel=parallel)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
         trial.best = BestModel(_clone_weights(model), state, reported=True)
+        trial.resumed_optimizer_state = load_optimizer_state(resume_dir)
     tags = {
         Tag.DATA_HASH: data.reader.content_hash,
         Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
@@ -237,6 +249,8 @@ def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
     if cfg.init_from:
         model = load_model(cfg.init_from, encoder_overrides=cfg.encoder_overrides())
         check_labels(model, labels, cfg.init_from)
+        if cfg.uses_lora() and not has_lora(model.encoder):  # e.g. a LoRA trial's merged MLflow Model
+            add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
         return model
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
@@ -305,12 +319,7 @@ def train_stage(trial: TrainingContext, reporter: Reporter) -> None:
     set_trainable(model, stage.trainable)
     source = batch_source(trial, stage)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=stage.learning_rate * state.lr_scale,
-        weight_decay=cfg.weight_decay,
-        fused=trial.device.type == "cuda",
-    )
+    trial.optimizer = optimizer = stage_optimizer(trial, stage, parameters)
     num_batches = batches_per_epoch(stage, len(trial.data.train_rows))
     num_steps = stage_steps(stage, len(trial.data.train_rows))
     num_epochs = -(-num_steps // num_batches)
@@ -342,6 +351,22 @@ def train_stage(trial: TrainingContext, reporter: Reporter) -> None:
         report_progress(trial, reporter)
         if state.stopped_early:
             break
+
+
+def stage_optimizer(trial: TrainingContext, stage: Stage, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """A new AdamW per stage (its trainable parameters differ); a trial resumed inside a stage gets the
+    state its checkpoint saved, so it takes the steps the uninterrupted trial took."""
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=stage.learning_rate * trial.state.lr_scale,
+        weight_decay=trial.cfg.weight_decay,
+        fused=trial.device.type == "cuda",
+    )
+    saved, trial.resumed_optimizer_state = trial.resumed_optimizer_state, None
+    mid_stage = trial.state.stage_epoch > 0 or trial.state.epoch_batches_done > 0
+    if saved is not None and mid_stage:
+        optimizer.load_state_dict(saved)
+    return optimizer
 
 
 def start_stage(state: TrainState, cfg: TrialConfig) -> None:
@@ -443,8 +468,12 @@ def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate:
 
 
 def keep_best(trial: TrainingContext, resume_at: TrainState) -> None:
-    """Keep the model as the best so far; a resumed trial continues at `resume_at` (the next batch)."""
-    trial.best = BestModel(_clone_weights(trial.model), resume_at.with_torch_rng(), reported=False)
+    """Keep the model as the best so far; a resumed trial continues at `resume_at` (the next batch),
+    with the optimizer's state when that is inside the current stage (only needed for a checkpoint)."""
+    same_stage = resume_at.stage_index == trial.state.stage_index
+    keep_optimizer = trial.cfg.checkpoint_on_best and same_stage and trial.optimizer is not None
+    optimizer_state = clone_optimizer_state(trial.optimizer) if keep_optimizer else None
+    trial.best = BestModel(_clone_weights(trial.model), resume_at.with_rng(), False, optimizer_state)
 
 
 def _clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -494,6 +523,8 @@ def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
     with tempfile.TemporaryDirectory(prefix="emotion-best-") as directory, phase(Phase.CHECKPOINT):
         save_model(trial.model, directory, state_dict=best.weights)
         save_train_state(directory, best.train_state.to_dict())
+        if best.optimizer_state is not None:
+            save_optimizer_state(directory, best.optimizer_state)
         best.reported = True
         reporter.report(metrics, checkpoint_dir=Path(directory))
 
@@ -516,9 +547,9 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     trial.logger.log_metrics(final, step=state.step)
     with tempfile.TemporaryDirectory() as tmp, phase(Phase.CHECKPOINT):
         model_dir = save_model(model, Path(tmp) / "model")
-        write_model_card(model_dir, card_facts(trial, final))
-        trial.logger.log_model(str(model_dir))
-        save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
+        # A LoRA model merged, to load anywhere; with its model card (README.md)
+        log_trained_model(trial.logger, model, model_dir, Path(tmp), card_facts(trial, final))
+        save_train_state(model_dir, state.with_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
 
@@ -588,7 +619,9 @@ class TrainState:
     epoch_rng_state: dict = field(default_factory=dict)  # numpy PCG64 state the current epoch is planned from
     step: int = 0  # optimizer steps taken in the whole trial
     epoch: int = 0  # epochs finished in the whole trial (a stage's last, partial epoch counts)
-    torch_rng_state: str = ""  # base64 of torch's CPU generator when saved (dropout continues from it); "": unset
+    # Every random generator (python, numpy, torch CPU and CUDA: dropout, layerdrop, SpecAugment) when
+    # saved, so a resumed trial draws what the uninterrupted one drew (workers.finetune.resume_state); {}: unset
+    rng_state: dict = field(default_factory=dict)
     # The paper's adaptive learning rate and early stopping (record_evaluation)
     lr_scale: float = 1.0  # product of the adaptive decays (x lr_decay_factor each)
     last_val_loss: float = math.inf
@@ -613,10 +646,9 @@ class TrainState:
             epoch=self.epoch + 1,
         )
 
-    def with_torch_rng(self) -> TrainState:
-        """This state with torch's generator as it is now, for a checkpoint."""
-        raw = torch.get_rng_state().numpy().tobytes()
-        return dataclasses.replace(self, torch_rng_state=base64.b64encode(raw).decode())
+    def with_rng(self) -> TrainState:
+        """This state with every random generator as it is now, for a checkpoint."""
+        return dataclasses.replace(self, rng_state=capture_rng())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -628,12 +660,6 @@ class TrainState:
         if missing:
             raise ValueError(f"train_state.json lacks {missing}: it was saved by another version of the recipe")
         return cls(**{name: saved[name] for name in names})
-
-
-def restore_torch_rng(state: TrainState) -> None:
-    if state.torch_rng_state:
-        raw = np.frombuffer(base64.b64decode(state.torch_rng_state), dtype=np.uint8).copy()
-        torch.set_rng_state(torch.from_numpy(raw))
 
 
 def record_evaluation(state: TrainState, cfg: TrialConfig, val_loss: float, val_accuracy: float) -> bool:

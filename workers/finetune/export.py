@@ -1,0 +1,54 @@
+"""A trial's final model as it leaves the machine: an MLflow Model that loads anywhere.
+
+A LoRA model's checkpoint holds adapters, pooler and head, and names its base (a hub id, or a
+directory on the training machine): it loads only where that base does. The logged MLflow Model
+`model/` therefore holds the adapters merged into the base (a plain encoder: no base to find, no peft
+at serving time), and the adapters travel beside it as their own small artifact `lora_adapters/`,
+whose config names the base by id and, for a hub base, the commit it resolved to.
+Tune's checkpoint keeps the adapters form (a resumed or `init_from` trial trains them on).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from workers.core.tracking import RunLogger
+from workers.finetune import encoders
+from workers.finetune.checkpoint import lora_base_of, save_model
+from workers.finetune.hub.card import CardFacts, write_model_card
+from workers.finetune.model import EmotionClassifier
+from workers.vocabulary import Key
+
+
+def log_trained_model(
+    logger: RunLogger, model: EmotionClassifier, model_dir: Path, scratch: Path, card: CardFacts | None = None
+) -> None:
+    """Log `model` (saved in `model_dir`) as the run's MLflow Model, with its model card when given; a LoRA
+    model merged, its adapters beside it."""
+    if not encoders.has_lora(model.encoder):
+        if card is not None:
+            write_model_card(model_dir, card)
+        logger.log_model(str(model_dir))
+        return
+    merged_dir = save_model(merged_copy(model), scratch / "merged")
+    if card is not None:
+        write_model_card(merged_dir, card)
+    logger.log_model(str(merged_dir))
+    if lora_base_of(model) is not None:  # model_dir holds the adapters alone (a full save is the merged model)
+        logger.log_artifacts(str(model_dir), Key.LORA_ADAPTERS_DIR)
+
+
+def merged_copy(model: EmotionClassifier) -> EmotionClassifier:
+    """A CPU copy of a LoRA model with every adapter merged into the weight it adapts, and no peft layers left."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = copy.deepcopy(model).cpu().eval()
+    for name, module in list(merged.encoder.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()  # W += B A * alpha / r
+            parent, _, child = name.rpartition(".")
+            setattr(merged.encoder.get_submodule(parent), child, module.get_base_layer())
+    if encoders.has_lora(merged.encoder):
+        raise RuntimeError("LoRA parameters left after merging the adapters")
+    return merged
