@@ -90,8 +90,10 @@ def test_adapters_on_a_hub_base_name_the_commit_it_resolved_to_and_reload_on_it(
         torch.manual_seed(0)  # the hub's weights: the same at every load
         return build_encoder(encoder_config)
 
-    monkeypatch.setattr(encoders, "load_config", load_config)
-    monkeypatch.setattr(encoders, "load_pretrained_encoder", load_pretrained_encoder)
+    from workers.finetune import model as model_module
+
+    monkeypatch.setattr(model_module, "load_config", load_config)  # where the model looks them up
+    monkeypatch.setattr(model_module, "load_pretrained_encoder", load_pretrained_encoder)
     PRETRAINED.clear()
     model = EmotionClassifier(build_encoder("org/base-model"))  # the default branch, as a trial asks for it
     encoders.add_lora(model.encoder, rank=4, alpha=8, target="attention")

@@ -45,6 +45,8 @@ def write_hub_files(directory: str | Path) -> Path:
     """Add the feature extractor and the remote code to a saved model directory (config.json present)."""
     directory = Path(directory)
     config_path = directory / "config.json"
+    if not config_path.exists():  # save_pretrained writes nothing on a data-parallel worker other than 0
+        return directory
     config = json.loads(config_path.read_text())
     feature_extractor_for(config.get("encoder") or {}).save_pretrained(directory)
     shutil.copyfile(REMOTE_CODE, directory / REMOTE_CODE.name)
