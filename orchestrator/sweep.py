@@ -319,6 +319,10 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         manifest = preflight.open_data(data_dir)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    try:  # before the parent run and any trial; one line, as the refusal is the whole message
+        preflight.check_cluster_tracking(tracking_uri, args.address)
+    except preflight.PreflightError as error:
+        raise SystemExit(str(error)) from None
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
@@ -480,6 +484,7 @@ def resume_sweep(args, storage: str) -> SweepRecord:
 
     try:
         preflight.check_tracking(record.tracking_uri)
+        preflight.check_cluster_tracking(record.tracking_uri, args.address)
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
     ignored = [

@@ -60,6 +60,7 @@ def worker_loop(config: dict) -> None:
     from workers.config import TrialConfig
     from workers.tracking import NullLogger
     from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
+    from workers.vocabulary import Tag
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -68,6 +69,8 @@ def worker_loop(config: dict) -> None:
     TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
     tracking = config.get(TRACKING_KEY)
     logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
+    nodes = worker_nodes(world)  # a collective: every rank, before any other
+    logger.set_tags({Tag.TRAIN_WORKER_NODES: ",".join(nodes)})
     run_recorded(
         values,
         logger,
@@ -78,6 +81,19 @@ def worker_loop(config: dict) -> None:
         shard_rows=lambda rows: shard_rows(rows, rank, world),
         sync_gradients=lambda parameters: average_gradients(parameters, world),
     )
+
+
+def worker_nodes(world: int) -> list[str]:
+    """Every rank's Ray node id, in rank order (one all-gather): where a data-parallel trial ran."""
+    import torch.distributed as dist
+
+    from workers.trial import ray_node_id
+
+    if not dist.is_initialized():
+        return [ray_node_id()]
+    nodes: list[str] = [""] * world
+    dist.all_gather_object(nodes, ray_node_id())
+    return nodes
 
 
 def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:

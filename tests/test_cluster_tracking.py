@@ -1,0 +1,31 @@
+"""The rule a multi-node sweep's tracking store must follow: a server every node reaches, never a local file.
+(The real two-node refusal, through the CLI, is in tests/test_multinode.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import preflight
+
+HEAD = {"Alive": True, "NodeManagerAddress": "10.0.1.5", "Resources": {"CPU": 0.0, preflight.HEAD_NODE_RESOURCE: 1.0}}
+WORKER = {"Alive": True, "NodeManagerAddress": "10.0.1.9", "Resources": {"CPU": 8.0, "GPU": 1.0}}
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////abs/mlruns/mlflow.db", "file:///abs/mlruns", "/abs/mlruns"])
+def test_a_local_store_is_refused_on_two_nodes_naming_the_heads_server(uri):
+    problem = preflight.cluster_store_problem(uri, [WORKER, HEAD])
+    assert "\n" not in problem and uri in problem and "2 nodes" in problem
+    assert "--tracking-uri http://10.0.1.5:5000" in problem  # the head's, though listed second
+
+
+@pytest.mark.parametrize("uri", ["http://10.0.1.5:5000", "https://mlflow.lab.example", "postgresql://db/mlflow"])
+def test_a_server_or_shared_database_is_fine_on_two_nodes(uri):
+    assert preflight.cluster_store_problem(uri, [HEAD, WORKER]) == ""
+
+
+def test_a_local_store_is_fine_on_one_node():
+    assert preflight.cluster_store_problem("sqlite:////abs/mlruns/mlflow.db", [HEAD]) == ""
+
+
+def test_no_address_means_the_sweeps_own_local_ray_and_no_check():
+    preflight.check_cluster_tracking("sqlite:////abs/mlruns/mlflow.db", None)  # connects to nothing
