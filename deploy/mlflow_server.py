@@ -75,6 +75,10 @@ def server_command(host: str, port: int, db: Path, artifacts: str, num_workers: 
         str(port),
         "--workers",
         str(num_workers),
+        # The Host header clients send: MLflow's default list (localhost, 10/8, 172.16/12, 192.168/16)
+        # refuses other private ranges with 403 "Invalid Host header"; the server answers on `host` only.
+        "--allowed-hosts",
+        f"{host},{host}:{port}",
     ]
 
 
