@@ -482,11 +482,18 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         raise UsageError(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
     from orchestrator import preflight
 
+    moved = paths.absolute_tracking_uri(args.tracking_uri) if args.tracking_uri else record.tracking_uri
+    if moved != record.tracking_uri:
+        # The same store at a new address: the head's server of a new SLURM job, a restarted head.
+        print(f"--resume: the sweep's MLflow store at {moved} (was {record.tracking_uri})")
+        record.tracking_uri = moved
     try:
         preflight.check_tracking(record.tracking_uri)
         preflight.check_cluster_tracking(record.tracking_uri, args.address)
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
+    if tracking.get_run(tracking.client_for(record.tracking_uri), record.parent_run_id) is None:
+        raise SystemExit(f"{record.tracking_uri} holds no run {record.parent_run_id}: not this sweep's MLflow store")
     ignored = [
         flag
         for flag, value in (
