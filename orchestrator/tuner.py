@@ -26,8 +26,9 @@ from workers.vocabulary import RunStatus, Tag, TrialState
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
 RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
 
-# Set when a SIGINT (Ctrl-C) reached the driver during the last `run_phase`.
+# Set when a SIGINT (Ctrl-C) or SIGTERM (`kill`, SLURM's scancel) reached the driver during the last `run_phase`.
 _INTERRUPTED = threading.Event()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = False):
@@ -51,23 +52,26 @@ def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = 
             run_config=run_config(record, grid, phase, resources),
         )
     _INTERRUPTED.clear()
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         return tuner.fit()
     finally:
-        signal.signal(signal.SIGINT, handler)  # Tune leaves its own handler installed after fit
+        for sig, handler in handlers.items():  # Tune (and NoteInterrupt) leave their handlers installed after fit
+            signal.signal(sig, handler)
 
 
 def was_interrupted() -> bool:
-    """Whether Ctrl-C (SIGINT) stopped the last `run_phase`: Tune then stops every running trial and
+    """Whether Ctrl-C (SIGINT) or SIGTERM stopped the last `run_phase`: Tune then stops every running trial and
     reports it TERMINATED, like a finished one, so its ResultGrid cannot tell."""
     return _INTERRUPTED.is_set()
 
 
 class NoteInterrupt(tune.Callback):
-    """Notes a SIGINT during `Tuner.fit`, then lets Tune's own handler stop the experiment.
+    """Notes a SIGINT during `Tuner.fit`, then lets Tune's own handler stop the experiment; a SIGTERM takes
+    the same path (Ray's driver would otherwise exit at once, leaving runs RUNNING and no resume line).
 
-    Tune installs its SIGINT handler inside `fit`, before it sets up the callbacks: this wraps it."""
+    Tune installs its SIGINT handler inside `fit`, before it sets up the callbacks: this wraps it. A second
+    SIGTERM only notes again, so a SIGTERM from SLURM and one from the job script stop the sweep once."""
 
     def setup(self, **info):
         tune_handler = signal.getsignal(signal.SIGINT)
@@ -78,7 +82,8 @@ class NoteInterrupt(tune.Callback):
             _INTERRUPTED.set()
             tune_handler(signum, frame)
 
-        signal.signal(signal.SIGINT, note_then_stop)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, note_then_stop)
 
 
 def make_trainable(resources: Resources):
