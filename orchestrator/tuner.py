@@ -29,6 +29,9 @@ RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
 # Set when a SIGINT (Ctrl-C) or SIGTERM (`kill`, SLURM's scancel) reached the driver during the last `run_phase`.
 _INTERRUPTED = threading.Event()
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# parent run id -> the sweep's MLflow store as this driver reaches it. A resumed sweep's store may have
+# moved (the tracking server of a new SLURM job): its restored trials and callbacks still hold the old address.
+_STORE_URI: dict[str, str] = {}
 
 
 def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = False):
@@ -38,6 +41,7 @@ def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     CONSOLE.quiet = quiet  # also for a restored phase, whose callbacks Tune unpickles
     path = record.phase_path(phase.name)
+    _STORE_URI[record.parent_run_id] = record.tracking_uri
     resources = Resources.from_dict(record.resources)
     trainable = make_trainable(resources)
     if tune.Tuner.can_restore(path):
@@ -233,6 +237,22 @@ class CloseChildRuns(tune.Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.tags = tags
+
+    def on_trial_add(self, iteration, trials, trial, **info):
+        self._follow_store([trial])
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._follow_store(trials)
+
+    def _follow_store(self, trials) -> None:
+        """Point this callback, and trials not yet started, at the store's address now (`_STORE_URI`): a restored
+        experiment unpickles this callback and its trials' configs with the address the sweep started with."""
+        uri = _STORE_URI.get(self.parent_run_id, self.tracking_uri)
+        self.tracking_uri = uri
+        for trial in trials:
+            target = (trial.config or {}).get(TRACKING_KEY)
+            if isinstance(target, dict) and target.get("tracking_uri") != uri:
+                target["tracking_uri"] = uri  # Tune copies trial.config when it starts (or resets) the trial's actor
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, RunStatus.FINISHED, {}, tags_from_run=_stopped_early_tags)

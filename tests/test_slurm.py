@@ -216,7 +216,7 @@ def wait_for(condition, timeout_s: float, what: str, log: Path) -> None:
 def test_scancel_stops_the_sweep_through_its_ctrl_c_path_and_the_next_job_resumes(slurm, demo_dir, tmp_path):
     shared, out = tmp_path / "shared", tmp_path / "job.out"
     env = job_env(slurm, shared)
-    job = sbatch(env, out, "smoke", "--data", str(demo_dir), *QUICK, "--set", "epoch_scale=1.0")
+    job = sbatch(env, out, "smoke", "--data", str(demo_dir), *QUICK, "--set", "epoch_scale=0.5")
     wait_for(lambda: len(sweep_runs(shared)[1]) >= 1, JOB_TIMEOUT_S, "a trial's run", out)
     job_id = next(
         iter(subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split())
@@ -224,7 +224,8 @@ def test_scancel_stops_the_sweep_through_its_ctrl_c_path_and_the_next_job_resume
     subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], env=env, check=True)
     job.communicate(timeout=JOB_TIMEOUT_S)
     log = out.read_text()
-    assert "interrupting the sweep" in log and "--resume" in log, log[-6000:]
+    assert "interrupting the sweep" in log and "marked KILLED" in log, log[-6000:]
+    assert "resume in a new job: sbatch" in log and "deploy/slurm/sweep.sbatch smoke --resume" in log
     parent, children = sweep_runs(shared)
     assert parent.info.status == "KILLED" and children
     assert "FINISHED" not in {c.info.status for c in children} or len(children) < 2
