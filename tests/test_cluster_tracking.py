@@ -29,3 +29,22 @@ def test_a_local_store_is_fine_on_one_node():
 
 def test_no_address_means_the_sweeps_own_local_ray_and_no_check():
     preflight.check_cluster_tracking("sqlite:////abs/mlruns/mlflow.db", None)  # connects to nothing
+
+
+def test_a_restored_experiment_follows_its_store_to_a_new_address(monkeypatch):
+    """`--resume --tracking-uri URL` (a new SLURM job's server): Tune restores the trials' configs and the
+    callbacks with the old address; the driver points both at the new one before any trial starts."""
+    from types import SimpleNamespace
+
+    from orchestrator import tuner
+    from workers.trial import TRACKING_KEY
+
+    callback = tuner.CloseChildRuns("http://10.0.0.1:20002", "1", "parent-run", {})
+    restored = SimpleNamespace(config={TRACKING_KEY: {"tracking_uri": "http://10.0.0.1:20002", "experiment_id": "1"}})
+    added = SimpleNamespace(config={TRACKING_KEY: {"tracking_uri": "http://10.0.0.1:20002"}})
+    monkeypatch.setitem(tuner._STORE_URI, "parent-run", "http://10.0.0.7:20418")
+    callback.on_step_begin(0, [restored])
+    callback.on_trial_add(0, [restored, added], added)
+    assert callback.tracking_uri == "http://10.0.0.7:20418"
+    assert restored.config[TRACKING_KEY] == {"tracking_uri": "http://10.0.0.7:20418", "experiment_id": "1"}
+    assert added.config[TRACKING_KEY]["tracking_uri"] == "http://10.0.0.7:20418"

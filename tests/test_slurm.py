@@ -141,6 +141,12 @@ def slurm(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True)
+        deadline = time.monotonic() + 60  # slurmd must outlive its jobs' steps, or they are orphaned
+        while time.monotonic() < deadline:
+            queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+            if queue.returncode != 0 or not queue.stdout.strip():
+                break
+            time.sleep(1)
         for pidfile in pidfiles:
             stop_pidfile(pidfile)
 
