@@ -223,6 +223,8 @@ def test_scancel_stops_the_sweep_through_its_ctrl_c_path_and_the_next_job_resume
     shared, out = tmp_path / "shared", tmp_path / "job.out"
     env = job_env(slurm, shared)
     job = sbatch(env, out, "smoke", "--data", str(demo_dir), *QUICK, "--set", "epoch_scale=0.5")
+    # Read the store only once the server made it (two processes creating one SQLite store race).
+    wait_for(lambda: out.exists() and "MLflow tracking server up" in out.read_text(), 120, "the server", out)
     wait_for(lambda: len(sweep_runs(shared)[1]) >= 1, JOB_TIMEOUT_S, "a trial's run", out)
     job_id = next(
         iter(subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split())
