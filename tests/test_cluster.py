@@ -169,7 +169,7 @@ def test_head_exports_its_mlflow_server_as_the_tracking_uri_before_ray_starts(ca
     [export] = [i for i, c in enumerate(head) if "MLFLOW_TRACKING_URI" in c]
     [ray_start] = [i for i, c in enumerate(head) if "ray start" in c]
     [server] = [c for c in head if "deploy.mlflow_server start" in c]
-    assert export < ray_start
+    assert export < ray_start and ". ~/.emotion-sweep.env;" in head[ray_start]  # in ray start's environment
     assert "~/.emotion-sweep.env" in head[export]  # every later shell sources it (initialization_commands)
     uri_argv = shlex.split(head[export].split("python -m deploy.mlflow_server", 1)[1].split(")")[0])
     start_args = mlflow_server.parse_args(shlex.split(server.split("python -m deploy.mlflow_server", 1)[1]))
