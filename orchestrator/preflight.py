@@ -89,9 +89,11 @@ def is_local_store(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
 
 
-def check_cluster_tracking(tracking_uri: str, address: str | None) -> None:
-    """On a Ray cluster of more than one node, refuse a local store before any trial: each node's
-    trials would write a file on their own node's disk, and the sweep's parent run would never see them.
+def check_cluster_tracking(tracking_uri: str, address: str | None, need: dict[str, float] | None = None) -> None:
+    """On a Ray cluster of more than one node, refuse a local store before any trial: each node's trials
+    would write a file on their own node's disk, and the sweep's parent run would never see them. The same on
+    one node that cannot run a trial itself (`need`: CPU and GPU of one trial): an autoscaling head
+    (cluster.yaml's offers no CPU) runs every trial on nodes still to come.
 
     Connects the driver to Ray (`address` given and the store local only: nothing to check otherwise)."""
     if address is None or not is_local_store(tracking_uri):
@@ -101,21 +103,29 @@ def check_cluster_tracking(tracking_uri: str, address: str | None) -> None:
     from orchestrator.tuner import init_ray
 
     init_ray(address)
-    problem = cluster_store_problem(tracking_uri, [n for n in ray.nodes() if n.get("Alive")])
+    problem = cluster_store_problem(tracking_uri, [n for n in ray.nodes() if n.get("Alive")], need)
     if problem:
         raise PreflightError(problem)
 
 
-def cluster_store_problem(tracking_uri: str, nodes: list[dict]) -> str:
+def cluster_store_problem(tracking_uri: str, nodes: list[dict], need: dict[str, float] | None = None) -> str:
     """Why `tracking_uri` cannot serve a sweep on these alive Ray nodes (`ray.nodes()` entries); '' when it can."""
-    if len(nodes) < 2 or not is_local_store(tracking_uri):
+    if not nodes or not is_local_store(tracking_uri):
         return ""
+    if len(nodes) == 1:
+        have = nodes[0].get("Resources", {})
+        short = {k: v for k, v in (need or {}).items() if v > 0 and have.get(k, 0.0) < v}
+        if not short:
+            return ""
+        where = f"a Ray cluster whose only node cannot run a trial (it needs {short}; trials go to nodes it adds)"
+    else:
+        where = f"a Ray cluster of {len(nodes)} nodes"
     heads = [n for n in nodes if HEAD_NODE_RESOURCE in n.get("Resources", {})]
     head = (heads or nodes)[0].get("NodeManagerAddress", "HEAD_IP")
     return (
-        f"refusing the local MLflow store {tracking_uri} on a Ray cluster of {len(nodes)} nodes (trials on other "
-        f"nodes would log to files on their own disks): pass --tracking-uri http://{head}:{HEAD_TRACKING_PORT}, "
-        "the head's server (python -m deploy.mlflow_server start), or export MLFLOW_TRACKING_URI"
+        f"refusing the local MLflow store {tracking_uri} on {where} (trials on other nodes would log to files "
+        f"on their own disks): pass --tracking-uri http://{head}:{HEAD_TRACKING_PORT}, the head's server "
+        "(python -m deploy.mlflow_server start), or export MLFLOW_TRACKING_URI"
     )
 
 

@@ -236,6 +236,11 @@ def resources_from(args, stored: dict | None = None) -> dict:
     return resources
 
 
+def trial_need(resources: dict) -> dict[str, float]:
+    """What one trial process asks Ray for (one worker's share for a data-parallel trial)."""
+    return {"CPU": resources["cpus_per_trial"], "GPU": resources["gpus_per_trial"]}
+
+
 def check_resources(resources: dict, kind: str) -> None:
     if resources["workers_per_trial"] > 1 and kind != FINETUNE:
         raise SystemExit(f"--workers-per-trial > 1 runs data-parallel fine-tuning; a {kind!r} trial is one process")
@@ -320,7 +325,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:  # before the parent run and any trial; one line, as the refusal is the whole message
-        preflight.check_cluster_tracking(tracking_uri, args.address)
+        preflight.check_cluster_tracking(tracking_uri, args.address, trial_need(resources))
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
     try:
@@ -489,7 +494,9 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         record.tracking_uri = moved
     try:
         preflight.check_tracking(record.tracking_uri)
-        preflight.check_cluster_tracking(record.tracking_uri, args.address)
+        preflight.check_cluster_tracking(
+            record.tracking_uri, args.address, trial_need(resources_from(args, record.resources))
+        )
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
     if tracking.get_run(tracking.client_for(record.tracking_uri), record.parent_run_id) is None:

@@ -48,3 +48,12 @@ def test_a_restored_experiment_follows_its_store_to_a_new_address(monkeypatch):
     assert callback.tracking_uri == "http://10.0.0.7:20418"
     assert restored.config[TRACKING_KEY] == {"tracking_uri": "http://10.0.0.7:20418", "experiment_id": "1"}
     assert added.config[TRACKING_KEY]["tracking_uri"] == "http://10.0.0.7:20418"
+
+
+def test_a_local_store_is_refused_on_one_node_that_cannot_run_a_trial():
+    """cluster.yaml's head alone (no CPU): every trial runs on GPU nodes the autoscaler has yet to add."""
+    head = {**HEAD, "Resources": {"CPU": 0.0, preflight.HEAD_NODE_RESOURCE: 1.0}}
+    problem = preflight.cluster_store_problem("sqlite:////abs/mlflow.db", [head], {"CPU": 8, "GPU": 1})
+    assert "cannot run a trial" in problem and "--tracking-uri http://10.0.1.5:5000" in problem
+    fits = {**HEAD, "Resources": {"CPU": 8.0, "GPU": 1.0}}
+    assert preflight.cluster_store_problem("sqlite:////abs/mlflow.db", [fits], {"CPU": 8, "GPU": 1}) == ""
