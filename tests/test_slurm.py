@@ -9,6 +9,7 @@ Needs root and Debian's `slurm-wlm` and `munge` packages (.ci/run installs them)
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -158,6 +159,8 @@ def job_env(slurm_env: dict, shared: Path) -> dict:
         "EMOTION_SWEEP_PYTHON": sys.executable,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "RAY_AIR_NEW_OUTPUT": "0",
+        # Job ids restart at 1 in every test SLURM: another test run on this machine must not share its ports.
+        "SWEEP_PORT_BASE": str(random.randrange(20000, 40000, 16)),
     }
     for inherited in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR"):
         env.pop(inherited, None)
@@ -182,13 +185,13 @@ def sweep_runs(shared: Path) -> tuple[object, list]:
 
 
 def leftovers(job_id: str, shared: Path) -> list[str]:
-    """Processes of the job still running: its Ray (temp dir /tmp/es-JOBID) or its MLflow server (store in shared)."""
+    """Processes of the job still running: its Ray (temp dir /tmp/es-JOBID-PID) or its MLflow server (its store)."""
     import psutil
 
     found = []
     for process in psutil.process_iter(["cmdline"]):
         text = " ".join(process.info["cmdline"] or [])
-        if f"/tmp/es-{job_id}/" in text or str(shared) in text:
+        if f"/tmp/es-{job_id}-" in text or str(shared) in text:
             found.append(text[:200])
     return found
 
