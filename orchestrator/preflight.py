@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from workers.config import RANDOM_STARTS, START_MODELS
+from workers.finetune.config import RANDOM_STARTS, START_MODELS
 
 # A held-out set needs this many clips of each class the trial trains on: with one, a class's recall
 # is all or nothing; with none, macro-F1 and the confusion matrix leave the class undefined. (Small
@@ -40,7 +40,7 @@ class PreflightError(ValueError):
 
 def check_overrides(overrides: dict) -> None:
     """Every `--set` key names a config field and its value has the field's type."""
-    from workers.config import canonical_key, check_type
+    from workers.finetune.config import canonical_key, check_type
 
     for key, value in overrides.items():
         try:
@@ -51,7 +51,7 @@ def check_overrides(overrides: dict) -> None:
 
 def _as_declared(key: str, value):
     """`--set` values as a trial config will hold them (lists as tuples, ints where floats are declared)."""
-    from workers.config import TrialConfig, _coerce
+    from workers.finetune.config import TrialConfig, _coerce
 
     return _coerce(TrialConfig, key, value)
 

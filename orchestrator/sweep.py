@@ -2,7 +2,7 @@
 
 A sweep's trials fine-tune a speech encoder, or run a baseline (`features`: openSMILE functionals
 and a classifier; `text`: a text encoder on the transcripts): the sweep names its kind
-(workers.trial_kinds), and everything here is the same for every kind.
+(workers.kinds), and everything here is the same for every kind.
 
 The sweep's life, in one place: `main` opens it (`new_sweep`, or `resume_sweep` from its record),
 runs its phases (`run_sweep`, one Tune experiment each: `orchestrator.tuner`) and closes it
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from orchestrator import paths, tracking
 from orchestrator.record import Resources, SweepRecord
-from workers.trial_kinds import FINETUNE
+from workers.kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
 
 RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
@@ -191,7 +191,7 @@ def parse_overrides(pairs: list[str], kind: str = FINETUNE) -> dict:
     For a fine-tuning sweep every key (or its Hugging Face alias) and value is checked against
     TrialConfig here, before any work; a baseline sweep's keys are checked against its own config
     when its grid is built."""
-    from workers.config import canonical_key, check_type, coerce_value
+    from workers.finetune.config import canonical_key, check_type, coerce_value
 
     values = {}
     for pair in pairs:
@@ -548,7 +548,7 @@ def check_phases_open(record: SweepRecord) -> None:
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:
     """--init-from as a location trials can read: a model directory, or a `runs:/` or `models:/` URI."""
-    from workers.checkpoint import is_model_dir, resolve_model_dir
+    from workers.finetune.checkpoint import is_model_dir, resolve_model_dir
 
     local = Path(value).expanduser()
     if local.exists():

@@ -18,9 +18,9 @@ from orchestrator import tracking
 from orchestrator.grid import Phase, TrialGrid, Variant
 from orchestrator.progress import CONSOLE, trial_error_text
 from orchestrator.record import Resources, SweepRecord
-from workers.distributed import DISTRIBUTED_KEY
+from workers.finetune.distributed import DISTRIBUTED_KEY
 from workers.trial import KIND_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
-from workers.trial_kinds import FINETUNE, trial_kind
+from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import RunStatus, Tag, TrialState
 
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
@@ -92,7 +92,7 @@ class NoteInterrupt(tune.Callback):
 
 def make_trainable(resources: Resources):
     if resources.workers_per_trial > 1:
-        from workers.distributed import train_emotion_distributed
+        from workers.finetune.distributed import train_emotion_distributed
 
         # The trial itself only coordinates; its TorchTrainer's workers hold the CPUs and GPUs.
         return tune.with_resources(train_emotion_distributed, {"cpu": 0.01})

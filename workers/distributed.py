@@ -24,7 +24,7 @@ def train_emotion_distributed(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from workers.reporting import TuneReporter
+    from workers.core.reporting import TuneReporter
     from workers.trial import TRACKING_KEY, open_logger, replay_if_completed, trial_values
 
     context = tune.get_context()
@@ -57,8 +57,8 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from workers.config import TrialConfig
-    from workers.tracking import NullLogger
+    from workers.finetune.config import TrialConfig
+    from workers.core.tracking import NullLogger
     from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
     from workers.vocabulary import Tag
 

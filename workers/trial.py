@@ -4,7 +4,7 @@ Kept import-light (torch loads inside the function) so the driver can import it 
 
 A trial's Tune config is `{VARIANT_KEY: {"values": config values, "tags": MLflow tags, ...},
 TRACKING_KEY: where its MLflow run goes, KIND_KEY: what it runs}` (flat TrialConfig values also
-work). The kind (workers.trial_kinds: fine-tuning, or a baseline) picks the typed config and the run
+work). The kind (workers.kinds: fine-tuning, or a baseline) picks the typed config and the run
 function; without one, the fine-tuning recipe. On top of that, the trial
 - finds or creates its MLflow child run by trial id (a restored trial reuses its run),
 - records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
@@ -24,8 +24,8 @@ import os
 import time
 from pathlib import Path
 
-from workers.trial_kinds import FINETUNE
-from workers.trial_kinds import trial_kind as kind_named
+from workers.kinds import FINETUNE
+from workers.kinds import trial_kind as kind_named
 from workers.vocabulary import Key, Tag, TrialState
 
 # Config keys that are about where results go, not about the recipe.
@@ -33,7 +33,7 @@ TRACKING_KEY = "tracking"
 TAGS_KEY = "tags"
 VARIANT_KEY = "variant"
 VALUES_KEY = "values"
-KIND_KEY = "kind"  # a workers.trial_kinds name; absent: fine-tuning
+KIND_KEY = "kind"  # a workers.kinds name; absent: fine-tuning
 # One entry per attempt (a metric, not a tag: its history counts the attempts).
 ATTEMPT_METRIC = "trial/started_at"
 
@@ -41,7 +41,7 @@ ATTEMPT_METRIC = "trial/started_at"
 def train_emotion(config: dict) -> None:
     from ray import tune
 
-    from workers.reporting import TuneReporter
+    from workers.core.reporting import TuneReporter
 
     context = tune.get_context()
     values, tags = trial_values(config)
@@ -118,7 +118,7 @@ def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dic
     """
     import dataclasses
 
-    from workers.tracking import MlflowRunLogger, NullLogger, TrackingTarget
+    from workers.core.tracking import MlflowRunLogger, NullLogger, TrackingTarget
 
     if not tracking:
         return NullLogger()
@@ -224,7 +224,7 @@ def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
         return init_from.removeprefix("file://")
     import fcntl
 
-    from workers.tracking import download_model
+    from workers.core.tracking import download_model
 
     cache_root = Path(os.environ.get("EMOTION_SWEEP_CACHE", Path.home() / ".cache" / "emotion-sweep")) / "models"
     target = cache_root / hashlib.sha1(init_from.encode()).hexdigest()[:16]

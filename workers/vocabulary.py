@@ -45,9 +45,9 @@ class Tag:
     TRAIN_WORKER_NODES = "train_worker_nodes"  # a data-parallel trial: each rank's Ray node id, in rank order
     PID = "pid"
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
-    # What a trial runs (a workers.trial_kinds name: finetune, features, text); on parent and child runs
+    # What a trial runs (a workers.kinds name: finetune, features, text); on parent and child runs
     TRIAL_KIND = "trial_kind"
-    # Baseline trials (workers.features_trial, workers.text_trial)
+    # Baseline trials (workers.acoustic.trial, workers.text.trial)
     MODEL_KIND = "model_kind"  # 'acoustic_features' or 'text'; absent on fine-tuning trials
     ACOUSTIC_FEATURES = "acoustic_features"  # '<feature set>: hit' or ': computed' (the functionals table)
 
