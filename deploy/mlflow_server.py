@@ -4,6 +4,7 @@
         --artifacts s3://BUCKET/mlflow/artifacts --backup s3://BUCKET/mlflow/mlflow.db
     python -m deploy.mlflow_server backup --db ~/mlflow/mlflow.db --to s3://BUCKET/mlflow/mlflow.db
     python -m deploy.mlflow_server stop
+    python -m deploy.mlflow_server uri     # http://<this node's private ip>:5000, for MLFLOW_TRACKING_URI
 
 Trials log over HTTP to http://<head private ip>:5000. Artifacts travel through the server to
 `--artifacts` (the bucket), so only the head needs bucket rights for MLflow. The SQLite file stays on
@@ -74,6 +75,10 @@ def server_command(host: str, port: int, db: Path, artifacts: str, num_workers: 
         str(port),
         "--workers",
         str(num_workers),
+        # The Host header clients send: MLflow's default list (localhost, 10/8, 172.16/12, 192.168/16)
+        # refuses other private ranges with 403 "Invalid Host header"; the server answers on `host` only.
+        "--allowed-hosts",
+        f"{host},{host}:{port}",
     ]
 
 
@@ -212,6 +217,12 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_uri(args: argparse.Namespace) -> int:
+    """The URL `start` serves (with the same --host and --port): what the head exports as MLFLOW_TRACKING_URI."""
+    print(f"http://{resolve_host(args.host)}:{args.port}")
+    return 0
+
+
 def run_backup(args: argparse.Namespace) -> int:
     backup(args.db, args.to)
     print(f"backed up {args.db} to {args.to}")
@@ -227,10 +238,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     start_parser = commands.add_parser("start", help="start (or restart) the server and wait until it is healthy")
     start_parser.add_argument(
-        "--host", default="auto", help="private or loopback IP to bind; 'auto': this node's cluster IP"
-    )
-    start_parser.add_argument("--port", type=int, default=5000)
-    start_parser.add_argument(
         "--db", type=Path, required=True, help="SQLite file of the tracking store (head's local disk)"
     )
     start_parser.add_argument(
@@ -244,6 +251,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     backup_parser.add_argument("--db", type=Path, required=True)
     backup_parser.add_argument("--to", required=True, help="s3://bucket/key or a local path")
     commands.add_parser("stop", help="stop the server started by `start`")
+    uri_parser = commands.add_parser("uri", help="print the URL `start` serves (for MLFLOW_TRACKING_URI)")
+    for sub in (start_parser, uri_parser):
+        sub.add_argument(
+            "--host", default="auto", help="private or loopback IP to bind; 'auto': this node's cluster IP"
+        )
+        sub.add_argument("--port", type=int, default=5000)
     for sub in (start_parser, commands.choices["stop"]):
         sub.add_argument("--pidfile", type=Path, default=DEFAULT_PIDFILE)
     return parser.parse_args(argv)
@@ -251,7 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return {"start": start, "stop": stop, "backup": run_backup}[args.command](args)
+    return {"start": start, "stop": stop, "backup": run_backup, "uri": print_uri}[args.command](args)
 
 
 if __name__ == "__main__":

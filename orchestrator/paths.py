@@ -12,7 +12,10 @@ def default_mlruns() -> Path:
     return Path.cwd() / "mlruns"
 
 
-TRACKING_URI_HELP = "MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else SQLite under ./mlruns"
+TRACKING_URI_HELP = (
+    "MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else SQLite under ./mlruns. With --resume: the sweep's "
+    "store at a new address (e.g. the tracking server of a new SLURM job); default: where the sweep started"
+)
 
 
 def default_tracking_uri() -> str:

@@ -1,8 +1,9 @@
 """Checks the driver runs before any trial starts, so a bad input costs one line, not a sweep of tracebacks.
 
 In the order the driver calls them: the `--set` values (before any work, the demo corpus included),
-the tracking server, the data directory and its manifest, every trial against that data (speakers,
-empty sets, held-out clips per class), and every distinct start's weights. Each failure is a
+the tracking server (on a Ray cluster of several nodes, a server: never a local file), the data
+directory and its manifest, every trial against that data (speakers, empty sets, held-out clips per
+class), and every distinct start's weights. Each failure is a
 `PreflightError`: one line that says what to change.
 """
 
@@ -22,6 +23,10 @@ from workers.finetune.config import RANDOM_STARTS, START_MODELS
 MIN_HELD_OUT_CLIPS_PER_CLASS = 2
 # Seconds to wait for a tracking server or the hub before calling it unreachable.
 PROBE_TIMEOUT_S = 5
+# The port the head's tracking server listens on (deploy/mlflow_server.py, cluster.yaml, deploy/slurm, deploy/kuberay).
+HEAD_TRACKING_PORT = 5000
+# Ray's resource that only the head node carries.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 # A start's weights are there when its config is (weights are fetched together with it).
 WEIGHTS_MARKER = "config.json"
 
@@ -77,6 +82,51 @@ def check_tracking(tracking_uri: str) -> None:
                 f"cannot reach the MLflow tracking server at {tracking_uri} ({_reason(error)}; waited at most "
                 f"{PROBE_TIMEOUT_S} s): start it, or pass another --tracking-uri"
             ) from None
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """A store that lives in this machine's files (SQLite, MLflow's file store), not behind a server."""
+    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+
+
+def check_cluster_tracking(tracking_uri: str, address: str | None, need: dict[str, float] | None = None) -> None:
+    """On a Ray cluster of more than one node, refuse a local store before any trial: each node's trials
+    would write a file on their own node's disk, and the sweep's parent run would never see them. The same on
+    one node that cannot run a trial itself (`need`: CPU and GPU of one trial): an autoscaling head
+    (cluster.yaml's offers no CPU) runs every trial on nodes still to come.
+
+    Connects the driver to Ray (`address` given and the store local only: nothing to check otherwise)."""
+    if address is None or not is_local_store(tracking_uri):
+        return
+    import ray
+
+    from orchestrator.tuner import init_ray
+
+    init_ray(address)
+    problem = cluster_store_problem(tracking_uri, [n for n in ray.nodes() if n.get("Alive")], need)
+    if problem:
+        raise PreflightError(problem)
+
+
+def cluster_store_problem(tracking_uri: str, nodes: list[dict], need: dict[str, float] | None = None) -> str:
+    """Why `tracking_uri` cannot serve a sweep on these alive Ray nodes (`ray.nodes()` entries); '' when it can."""
+    if not nodes or not is_local_store(tracking_uri):
+        return ""
+    if len(nodes) == 1:
+        have = nodes[0].get("Resources", {})
+        short = {k: v for k, v in (need or {}).items() if v > 0 and have.get(k, 0.0) < v}
+        if not short:
+            return ""
+        where = f"a Ray cluster whose only node cannot run a trial (it needs {short}; trials go to nodes it adds)"
+    else:
+        where = f"a Ray cluster of {len(nodes)} nodes"
+    heads = [n for n in nodes if HEAD_NODE_RESOURCE in n.get("Resources", {})]
+    head = (heads or nodes)[0].get("NodeManagerAddress", "HEAD_IP")
+    return (
+        f"refusing the local MLflow store {tracking_uri} on {where} (trials on other nodes would log to files "
+        f"on their own disks): pass --tracking-uri http://{head}:{HEAD_TRACKING_PORT}, the head's server "
+        "(python -m deploy.mlflow_server start), or export MLFLOW_TRACKING_URI"
+    )
 
 
 def _reason(error: Exception) -> str:

@@ -242,6 +242,11 @@ def resources_from(args, stored: dict | None = None) -> dict:
     return resources
 
 
+def trial_need(resources: dict) -> dict[str, float]:
+    """What one trial process asks Ray for (one worker's share for a data-parallel trial)."""
+    return {"CPU": resources["cpus_per_trial"], "GPU": resources["gpus_per_trial"]}
+
+
 def check_resources(resources: dict, kind: str) -> None:
     if resources["workers_per_trial"] > 1 and kind != FINETUNE:
         raise SystemExit(f"--workers-per-trial > 1 runs data-parallel fine-tuning; a {kind!r} trial is one process")
@@ -329,6 +334,10 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         manifest = preflight.open_data(data_dir)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    try:  # before the parent run and any trial; one line, as the refusal is the whole message
+        preflight.check_cluster_tracking(tracking_uri, args.address, trial_need(resources))
+    except preflight.PreflightError as error:
+        raise SystemExit(str(error)) from None
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
@@ -490,10 +499,20 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         raise UsageError(f"{directory} is a {record.sweep!r} sweep, not {args.name!r}")
     from orchestrator import preflight
 
+    moved = paths.absolute_tracking_uri(args.tracking_uri) if args.tracking_uri else record.tracking_uri
+    if moved != record.tracking_uri:
+        # The same store at a new address: the head's server of a new SLURM job, a restarted head.
+        print(f"--resume: the sweep's MLflow store at {moved} (was {record.tracking_uri})")
+        record.tracking_uri = moved
     try:
         preflight.check_tracking(record.tracking_uri)
+        preflight.check_cluster_tracking(
+            record.tracking_uri, args.address, trial_need(resources_from(args, record.resources))
+        )
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
+    if tracking.get_run(tracking.client_for(record.tracking_uri), record.parent_run_id) is None:
+        raise SystemExit(f"{record.tracking_uri} holds no run {record.parent_run_id}: not this sweep's MLflow store")
     ignored = [
         flag
         for flag, value in (

@@ -26,8 +26,12 @@ from workers.vocabulary import RunStatus, Tag, TrialState
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
 RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
 
-# Set when a SIGINT (Ctrl-C) reached the driver during the last `run_phase`.
+# Set when a SIGINT (Ctrl-C) or SIGTERM (`kill`, SLURM's scancel) reached the driver during the last `run_phase`.
 _INTERRUPTED = threading.Event()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# parent run id -> the sweep's MLflow store as this driver reaches it. A resumed sweep's store may have
+# moved (the tracking server of a new SLURM job): its restored trials and callbacks still hold the old address.
+_STORE_URI: dict[str, str] = {}
 
 
 def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = False):
@@ -37,6 +41,7 @@ def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     CONSOLE.quiet = quiet  # also for a restored phase, whose callbacks Tune unpickles
     path = record.phase_path(phase.name)
+    _STORE_URI[record.parent_run_id] = record.tracking_uri
     resources = Resources.from_dict(record.resources)
     trainable = make_trainable(resources)
     if tune.Tuner.can_restore(path):
@@ -51,23 +56,26 @@ def run_phase(record: SweepRecord, grid: TrialGrid, phase: Phase, quiet: bool = 
             run_config=run_config(record, grid, phase, resources),
         )
     _INTERRUPTED.clear()
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         return tuner.fit()
     finally:
-        signal.signal(signal.SIGINT, handler)  # Tune leaves its own handler installed after fit
+        for sig, handler in handlers.items():  # Tune (and NoteInterrupt) leave their handlers installed after fit
+            signal.signal(sig, handler)
 
 
 def was_interrupted() -> bool:
-    """Whether Ctrl-C (SIGINT) stopped the last `run_phase`: Tune then stops every running trial and
+    """Whether Ctrl-C (SIGINT) or SIGTERM stopped the last `run_phase`: Tune then stops every running trial and
     reports it TERMINATED, like a finished one, so its ResultGrid cannot tell."""
     return _INTERRUPTED.is_set()
 
 
 class NoteInterrupt(tune.Callback):
-    """Notes a SIGINT during `Tuner.fit`, then lets Tune's own handler stop the experiment.
+    """Notes a SIGINT during `Tuner.fit`, then lets Tune's own handler stop the experiment; a SIGTERM takes
+    the same path (Ray's driver would otherwise exit at once, leaving runs RUNNING and no resume line).
 
-    Tune installs its SIGINT handler inside `fit`, before it sets up the callbacks: this wraps it."""
+    Tune installs its SIGINT handler inside `fit`, before it sets up the callbacks: this wraps it. A second
+    SIGTERM only notes again, so a SIGTERM from SLURM and one from the job script stop the sweep once."""
 
     def setup(self, **info):
         tune_handler = signal.getsignal(signal.SIGINT)
@@ -78,7 +86,8 @@ class NoteInterrupt(tune.Callback):
             _INTERRUPTED.set()
             tune_handler(signum, frame)
 
-        signal.signal(signal.SIGINT, note_then_stop)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, note_then_stop)
 
 
 def make_trainable(resources: Resources):
@@ -228,6 +237,22 @@ class CloseChildRuns(tune.Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.tags = tags
+
+    def on_trial_add(self, iteration, trials, trial, **info):
+        self._follow_store([trial])
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._follow_store(trials)
+
+    def _follow_store(self, trials) -> None:
+        """Point this callback, and trials not yet started, at the store's address now (`_STORE_URI`): a restored
+        experiment unpickles this callback and its trials' configs with the address the sweep started with."""
+        uri = _STORE_URI.get(self.parent_run_id, self.tracking_uri)
+        self.tracking_uri = uri
+        for trial in trials:
+            target = (trial.config or {}).get(TRACKING_KEY)
+            if isinstance(target, dict) and target.get("tracking_uri") != uri:
+                target["tracking_uri"] = uri  # Tune copies trial.config when it starts (or resets) the trial's actor
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, RunStatus.FINISHED, {}, tags_from_run=_stopped_early_tags)

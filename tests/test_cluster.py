@@ -147,7 +147,7 @@ def test_ray_token_authentication_stays_on_for_every_node():
 
 def test_head_runs_mlflow_on_its_private_address_with_artifacts_in_the_bucket():
     config = load_cluster()
-    [start] = [c for c in commands(config, "head_start_ray_commands") if "deploy.mlflow_server" in c]
+    [start] = [c for c in commands(config, "head_start_ray_commands") if "deploy.mlflow_server start" in c]
     argv = shlex.split(start.split("python -m deploy.mlflow_server", 1)[1])
     args = mlflow_server.parse_args(argv)  # the command the head runs parses with the helper's CLI
     assert args.command == "start" and args.host == "auto" and args.port == 5000
@@ -159,6 +159,24 @@ def test_head_runs_mlflow_on_its_private_address_with_artifacts_in_the_bucket():
     assert mlflow_server.resolve_host(args.host, detect=lambda: "10.0.12.34", local_addresses=head) == "10.0.12.34"
     with pytest.raises(SystemExit, match="refusing"):
         mlflow_server.resolve_host(args.host, detect=lambda: "54.210.1.2")
+
+
+def test_head_exports_its_mlflow_server_as_the_tracking_uri_before_ray_starts(capsys):
+    """`ray job submit -- python -m orchestrator.sweep NAME --address auto` on the head then tracks into the
+    head's server: the driver inherits MLFLOW_TRACKING_URI from the `ray start` that sourced the env file."""
+    config = load_cluster()
+    head = commands(config, "head_start_ray_commands")
+    [export] = [i for i, c in enumerate(head) if "MLFLOW_TRACKING_URI" in c]
+    [ray_start] = [i for i, c in enumerate(head) if "ray start" in c]
+    [server] = [c for c in head if "deploy.mlflow_server start" in c]
+    assert export < ray_start and ". ~/.emotion-sweep.env;" in head[ray_start]  # in ray start's environment
+    assert "~/.emotion-sweep.env" in head[export]  # every later shell sources it (initialization_commands)
+    uri_argv = shlex.split(head[export].split("python -m deploy.mlflow_server", 1)[1].split(")")[0])
+    start_args = mlflow_server.parse_args(shlex.split(server.split("python -m deploy.mlflow_server", 1)[1]))
+    uri_args = mlflow_server.parse_args(uri_argv)
+    assert (uri_args.command, uri_args.host, uri_args.port) == ("uri", start_args.host, start_args.port)
+    mlflow_server.main(["uri", "--host", "127.0.0.1", "--port", str(start_args.port)])
+    assert capsys.readouterr().out.strip() == f"http://127.0.0.1:{start_args.port}"
 
 
 def test_nodes_install_the_pinned_project_with_the_right_torch():

@@ -39,8 +39,10 @@ def start_driver(demo_dir, tmp_path, *extra) -> subprocess.Popen:
     )
 
 
-def interrupt_after_first_epoch(driver: subprocess.Popen, whole_group: bool) -> tuple[int, str]:
-    """Send SIGINT once the driver printed its first epoch line; its exit code and its whole output."""
+def interrupt_after_first_epoch(
+    driver: subprocess.Popen, whole_group: bool, sig: int = signal.SIGINT
+) -> tuple[int, str]:
+    """Send `sig` once the driver printed its first epoch line; its exit code and its whole output."""
     lines = []
     deadline = time.monotonic() + 400
     for line in driver.stdout:
@@ -49,9 +51,9 @@ def interrupt_after_first_epoch(driver: subprocess.Popen, whole_group: bool) -> 
             break
         assert time.monotonic() < deadline, "".join(lines[-30:])
     if whole_group:
-        os.killpg(driver.pid, signal.SIGINT)
+        os.killpg(driver.pid, sig)
     else:
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sig)
     try:
         rest, _ = driver.communicate(timeout=300)
     finally:
@@ -134,3 +136,11 @@ def test_sigint_while_every_trial_runs_interrupts(demo_dir, tmp_path):
     code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path, *all_at_once), whole_group=False)
     check_interrupted(tmp_path, code, output, all_started=True)
     assert f"{NUM_TRIALS} started" in output or output.count(" started ") >= NUM_TRIALS
+
+
+def test_sigterm_to_the_driver_takes_the_ctrl_c_path(demo_dir, tmp_path):
+    """`kill PID`, or SLURM's scancel: the same interrupted sweep as Ctrl-C (runs KILLED, the resume line),
+    not Ray's own SIGTERM handler, which exits the driver at once and leaves the runs RUNNING."""
+    driver = start_driver(demo_dir, tmp_path, "--max-concurrent", "1")
+    code, output = interrupt_after_first_epoch(driver, whole_group=False, sig=signal.SIGTERM)
+    check_interrupted(tmp_path, code, output, all_started=False)

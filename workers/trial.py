@@ -147,10 +147,18 @@ def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
         Tag.STARTED_AT: f"{now:.3f}",
         Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         Tag.HOST: os.uname().nodename,
+        Tag.RAY_NODE_ID: ray_node_id(),
         Tag.PID: str(os.getpid()),
         Tag.TRIAL_STATE: TrialState.RUNNING,
     }
     return tags, {ATTEMPT_METRIC: now, Key.ATTEMPT: attempt}
+
+
+def ray_node_id() -> str:
+    """The Ray node this process runs on ('' outside Ray): hosts share a name when nodes share a machine."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def record_attempt(logger) -> int:

@@ -42,6 +42,8 @@ class Tag:
     EVAL_BATCH_SIZE = "eval_batch_size"  # clips per evaluation batch used (eval_batch_size 0: sized by device)
     # Where a trial attempt ran
     HOST = "host"
+    RAY_NODE_ID = "ray_node_id"  # the Ray node of the trial's process (rank 0's for a data-parallel trial)
+    TRAIN_WORKER_NODES = "train_worker_nodes"  # a data-parallel trial: each rank's Ray node id, in rank order
     PID = "pid"
     CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
     # What a trial runs (a workers.kinds name: finetune, features, text); on parent and child runs

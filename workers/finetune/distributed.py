@@ -74,12 +74,15 @@ def run_worker(config: dict, rank: int, world: int, device, checkpoint, reporter
     from workers.core.tracking import NullLogger
     from workers.finetune.config import TrialConfig
     from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
+    from workers.vocabulary import Tag
 
     values, tags = trial_values(config)
     values["num_threads"] = max(1, int(config[DISTRIBUTED_KEY].get("cpus_per_worker", 1)))
     TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
     tracking = config.get(TRACKING_KEY)
     logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
+    nodes = worker_nodes(world)  # a collective: every rank, before any other
+    logger.set_tags({Tag.TRAIN_WORKER_NODES: ",".join(nodes)})
     return run_recorded(
         values,
         logger,
@@ -89,6 +92,19 @@ def run_worker(config: dict, rank: int, world: int, device, checkpoint, reporter
         device=device,
         parallel=DataParallel(rank, world),
     )
+
+
+def worker_nodes(world: int) -> list[str]:
+    """Every rank's Ray node id, in rank order (one all-gather): where a data-parallel trial ran."""
+    import torch.distributed as dist
+
+    from workers.trial import ray_node_id
+
+    if not dist.is_initialized():
+        return [ray_node_id()]
+    nodes: list[str] = [""] * world
+    dist.all_gather_object(nodes, ray_node_id())
+    return nodes
 
 
 @dataclass(frozen=True)
