@@ -894,8 +894,8 @@ def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
             "values)."
             + (" Failed trials' errors are below the table." if error_column else "")
             + (
-                f" A retried trial's values are its last attempt's (column attempt); in MLflow, "
-                f"`{Key.ATTEMPT}` beside each step says which attempt logged it."
+                f" A retried trial's values are its last attempt's (column attempt); in MLflow, the run's "
+                f"`{Tag.attempt_started(2)}` (and later) tags say when each attempt started, so which logged a step."
                 if attempt_column
                 else ""
             )

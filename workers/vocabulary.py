@@ -11,6 +11,7 @@ class Tag:
     """Run tags. Child (trial) runs and parent (sweep) runs share some names."""
 
     PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: a child run's parent
+    TRIAL_RUN = "trial"  # on a logged model: the name of the trial run it came from
     # MLflow's own source tags, on parent and child runs: the UI's Source column and its commit link
     SOURCE_NAME = "mlflow.source.name"
     SOURCE_TYPE = "mlflow.source.type"  # 'LOCAL' (MLflow's SourceType names)
@@ -31,12 +32,14 @@ class Tag:
     RETRIES = "retries"
     STOPPED_EARLY = "stopped_early"
     ORPHAN = "orphan"
-    STARTED_AT = "started_at"
+    STARTED_AT = "started_at"  # the current attempt's start (epoch seconds): a tag, never a metric
     ENDED_AT = "ended_at"
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
-    # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint)
+    # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint).
+    # A tag, not a metric: each attempt also leaves `attempt/<n>/started_at`, and a metric entry belongs to
+    # the last attempt that started at or before its timestamp (orchestrator.results.attempt_at).
     ATTEMPT = "attempt"
     EVAL_BATCH_SIZE = "eval_batch_size"  # clips per evaluation batch used (eval_batch_size 0: sized by device)
     # Where a trial attempt ran
@@ -64,6 +67,14 @@ class Tag:
     # The training corpus's ordered label set, comma-joined (class i is the i-th): what the metrics'
     # `<set>/<label>/...` keys and the report's tables are named after.
     LABELS = "labels"
+
+    # MLflow's own: the run's description (the run page's Description box), markdown
+    NOTE = "mlflow.note.content"
+
+    @staticmethod
+    def attempt_started(attempt: int) -> str:
+        """When attempt number `attempt` started (epoch seconds, 3 decimals)."""
+        return f"attempt/{attempt}/started_at"
 
     @staticmethod
     def eval_data(set_name: str) -> str:
@@ -128,9 +139,11 @@ class Key:
     VAL_ACCURACY = "val/accuracy"  # the default selection metric: validation clips of the training speakers
     VAL_LOSS = "val/loss"  # the tie-break of the best-trial rule (lower is better)
     TRIAL_SECONDS = "trial_seconds"
-    # Logged with every round of metrics (same step, same timestamp): which attempt the round belongs to.
-    # A retry re-logs the steps between its checkpoint and the crash; this tells the two entries apart.
-    ATTEMPT = "trial/attempt"
+    # Learning curves: one entry per evaluation round, step = the training step. Their own section
+    # (`curve/`), so a run's Model metrics charts open on them; `val/accuracy`, `val/loss` and every other
+    # `<set>/...` key are the final model's values, logged once and linked to the trial's logged model.
+    CURVE_PREFIX = "curve/"
+    TRAIN_CLIPS = "train/clips"  # final: clips trained on, linked to the logged model with the train dataset
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"
@@ -143,6 +156,15 @@ class Key:
     UNMAPPED_CLIPS = "unmapped_clips"
 
     @staticmethod
+    def curve(name: str) -> str:
+        """The learning-curve key of a per-round value: `train/loss` -> `curve/train_loss`."""
+        return Key.CURVE_PREFIX + name.replace("/", "_")
+
+    @staticmethod
+    def confusion_matrix(set_name: str) -> str:
+        return f"confusion_matrix_{set_name}.png"
+
+    @staticmethod
     def classification_report(set_name: str, extension: str = "json") -> str:
         """A trial's artifact: sklearn's classification report on one evaluation set (.json dict, .txt table)."""
         return f"classification_report_{set_name}.{extension}"
@@ -150,3 +172,10 @@ class Key:
     # pooling='weighted_sum': the learned softmax weight of each hidden state (0: embedding output)
     LAYER_WEIGHT_PREFIX = "layer_weight/"
     LAYER_WEIGHTS_FIGURE = "layer_weights.png"
+
+
+def trial_run_name(trial_id: str, label: str) -> str:
+    """A trial's MLflow run name: its index in the sweep (Tune's `<experiment>_<index>`) and its label
+    (the values it varies, its scenario and fold: orchestrator.run_notes.variant_label)."""
+    index = trial_id.rsplit("_", 1)[-1]
+    return f"{index} {label}".strip() if label else trial_id

@@ -52,10 +52,11 @@ class BackgroundLogger:
         shutil.copytree(local_dir, copy)
         self._put("_log_copied_artifacts", str(copy), artifact_path)
 
-    def log_model(self, model_dir: str) -> None:
+    def log_model(self, model_dir: str, metrics=None, step: int | None = None, model_step: int = 0) -> None:
         copy = Path(tempfile.mkdtemp(prefix="model-")) / Path(model_dir).name
         shutil.copytree(model_dir, copy)
-        self._put("_log_copied_model", str(copy))
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        self._put("_log_copied_model", str(copy), metrics, step, model_step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("set_tags", dict(tags))
@@ -149,9 +150,9 @@ class BackgroundLogger:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def _log_copied_model(self, model_dir: str) -> None:
+    def _log_copied_model(self, model_dir: str, metrics, step, model_step) -> None:
         try:
-            self.logger.log_model(model_dir)
+            self.logger.log_model(model_dir, metrics, step=step, model_step=model_step)
         finally:
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)
 

@@ -36,6 +36,7 @@ from workers.core.artifact_writer import background_logging
 from workers.core.calibration import calibration_metrics, reliability_figure
 from workers.core.metrics import classification_metrics, confusion, confusion_figure, report_dict, report_text
 from workers.core.reporting import Reporter
+from workers.core.run_note import trial_note
 from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
@@ -174,6 +175,14 @@ def setup(
         tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
     if cfg.compile:
         tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
+    tags[Tag.NOTE] = trial_note(
+        f"`{cfg.start}` ({model.family}, stages: {', '.join(str(s.trainable) for s in trial.stages)})",
+        Path(cfg.data_dir).name,
+        tuple(cfg.train_speakers),
+        {"train": len(data.train_rows), **{name: len(rows) for name, rows in data.eval_rows.items()}},
+        dict(cfg.eval_sets),
+        {name: f"{other.data_dir}, {other.mapped.describe()}" for name, other in data.other_corpora.items()},
+    )
     logger.log_params(cfg.to_dict())
     logger.set_tags(tags)
     logger.log_datasets(corpus_splits(cfg, data))
@@ -402,10 +411,10 @@ def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate:
     is_best = record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred)))
     trial.logger.log_metrics(
         {
-            "train/loss": train_loss,
-            "train/lr": learning_rate,
-            "val/loss": val.loss,
-            "val/accuracy": state.last_val_accuracy,
+            Key.curve("train/loss"): train_loss,
+            Key.curve("train/lr"): learning_rate,
+            Key.curve("val/loss"): val.loss,
+            Key.curve("val/accuracy"): state.last_val_accuracy,
         },
         step=state.step,
     )
@@ -481,10 +490,12 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
             "trial_seconds": time.perf_counter() - started,
         }
     )
-    trial.logger.log_metrics(final, step=state.step)
+    model_step = trial.best.train_state.step if trial.best is not None else state.step
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(model, Path(tmp) / "model")
-        trial.logger.log_model(str(model_dir))
+        # The final metrics, logged once and linked to the model (with the dataset of each set).
+        logged = {**final, Key.TRAIN_CLIPS: float(len(trial.data.train_rows))}
+        trial.logger.log_model(str(model_dir), logged, step=state.step, model_step=model_step)
         save_train_state(model_dir, state.with_torch_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
@@ -523,7 +534,7 @@ def evaluate_set(trial: TrainingContext, source: BatchSource, name: str, rows: n
     trial.logger.log_dict(report_dict(result.y_true, result.y_pred, labels), Key.classification_report(name))
     trial.logger.log_figure(
         confusion_figure(confusion(result.y_true, result.y_pred, labels), f"{name} (n={len(rows)})", labels),
-        f"confusion_matrix_{name}.png",
+        Key.confusion_matrix(name),
     )
     # Calibration: ECE and a reliability diagram, to choose an abstention threshold for predict.
     metrics.update(calibration_metrics(name, result.y_true, result.probabilities))

@@ -30,7 +30,7 @@ from workers.text.model import (
     read_transcripts,
     save_text_model,
 )
-from workers.vocabulary import Tag
+from workers.vocabulary import Key, Tag
 
 __all__ = ["TINY_ENCODER", "TextConfig", "run_text_trial"]
 
@@ -140,7 +140,7 @@ def train(
             if progress["val/loss"] < best_loss:
                 best_loss = progress["val/loss"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        logger.log_metrics(progress, step=step)
+        logger.log_metrics({Key.curve(k): v for k, v in progress.items() if "/" in k}, step=step)  # learning curves
         if epoch < cfg.epochs:
             reporter.report(progress)  # the last epoch's report is the final one, with the test sets
     if best_state is not None:
