@@ -371,7 +371,7 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
         **tracking.source_tags(commit),
     }
-    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = f"{spec.name} {time.strftime('%b %d %H:%M')}"  # the runs table shows ~18 characters of a name
     parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
     run_notes.log_sweep_start(client, parent_id, grid, spec, sys.argv)
     directory = f"{storage.rstrip('/')}/{sweep_dir_name(spec.name, parent_id)}"
