@@ -96,7 +96,8 @@ def test_the_parent_holds_the_sweeps_fixed_values_search_space_table_and_command
     assert sorted(ranked_names) == sorted(r.info.run_name for r in runs)
     accuracies = [float(line.split("|")[3]) for line in note.splitlines() if line.startswith("| [")]
     assert accuracies == sorted(accuracies, reverse=True), "best first by val/accuracy"
-    assert "python -m orchestrator.sweep smoke --data" in note and "--set schedule=full" in note
+    # (the command is the driver's argv: here pytest's, from a shell `python -m orchestrator.sweep smoke ...`)
+    assert f"git checkout {parent.data.tags[Tag.GIT_COMMIT]} && python -m orchestrator.sweep" in note
 
 
 def test_run_names_and_notes_say_what_each_trial_is(smoke_store):

@@ -155,6 +155,15 @@ class Key:
     # training corpus's (`<set>/unmapped_clips`).
     UNMAPPED_CLIPS = "unmapped_clips"
 
+    # The final metrics of an evaluation set linked to the trial's logged model (`<set>/<name>`): the
+    # Models tab's columns. Per-emotion rows and timings stay on the run.
+    MODEL_METRICS = ("accuracy", "uar", "macro_f1", "weighted_f1", "loss", "ece")
+
+    @staticmethod
+    def linked_to_model(key: str) -> bool:
+        """Whether a final metric is linked to the logged model (its set's headline numbers, train/clips)."""
+        return key == Key.TRAIN_CLIPS or (key.count("/") == 1 and key.split("/")[1] in Key.MODEL_METRICS)
+
     @staticmethod
     def curve(name: str) -> str:
         """The learning-curve key of a per-round value: `train/loss` -> `curve/train_loss`."""

@@ -259,9 +259,9 @@ class MlflowRunLogger:
         requirements are pinned to this process's versions instead of being inferred (which would load the
         model in a subprocess). The logged model's tags name its trial (run name, trial id, scenario, fold).
 
-        A `<set>/...` metric carries the dataset input of split `<set>` (name and digest, as log_datasets
-        logged it), and `train/clips` the train split's: the Models tab's "Datasets used" and its
-        per-dataset metric columns come from these. `model_step` (the step the model was taken at) is the
+        A linked `<set>/...` metric carries the dataset input of split `<set>` (name and digest, as
+        log_datasets logged it), and `train/clips` the train split's: the Models tab's "Datasets used" and
+        its per-dataset metric columns come from these. `model_step` (the step the model was taken at) is the
         model's step on the run; MLflow links the run's metrics at that step to it too (the learning
         curves' values of that evaluation round).
         """
@@ -294,12 +294,18 @@ class MlflowRunLogger:
             self._log_batches(metrics=self._model_metrics(metrics, step, info.model_id))
 
     def _model_metrics(self, metrics: dict[str, float], step: int | None, model_id: str) -> list:
+        """The final metrics as entities: the headline ones (Key.linked_to_model) carry the model's id and
+        their split's dataset; the rest (per-emotion rows, timings) stay on the run, so the Models tab's
+        columns are one short group per dataset, accuracy first."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         entities = []
         for key, value in metrics.items():
-            split = "train" if key == Key.TRAIN_CLIPS else key.split("/")[0] if "/" in key else None
+            if not Key.linked_to_model(key):
+                entities.append(Metric(key, float(value), now, step or 0))
+                continue
+            split = "train" if key == Key.TRAIN_CLIPS else key.split("/")[0]
             name, digest = self._datasets.get(split, (None, None))
             entities.append(
                 Metric(key, float(value), now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
