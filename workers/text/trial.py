@@ -19,6 +19,7 @@ from torch import nn
 from shards.reader import open_reader
 from workers.core.evaluation import SpeakerSplit, evaluate_set, split_rows
 from workers.core.reporting import Reporter
+from workers.core.run_note import split_note
 from workers.core.tracking import RunLogger
 from workers.text.config import TINY_ENCODER, TextConfig
 from workers.text.model import (
@@ -67,6 +68,7 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
                 Tag.DATA_HASH: reader.content_hash,
                 Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
                 Tag.LABELS: ",".join(reader.labels),
+                Tag.NOTE: split_note(f"the text baseline (`{cfg.encoder}` on transcripts)", cfg, split),
             }
         )
         setup_seconds = time.perf_counter() - started
