@@ -165,6 +165,13 @@ class Key:
         return key == Key.TRAIN_CLIPS or (key.count("/") == 1 and key.split("/")[1] in Key.MODEL_METRICS)
 
     @staticmethod
+    def model_column_order(key: str) -> tuple[int, int]:
+        """Sort key: linked metrics first, each set's in MODEL_METRICS order (accuracy first), the rest after."""
+        if not Key.linked_to_model(key) or key == Key.TRAIN_CLIPS:
+            return (1, 0) if key == Key.TRAIN_CLIPS else (2, 0)
+        return (0, Key.MODEL_METRICS.index(key.split("/")[1]))
+
+    @staticmethod
     def curve(name: str) -> str:
         """The learning-curve key of a per-round value: `train/loss` -> `curve/train_loss`."""
         return Key.CURVE_PREFIX + name.replace("/", "_")

@@ -301,7 +301,8 @@ class MlflowRunLogger:
 
         now = int(time.time() * 1000)
         entities = []
-        for key, value in metrics.items():
+        # Linked ones first, accuracy first within each set: the Models tab orders columns as they were logged.
+        for key, value in sorted(metrics.items(), key=lambda item: Key.model_column_order(item[0])):
             if not Key.linked_to_model(key):
                 entities.append(Metric(key, float(value), now, step or 0))
                 continue
