@@ -60,6 +60,9 @@ def test_each_logged_model_has_its_held_out_accuracy_and_datasets_linked_and_nam
         inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
         used = {(m.dataset_name, m.dataset_digest) for m in model.metrics if m.dataset_name}
         assert used == set(inputs.items()), "train, val and both test sets are the model's datasets"
+        first_of_set = [m.key for m in model.metrics if m.dataset_name and m.dataset_name.endswith("test_en: 0015")]
+        assert first_of_set[0] == "test_en/accuracy", "the Models tab's first test_en column"
+        assert not [k for k in linked if k.count("/") == 2], "per-emotion rows stay on the run"
         test_en = linked["test_en/accuracy"]
         assert test_en.dataset_name.endswith("test_en: 0015"), test_en.dataset_name
         assert linked[Key.TRAIN_CLIPS].dataset_name.endswith("train: 0011,0012,0013,0014")
