@@ -108,8 +108,22 @@ class TrialRun:
         return self.status == RunStatus.FINISHED and not self.stopped_early
 
     def metric(self, key: str) -> float | None:
+        """The run's final value of `key`; for a trial without one (running, stopped early) the latest
+        point of its learning curve (`val/accuracy` -> `curve/val_accuracy`)."""
         value = self.metrics.get(key)
+        if value is None:
+            value = self.metrics.get(Key.curve(key))
         return None if value is None or math.isnan(value) else value
+
+    def attempt_at(self, timestamp_ms: int) -> int:
+        """Which attempt logged a metric entry of this run: the last that started at or before it (a retry
+        logs the steps between its checkpoint and the crash again; the timestamps tell the entries apart)."""
+        attempt = 1
+        for number in range(1, self.attempt + 1):
+            started = self.tags.get(Tag.attempt_started(number))
+            if started is not None and float(started) * 1000 <= timestamp_ms:
+                attempt = number
+        return attempt
 
     @property
     def eval_sets(self) -> list[str]:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator import paths, tracking
+from orchestrator import paths, run_notes, tracking
 from orchestrator.record import Resources, SweepRecord
 from workers.kinds import FINETUNE
 from workers.vocabulary import Key, RunStatus, SweepTag, Tag
@@ -392,8 +392,9 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
         **tracking.source_tags(commit),
     }
-    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = f"{spec.name} {time.strftime('%b %d %H:%M')}"  # the runs table shows ~18 characters of a name
     parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
+    run_notes.log_sweep_start(client, parent_id, grid, spec, sys.argv)
     directory = f"{storage.rstrip('/')}/{sweep_dir_name(spec.name, parent_id)}"
     tracking.set_tags(client, parent_id, {Tag.SWEEP_DIR: directory})
     record = SweepRecord(
@@ -718,16 +719,15 @@ def finish(record: SweepRecord, register: str | None = None) -> list[str]:
     elif register:
         print(f"no trial finished: nothing registered as {register}")
     failed = sorted(t.trial_id for t in results.trials if t.status == RunStatus.FAILED)
+    run_notes.note_sweep_end(client, record, results, table)
     tracking.close_run(client, parent_id, RunStatus.FAILED if failed else RunStatus.FINISHED)
-    uri = record.tracking_uri
-    print("Open the runs in the MLflow UI:")
-    print(f"    mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"    {uri}")
+    print("\n".join(run_notes.ui_lines(record.tracking_uri, record.experiment_id)))
     return failed
 
 
 def _best_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The best trial's final metrics as `best/...` on the parent (its per-attempt trial/ entries left out)."""
-    return {f"{Key.BEST_PREFIX}{k}": v for k, v in metrics.items() if "/" in k and not k.startswith("trial/")}
+    """The best trial's final metrics as `best/...` on the parent (its learning curves left out)."""
+    return {f"{Key.BEST_PREFIX}{k}": v for k, v in metrics.items() if "/" in k and not k.startswith(Key.CURVE_PREFIX)}
 
 
 if __name__ == "__main__":

@@ -196,6 +196,16 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None
         client.log_batch(run_id, tags=batch)
 
 
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """Params the run lacks, in batches of MLflow's per-call limit (a resumed sweep's are there already)."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    new = [Param(key, str(value)) for key, value in params.items() if key not in logged]
+    for start in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[start : start + 100])
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """Metrics in batches (a sweep's fold statistics and best/ copies run into the hundreds)."""
     now = int(time.time() * 1000)

@@ -18,10 +18,11 @@ from orchestrator import tracking
 from orchestrator.grid import Phase, TrialGrid, Variant
 from orchestrator.progress import CONSOLE, trial_error_text
 from orchestrator.record import Resources, SweepRecord
+from orchestrator.run_notes import variant_label
 from workers.finetune.distributed import DISTRIBUTED_KEY
 from workers.kinds import FINETUNE, trial_kind
-from workers.trial import KIND_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
-from workers.vocabulary import RunStatus, Tag, TrialState
+from workers.trial import KIND_KEY, LABEL_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
+from workers.vocabulary import RunStatus, Tag, TrialState, trial_run_name
 
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
 RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
@@ -114,7 +115,12 @@ def sweep_tags(record: SweepRecord) -> dict[str, str]:
 
 def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict:
     space = {
-        VARIANT_KEY: tune.grid_search([{VALUES_KEY: v.values, TAGS_KEY: v.tags()} for v in phase.variants]),
+        VARIANT_KEY: tune.grid_search(
+            [
+                {VALUES_KEY: v.values, TAGS_KEY: v.tags(), LABEL_KEY: variant_label(v, record.grid.get("tuned", ()))}
+                for v in phase.variants
+            ]
+        ),
         TRACKING_KEY: {
             "tracking_uri": record.tracking_uri,
             "experiment_id": record.experiment_id,
@@ -281,7 +287,7 @@ class CloseChildRuns(tune.Callback):
             trial.trial_id,
             status,
             create_tags={**self.tags, **_variant_tags(trial)},
-            run_name=str(trial),
+            run_name=_run_name(trial),
             tags=tags,
             tags_from_run=tags_from_run,
         )
@@ -292,6 +298,12 @@ def _stopped_early_tags(run_tags: dict[str, str] | None) -> dict[str, str]:
         # Ended by the scheduler (ASHA) before its final evaluation: no held-out metrics.
         return {Tag.STOPPED_EARLY: "true"}
     return {}
+
+
+def _run_name(trial) -> str:
+    """The trial's MLflow run name, as the trial itself names its run (workers.trial.train_emotion)."""
+    label = ((trial.config or {}).get(VARIANT_KEY) or {}).get(LABEL_KEY, "")
+    return trial_run_name(trial.trial_id, label) if label else str(trial)
 
 
 def _variant_tags(trial) -> dict[str, str]:

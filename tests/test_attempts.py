@@ -1,6 +1,7 @@
 """A retried trial's run says which attempt logged what: the steps between its checkpoint and the crash
-are logged twice, and each entry carries its attempt (tag `attempt`, metric `trial/attempt` beside every
-round at the same step and timestamp); the final values are the last attempt's, and the tables say so."""
+are logged twice, and each entry's attempt is told by the run's tags (`attempt`, and `attempt/<n>/started_at`
+per attempt: an entry belongs to the last attempt that started at or before its timestamp), never by a metric;
+the final values are the last attempt's, and the tables say so."""
 
 from collections import defaultdict
 
@@ -62,20 +63,17 @@ def test_a_retried_trial_tells_its_attempts_apart(demo_dir, tmp_path, tracking_u
 
     (run,) = client.search_runs([experiment_id], filter_string="tags.trial_id = 't1'")
     assert run.data.tags[Tag.ATTEMPT] == "2"
-    attempt_at = {(m.step, m.timestamp): m.value for m in client.get_metric_history(run.info.run_id, Key.ATTEMPT)}
+    assert {Tag.attempt_started(1), Tag.attempt_started(2)} <= set(run.data.tags)
+    assert not [k for k in run.data.metrics if k.startswith("trial/")], "no counter or timestamp metric"
+    trial = TrialRun.from_run(run)
     attempts_by_step = defaultdict(list)
-    for entry in client.get_metric_history(run.info.run_id, "val/loss"):
-        assert (entry.step, entry.timestamp) in attempt_at, "every logged round carries its attempt"
-        attempts_by_step[entry.step].append(attempt_at[entry.step, entry.timestamp])
+    for entry in client.get_metric_history(run.info.run_id, Key.curve("val/loss")):
+        attempts_by_step[entry.step].append(float(trial.attempt_at(entry.timestamp)))
     relogged = {step: sorted(a) for step, a in attempts_by_step.items() if len(a) > 1}
     assert relogged, "the retry logs the steps after its checkpoint again"
     assert any(a[:2] == [1.0, 2.0] for a in relogged.values()), relogged
-    # (the last round of the retry and its final metrics share a step: two entries, both attempt 2)
-    assert all(set(a) <= {1.0, 2.0} for a in relogged.values()), relogged
-    assert run.data.metrics[Key.ATTEMPT] == 2
+    assert all(sorted(a) == [1.0, 2.0] for a in relogged.values()), relogged
     assert run.data.metrics["test_en/accuracy"] == pytest.approx(final["test_en/accuracy"])
-
-    trial = TrialRun.from_run(run)
     assert trial.attempt == 2
     sweep = SweepResults(tracking_uri, experiment_id, "attempts", parent_id, "", "FINISHED", {}, None, None, [trial])
     table = trials_table(sweep, [], folds=False)

@@ -16,7 +16,7 @@ from test_baselines import assert_full_metric_set
 from orchestrator import predict, report, results, sweep
 from shards.reader import open_reader
 from workers.acoustic.trial import load_features_model, predict_features
-from workers.vocabulary import RunStatus, Tag
+from workers.vocabulary import Key, RunStatus, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -96,8 +96,8 @@ def test_text_sweep_runs_the_tiny_encoder_on_the_transcripts_with_the_full_metri
         assert run.info.status == RunStatus.FINISHED
         assert run.data.params["encoder"] == "tiny" and run.data.tags[Tag.MODEL_KIND] == "text"
         assert_full_metric_set(client, run.info.run_id)
-        curve = client.get_metric_history(run.info.run_id, "val/loss")
-        assert len({point.step for point in curve}) == 2  # one point per epoch (the final evaluation: the last)
+        curve = client.get_metric_history(run.info.run_id, Key.curve("val/loss"))
+        assert len({point.step for point in curve}) == 2  # one point per epoch
 
 
 def test_report_compares_sweeps_on_the_same_data_in_one_table(features_sweep, text_sweep, tmp_path, capsys):

@@ -50,7 +50,7 @@ class ModelKeeper(NullLogger):
     def __init__(self, into: Path):
         self.into = into
 
-    def log_model(self, model_dir: str) -> None:
+    def log_model(self, model_dir: str, metrics=None, step=None, model_step: int = 0) -> None:
         shutil.copytree(model_dir, self.into)
 
 

@@ -13,6 +13,7 @@ from workers.core.tracking import NullLogger
 from workers.finetune.checkpoint import TRAIN_STATE_FILE
 from workers.finetune.config import TRAINABLE_PARTS, TrialConfig
 from workers.finetune.recipe import TrainState, record_evaluation, run_trial, setup, stage_steps, train_stage
+from workers.vocabulary import Key
 
 CPU = torch.device("cpu")
 NO_REGULARISATION = dict(
@@ -37,7 +38,13 @@ class RecordingLogger(NullLogger):
         self.tags.update(tags)
 
     def rounds(self) -> list[tuple[int, dict]]:
-        return [(step, m) for step, m in self.metrics if "train/lr" in m]
+        """Evaluation rounds, with their learning-curve values under their plain names (`val/loss`)."""
+        prefix = Key.CURVE_PREFIX
+        return [
+            (step, {k.removeprefix(prefix).replace("_", "/", 1): v for k, v in m.items()})
+            for step, m in self.metrics
+            if Key.curve("train/lr") in m
+        ]
 
 
 def small_config(demo_dir, tmp_path, **overrides) -> TrialConfig:

@@ -5,6 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import sweep
 from shards.schema import EMOTIONS
+from workers.vocabulary import Key
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,7 @@ def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracki
         assert child.data.params["schedule"] == "full"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"confusion_matrix_test_en.png", "classification_report_test_en.txt"} <= artifacts
-        assert len(client.get_metric_history(child.info.run_id, "val/loss")) >= 2  # a learning curve
+        assert len(client.get_metric_history(child.info.run_id, Key.curve("val/loss"))) >= 2  # a learning curve
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri" in out and "trials (best first" in out
 

@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from workers.core.reporting import ListReporter
 from workers.core.tracking import MlflowRunLogger, TrackingTarget
-from workers.trial import ATTEMPT_METRIC, MarkCompleted, record_attempt, replay_if_completed
+from workers.trial import MarkCompleted, record_attempt, replay_if_completed
 from workers.vocabulary import Tag, TrialState
 
 
@@ -59,5 +59,6 @@ def test_a_completed_run_replays_its_final_metrics_instead_of_training(tracking_
 
     replayed = ListReporter()
     assert replay_if_completed(logger, replayed, checkpoint=None)
-    assert replayed.reports == [{"test_en/accuracy": 0.75, "val/loss": 0.5}]  # without the attempt metric
-    assert ATTEMPT_METRIC in MlflowClient(tracking_uri).get_run(logger.run_id).data.metrics
+    assert replayed.reports == [{"test_en/accuracy": 0.75, "val/loss": 0.5}]
+    run = MlflowClient(tracking_uri).get_run(logger.run_id)
+    assert run.data.tags[Tag.ATTEMPT] == "1" and set(run.data.metrics) == {"test_en/accuracy", "val/loss"}

@@ -8,7 +8,7 @@ from workers.core.artifact_writer import background_logging
 from workers.core.reporting import ListReporter
 from workers.finetune.batch_sources import CPU_EVAL_BATCH_SIZE, EVAL_MEMORY_SHARE, MAX_EVAL_BATCH_SIZE, eval_batch_size
 from workers.finetune.model import eval_peak_bytes, xlsr53_encoder_config
-from workers.trial import ATTEMPT_METRIC, open_logger, replay_if_completed, run_recorded
+from workers.trial import open_logger, replay_if_completed, run_recorded
 from workers.vocabulary import Tag, TrialState
 
 CALLS = ("search_runs", "create_run", "update_run", "set_terminated", "log_batch", "get_run")
@@ -43,13 +43,14 @@ def test_a_new_trial_run_is_opened_and_its_attempt_recorded_in_one_search_and_on
     assert not replay_if_completed(logger, ListReporter(), checkpoint=None)
     assert round_trips == ["search_runs", "create_run"]
 
-    # The attempt metric rides with the first write, here the params (no get_run: a new run has none).
+    # The attempt's tags ride with the create; the first write is the params (no get_run: a new run has none).
     logger.log_batch(params={"seed": 0}, tags={Tag.DEVICE: "cpu"})
     assert round_trips[2:] == ["log_batch"]
     run = MlflowClient(tracking_uri).get_run(logger.run_id)
     assert run.data.tags[Tag.SCENARIO] == "smoke" and run.data.tags[Tag.TRIAL_STATE] == TrialState.RUNNING
     assert run.data.tags[Tag.PID] and run.data.tags[Tag.DEVICE] == "cpu" and run.data.params == {"seed": "0"}
-    assert ATTEMPT_METRIC in run.data.metrics
+    assert run.data.tags[Tag.ATTEMPT] == "1" and Tag.attempt_started(1) in run.data.tags
+    assert run.data.metrics == {}, "attempt counters and timestamps are tags, never metrics"
 
 
 def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_uri, round_trips):
@@ -61,7 +62,8 @@ def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_ur
     again.log_params({"seed": 0})  # already there: nothing to send, and the search told it so
     assert round_trips == ["search_runs", "update_run", "log_batch"]
     client = MlflowClient(tracking_uri)
-    assert len(client.get_metric_history(again.run_id, ATTEMPT_METRIC)) == 2
+    tags = client.get_run(again.run_id).data.tags
+    assert tags[Tag.ATTEMPT] == "2" and Tag.attempt_started(2) in tags
     assert client.get_run(again.run_id).data.tags[Tag.FOLD] == "f1"
 
 
@@ -75,7 +77,7 @@ def test_a_found_completed_run_replays_without_recording_an_attempt(tracking_uri
     assert replay_if_completed(again, replayed, checkpoint=None)
     assert replayed.reports == [{"test_en/accuracy": 0.5}]
     assert "get_run" not in round_trips
-    assert len(MlflowClient(tracking_uri).get_metric_history(again.run_id, ATTEMPT_METRIC)) == 1
+    assert MlflowClient(tracking_uri).get_run(again.run_id).data.tags[Tag.ATTEMPT] == "1"
 
 
 def test_an_attempt_that_fails_before_its_first_write_still_counts(tracking_uri, demo_dir):
@@ -84,7 +86,7 @@ def test_an_attempt_that_fails_before_its_first_write_still_counts(tracking_uri,
     values = {"start": "tiny", "data_dir": str(demo_dir), "train_speakers": ("9999",)}
     with pytest.raises(ValueError, match="9999"):
         run_recorded(values, logger, ListReporter())
-    assert len(MlflowClient(tracking_uri).get_metric_history(logger.run_id, ATTEMPT_METRIC)) == 1
+    assert MlflowClient(tracking_uri).get_run(logger.run_id).data.tags[Tag.ATTEMPT] == "1"
 
 
 def test_the_writer_sends_consecutive_params_tags_and_metrics_as_one_batch(tracking_uri, round_trips):
@@ -104,7 +106,7 @@ def test_the_writer_sends_consecutive_params_tags_and_metrics_as_one_batch(track
     client = MlflowClient(tracking_uri)
     run = client.get_run(logger.logger.run_id)
     assert run.data.params == {"seed": "0", "eval_sets.test_en": "('0015',)"}
-    assert run.data.tags[Tag.DEVICE] == "cpu:0" and ATTEMPT_METRIC in run.data.metrics
+    assert run.data.tags[Tag.DEVICE] == "cpu:0" and run.data.tags[Tag.ATTEMPT] == "1"
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/loss")] == [(1, 1.0), (2, 0.5)]
 
 

@@ -7,10 +7,10 @@ TRACKING_KEY: where its MLflow run goes, KIND_KEY: what it runs}` (flat TrialCon
 work). The kind (workers.kinds: fine-tuning, or a baseline) picks the typed config and the run
 function; without one, the fine-tuning recipe. On top of that, the trial
 - finds or creates its MLflow child run by trial id (a restored trial reuses its run),
-- records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
-  `trial/started_at` metric entry per attempt),
-- numbers its attempts (tag Tag.ATTEMPT, and Key.ATTEMPT beside every round of metrics it logs: a retry
-  logs the steps between its checkpoint and the crash again, and the attempt tells the two apart),
+- records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT),
+- numbers its attempts, in tags only (the UI's metric views show no counters or timestamps): Tag.ATTEMPT,
+  and Tag.attempt_started(n) per attempt. A retry logs the steps between its checkpoint and the crash
+  again; an entry belongs to the last attempt that started at or before its timestamp,
 - never trains twice: a run already marked completed replays its final metrics to Tune,
 - continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
 - fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from workers.kinds import FINETUNE
 from workers.kinds import trial_kind as kind_named
-from workers.vocabulary import Key, Tag, TrialState
+from workers.vocabulary import Key, Tag, TrialState, trial_run_name
 
 # Config keys that are about where results go, not about the recipe.
 TRACKING_KEY = "tracking"
@@ -33,8 +33,7 @@ TAGS_KEY = "tags"
 VARIANT_KEY = "variant"
 VALUES_KEY = "values"
 KIND_KEY = "kind"  # a workers.kinds name; absent: fine-tuning
-# One entry per attempt (a metric, not a tag: its history counts the attempts).
-ATTEMPT_METRIC = "trial/started_at"
+LABEL_KEY = "label"  # in the variant: what the trial varies, its scenario and fold (its MLflow run name)
 
 
 def train_emotion(config: dict) -> None:
@@ -45,7 +44,9 @@ def train_emotion(config: dict) -> None:
     context = tune.get_context()
     values, tags = trial_values(config)
     tracking = config.get(TRACKING_KEY)
-    logger = open_logger(tracking, context.get_trial_id(), context.get_trial_name(), tags, record=True)
+    label = (config.get(VARIANT_KEY) or {}).get(LABEL_KEY, "")
+    run_name = trial_run_name(context.get_trial_id(), label) if label else context.get_trial_name()
+    logger = open_logger(tracking, context.get_trial_id(), run_name, tags, record=True)
     reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
@@ -66,7 +67,7 @@ def run_recorded(
     """Run the trial of `kind` on `values`, with the attempt and its outcome recorded on the run."""
     trial_kind = kind_named(kind)
     cfg = trial_kind.config_from(values)
-    logger = AttemptLogger(logger, record_attempt(logger))
+    record_attempt(logger)
     try:
         if getattr(cfg, "init_from", ""):
             cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
@@ -78,7 +79,7 @@ def run_recorded(
             return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
     except BaseException:
         if hasattr(logger, "send_pending"):
-            logger.send_pending()  # a new run's attempt metric waits for its first write: the failed attempt counts
+            logger.send_pending()  # whatever waits for the run's next write: the failed attempt leaves it
         raise
 
 
@@ -133,25 +134,29 @@ def replay_if_completed(logger, reporter, checkpoint) -> bool:
     completed = logger.completed_metrics()
     if completed is None:
         return False
-    metrics = {k: v for k, v in completed.items() if k not in (ATTEMPT_METRIC, Key.ATTEMPT)}
+    metrics = {k: v for k, v in completed.items() if not k.startswith(Key.CURVE_PREFIX)}
     with _checkpoint_dir(checkpoint) as directory:
         reporter.report(metrics, checkpoint_dir=directory)
     return True
 
 
 def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
-    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs."""
+    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs.
+
+    Tags only (metrics: none): a timestamp or a counter logged as a metric becomes what the UI's
+    Models tab and charts show first."""
     now = time.time()
     tags = {
         Tag.ATTEMPT: str(attempt),
         Tag.STARTED_AT: f"{now:.3f}",
+        Tag.attempt_started(attempt): f"{now:.3f}",
         Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         Tag.HOST: os.uname().nodename,
         Tag.RAY_NODE_ID: ray_node_id(),
         Tag.PID: str(os.getpid()),
         Tag.TRIAL_STATE: TrialState.RUNNING,
     }
-    return tags, {ATTEMPT_METRIC: now, Key.ATTEMPT: attempt}
+    return tags, {}
 
 
 def ray_node_id() -> str:
@@ -167,51 +172,11 @@ def record_attempt(logger) -> int:
     if getattr(logger, "attempt_recorded", False):
         return logger.attempt
     attempt = int(logger.run_tags().get(Tag.ATTEMPT, "0")) + 1
-    tags, metrics = attempt_record(attempt)
-    if hasattr(logger, "log_batch"):
-        logger.log_batch(tags=tags, metrics_by_step={None: metrics})
-    else:
-        logger.set_tags(tags)
-        logger.log_metrics(metrics)
+    tags, _ = attempt_record(attempt)
+    logger.set_tags(tags)
     logger.attempt_recorded = True
     logger.attempt = attempt
     return attempt
-
-
-class AttemptLogger:
-    """The trial's logger, with Key.ATTEMPT logged beside every round of metrics (same step, same call)."""
-
-    def __init__(self, logger, attempt: int):
-        self.logger = logger
-        self.attempt = attempt
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.logger.log_metrics({**metrics, Key.ATTEMPT: self.attempt}, step=step)
-
-    def log_metric_steps(self, metrics_by_step: dict[int | None, dict[str, float]]) -> None:
-        steps = self._with_attempt(metrics_by_step)
-        if hasattr(self.logger, "log_metric_steps"):
-            self.logger.log_metric_steps(steps)
-        else:  # a logger without batching (NullLogger)
-            for step, metrics in steps.items():
-                self.logger.log_metrics(metrics, step=step)
-
-    def log_batch(self, params=None, tags=None, metrics_by_step=None) -> None:
-        steps = self._with_attempt(metrics_by_step or {})
-        if hasattr(self.logger, "log_batch"):
-            self.logger.log_batch(params=params, tags=tags, metrics_by_step=steps)
-            return
-        if params:
-            self.logger.log_params(params)
-        if tags:
-            self.logger.set_tags(tags)
-        self.log_metric_steps(steps)
-
-    def _with_attempt(self, metrics_by_step: dict) -> dict:
-        return {step: {**metrics, Key.ATTEMPT: self.attempt} for step, metrics in metrics_by_step.items() if metrics}
-
-    def __getattr__(self, name: str):
-        return getattr(self.logger, name)
 
 
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:

@@ -11,6 +11,7 @@ class Tag:
     """Run tags. Child (trial) runs and parent (sweep) runs share some names."""
 
     PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: a child run's parent
+    TRIAL_RUN = "trial"  # on a logged model: the name of the trial run it came from
     # MLflow's own source tags, on parent and child runs: the UI's Source column and its commit link
     SOURCE_NAME = "mlflow.source.name"
     SOURCE_TYPE = "mlflow.source.type"  # 'LOCAL' (MLflow's SourceType names)
@@ -32,12 +33,14 @@ class Tag:
     RETRIES = "retries"
     STOPPED_EARLY = "stopped_early"
     ORPHAN = "orphan"
-    STARTED_AT = "started_at"
+    STARTED_AT = "started_at"  # the current attempt's start (epoch seconds): a tag, never a metric
     ENDED_AT = "ended_at"
     DEVICE = "device"
     WEIGHTS = "weights"
     COMPILE = "compile"
-    # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint)
+    # Which attempt of the trial is logging (1, 2, ... : Tune retries a failed trial from its last checkpoint).
+    # A tag, not a metric: each attempt also leaves `attempt/<n>/started_at`, and a metric entry belongs to
+    # the last attempt that started at or before its timestamp (orchestrator.results.attempt_at).
     ATTEMPT = "attempt"
     EVAL_BATCH_SIZE = "eval_batch_size"  # clips per evaluation batch used (eval_batch_size 0: sized by device)
     # Where a trial attempt ran
@@ -67,6 +70,14 @@ class Tag:
     # The training corpus's ordered label set, comma-joined (class i is the i-th): what the metrics'
     # `<set>/<label>/...` keys and the report's tables are named after.
     LABELS = "labels"
+
+    # MLflow's own: the run's description (the run page's Description box), markdown
+    NOTE = "mlflow.note.content"
+
+    @staticmethod
+    def attempt_started(attempt: int) -> str:
+        """When attempt number `attempt` started (epoch seconds, 3 decimals)."""
+        return f"attempt/{attempt}/started_at"
 
     @staticmethod
     def eval_data(set_name: str) -> str:
@@ -146,9 +157,11 @@ class Key:
     STEP = "step"  # optimizer steps taken in the whole trial
     SETUP_SECONDS = "setup_seconds"
     TRIAL_SECONDS = "trial_seconds"
-    # Logged with every round of metrics (same step, same timestamp): which attempt the round belongs to.
-    # A retry re-logs the steps between its checkpoint and the crash; this tells the two entries apart.
-    ATTEMPT = "trial/attempt"
+    # Learning curves: one entry per evaluation round, step = the training step. Their own section
+    # (`curve/`), so a run's Model metrics charts open on them; `val/accuracy`, `val/loss` and every other
+    # `<set>/...` key are the final model's values, logged once and linked to the trial's logged model.
+    CURVE_PREFIX = "curve/"
+    TRAIN_CLIPS = "train/clips"  # final: clips trained on, linked to the logged model with the train dataset
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"
@@ -161,6 +174,27 @@ class Key:
     # Per held-out set from another corpus: clips left out because their label maps to none of the
     # training corpus's (`<set>/unmapped_clips`).
     UNMAPPED_CLIPS = "unmapped_clips"
+
+    # The final metrics of an evaluation set linked to the trial's logged model (`<set>/<name>`): the
+    # Models tab's columns. Per-emotion rows and timings stay on the run.
+    MODEL_METRICS = ("accuracy", "uar", "macro_f1", "weighted_f1", "loss", "ece")
+
+    @staticmethod
+    def linked_to_model(key: str) -> bool:
+        """Whether a final metric is linked to the logged model (its set's headline numbers, train/clips)."""
+        return key == Key.TRAIN_CLIPS or (key.count("/") == 1 and key.split("/")[1] in Key.MODEL_METRICS)
+
+    @staticmethod
+    def model_column_order(key: str) -> tuple[int, int]:
+        """Sort key: linked metrics first, each set's in MODEL_METRICS order (accuracy first), the rest after."""
+        if not Key.linked_to_model(key) or key == Key.TRAIN_CLIPS:
+            return (1, 0) if key == Key.TRAIN_CLIPS else (2, 0)
+        return (0, Key.MODEL_METRICS.index(key.split("/")[1]))
+
+    @staticmethod
+    def curve(name: str) -> str:
+        """The learning-curve key of a per-round value: `train/loss` -> `curve/train_loss`."""
+        return Key.CURVE_PREFIX + name.replace("/", "_")
 
     @staticmethod
     def set_metric(set_name: str, metric: str) -> str:
@@ -201,3 +235,10 @@ class Key:
     def of_set(set_name: str, stat: str) -> str:
         """A per-set metric key: `<set>/<stat>` (test_en/accuracy, val/macro_f1)."""
         return f"{set_name}/{stat}"
+
+
+def trial_run_name(trial_id: str, label: str) -> str:
+    """A trial's MLflow run name: its index in the sweep (Tune's `<experiment>_<index>`) and its label
+    (the values it varies, its scenario and fold: orchestrator.run_notes.variant_label)."""
+    index = trial_id.rsplit("_", 1)[-1]
+    return f"{index} {label}".strip() if label else trial_id

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from orchestrator.document import Details, Heading, Table, Text
 from orchestrator.report.cells import clip, held_out_sets, num
 from orchestrator.results import SweepResults, TrialRun
-from workers.vocabulary import Key
+from workers.vocabulary import Key, Tag
 
 
 def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
@@ -42,8 +42,8 @@ def trials_section(sweep: SweepResults, knobs: list[str]) -> list:
             "values)."
             + (" Failed trials' errors are below the table." if columns.error else "")
             + (
-                f" A retried trial's values are its last attempt's (column attempt); in MLflow, "
-                f"`{Key.ATTEMPT}` beside each step says which attempt logged it."
+                f" A retried trial's values are its last attempt's (column attempt); in MLflow, the run's "
+                f"`{Tag.attempt_started(2)}` (and later) tags say when each attempt started, so which logged a step."
                 if columns.attempt
                 else ""
             )

@@ -25,6 +25,7 @@ from workers.acoustic.config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_M
 from workers.acoustic.extract import build_smile, functionals, load_or_extract
 from workers.core.evaluation import evaluate_set
 from workers.core.reporting import Reporter
+from workers.core.run_note import split_note
 from workers.core.split import split_rows
 from workers.core.tracking import RunLogger
 from workers.vocabulary import Key, Tag
@@ -82,6 +83,7 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
             Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
             Tag.ACOUSTIC_FEATURES: f"{cfg.feature_set}: {status}",
             Tag.LABELS: ",".join(reader.labels),
+            Tag.NOTE: split_note(f"the acoustic baseline ({cfg.feature_set}, {cfg.classifier})", cfg, split),
         }
     )
     setup_seconds = time.perf_counter() - started

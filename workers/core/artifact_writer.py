@@ -58,8 +58,9 @@ class BackgroundLogger:
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         self._put_copy("_log_copied_artifacts", local_dir, "artifacts-", artifact_path)
 
-    def log_model(self, model_dir: str) -> None:
-        self._put_copy("_log_copied_model", model_dir, "model-")
+    def log_model(self, model_dir: str, metrics=None, step: int | None = None, model_step: int = 0) -> None:
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        self._put_copy("_log_copied_model", model_dir, "model-", metrics, step, model_step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("set_tags", dict(tags))
@@ -190,9 +191,9 @@ class BackgroundLogger:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def _log_copied_model(self, model_dir: str) -> None:
+    def _log_copied_model(self, model_dir: str, metrics, step, model_step) -> None:
         try:
-            self.logger.log_model(model_dir)
+            self.logger.log_model(model_dir, metrics, step=step, model_step=model_step)
         finally:
             shutil.rmtree(Path(model_dir).parent, ignore_errors=True)
 

@@ -37,8 +37,12 @@ class RunLogger(Protocol):
     def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
-    def log_model(self, model_dir: str) -> None:
-        """A saved model directory (workers.finetune.checkpoint) as the run's MLflow Model `model/`."""
+    def log_model(
+        self, model_dir: str, metrics: dict[str, float] | None = None, step: int | None = None, model_step: int = 0
+    ) -> None:
+        """A saved model directory (workers.finetune.checkpoint) as the run's MLflow Model `model/`, and the
+        model's final `metrics` (logged once, at `step`) linked to it; `model_step`: the training step it was
+        taken at."""
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def run_tags(self) -> dict[str, str]:
@@ -57,7 +61,6 @@ class NullLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_dict(self, dictionary: dict, artifact_file: str) -> None: ...
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
-    def log_model(self, model_dir: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_datasets(self, splits: list[CorpusSplit]) -> None: ...
 
@@ -66,6 +69,12 @@ class NullLogger:
 
     def completed_metrics(self) -> dict[str, float] | None:
         return None  # nothing is recorded, so nothing ever completed
+
+    def log_model(
+        self, model_dir: str, metrics: dict[str, float] | None = None, step: int | None = None, model_step: int = 0
+    ) -> None:
+        if metrics:
+            self.log_metrics(metrics, step=step)  # a recording subclass sees the final metrics as logged
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
@@ -122,6 +131,7 @@ class MlflowRunLogger:
         self._logged_params: dict[str, str] | None = None if opened is None else dict(opened.data.params)
         self._pending_metrics: list = []  # sent with the next call that writes to the run
         self._pending_lock = threading.Lock()
+        self._datasets: dict[str, tuple[str, str]] = {}  # split -> (dataset name, digest): log_datasets
         self.attempt_recorded = False  # workers.trial.record_attempt: this attempt is on the run already
 
     @classmethod
@@ -224,6 +234,7 @@ class MlflowRunLogger:
             )
             for s in splits
         ]
+        self._datasets = {s.split: (i.dataset.name, i.dataset.digest) for s, i in zip(splits, inputs)}
         self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_figure(self, figure, artifact_file: str) -> None:
@@ -237,25 +248,36 @@ class MlflowRunLogger:
         self.send_pending()
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
-    def log_model(self, model_dir: str) -> None:
-        """The model as an MLflow Model named `model` (pyfunc, workers.finetune.serving), linked to this run.
+    def log_model(
+        self, model_dir: str, metrics: dict[str, float] | None = None, step: int | None = None, model_step: int = 0
+    ) -> None:
+        """The model as an MLflow Model named `model` (pyfunc, workers.finetune.serving), linked to this run,
+        and its final `metrics` logged once (at `step`) and linked to it (MLflow 3: by `model_id`).
 
         `runs:/<run id>/model` then serves (`mlflow models serve`) and registers; the save_pretrained files
         are in its `transformers/` folder. The package's own code travels with it (code_paths), and the
         requirements are pinned to this process's versions instead of being inferred (which would load the
-        model in a subprocess).
+        model in a subprocess). The logged model's tags name its trial (run name, trial id, scenario, fold).
+
+        A linked `<set>/...` metric carries the dataset input of split `<set>` (name and digest, as
+        log_datasets logged it), and `train/clips` the train split's: the Models tab's "Datasets used" and
+        its per-dataset metric columns come from these. `model_step` (the step the model was taken at) is the
+        model's step on the run; MLflow links the run's metrics at that step to it too (the learning
+        curves' values of that evaluation round).
         """
         import mlflow
         from mlflow.models import Model
 
+        run = self.client.get_run(self.run_id)
         # Model.log finds the store and the model's experiment through the global URI and experiment.
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
+        mlflow.set_experiment(experiment_id=run.info.experiment_id)
+        self.send_pending()
         with tempfile.TemporaryDirectory(prefix="mlflow-model-") as staging:
             data = Path(staging) / Key.TRANSFORMERS_DIR
             data.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
             warnings.filterwarnings("ignore", message=".*input example was not provided")  # a signature is
-            Model.log(
+            info = Model.log(
                 artifact_path=None,
                 name=Key.MODEL_DIR,
                 flavor=mlflow.pyfunc,
@@ -265,7 +287,31 @@ class MlflowRunLogger:
                 code_paths=[str(PACKAGE_DIR / "workers"), str(PACKAGE_DIR / "shards")],
                 signature=model_signature(labels_of(model_dir)),
                 pip_requirements=serving_requirements(),
+                tags=model_tags(run),
+                step=model_step,
             )
+        if metrics:
+            self._log_batches(metrics=self._model_metrics(metrics, step, info.model_id))
+
+    def _model_metrics(self, metrics: dict[str, float], step: int | None, model_id: str) -> list:
+        """The final metrics as entities: the headline ones (Key.linked_to_model) carry the model's id and
+        their split's dataset; the rest (per-emotion rows, timings) stay on the run, so the Models tab's
+        columns are one short group per dataset, accuracy first."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entities = []
+        # Linked ones first, accuracy first within each set: the Models tab orders columns as they were logged.
+        for key, value in sorted(metrics.items(), key=lambda item: Key.model_column_order(item[0])):
+            if not Key.linked_to_model(key):
+                entities.append(Metric(key, float(value), now, step or 0))
+                continue
+            split = "train" if key == Key.TRAIN_CLIPS else key.split("/")[0]
+            name, digest = self._datasets.get(split, (None, None))
+            entities.append(
+                Metric(key, float(value), now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+            )
+        return entities
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._log_batches(tags=_tag_entities(tags))
@@ -324,6 +370,22 @@ def _metric_entities(metrics_by_step: dict[int | None, dict[str, float]]) -> lis
     return [
         Metric(k, float(v), now, step or 0) for step, metrics in metrics_by_step.items() for k, v in metrics.items()
     ]
+
+
+def model_tags(run) -> dict[str, str]:
+    """A logged model's tags: which trial it came from (the Models tab shows the model's name, `model`,
+    and these), and the run's source instead of Ray's worker script."""
+    tags = run.data.tags
+    picked = {
+        Tag.TRIAL_RUN: run.info.run_name or "",
+        Tag.TRIAL_ID: tags.get(Tag.TRIAL_ID, ""),
+        Tag.SCENARIO: tags.get(Tag.SCENARIO, ""),
+        Tag.FOLD: tags.get(Tag.FOLD, ""),
+        Tag.SWEEP: tags.get(Tag.SWEEP, ""),
+        Tag.SOURCE_NAME: tags.get(Tag.SOURCE_NAME, ""),
+        Tag.SOURCE_GIT_COMMIT: tags.get(Tag.SOURCE_GIT_COMMIT, ""),
+    }
+    return {k: v for k, v in picked.items() if v}
 
 
 def _tag_entities(tags: dict[str, str]) -> list:

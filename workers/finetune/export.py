@@ -22,20 +22,25 @@ from workers.vocabulary import Key
 
 
 def log_trained_model(
-    logger: RunLogger, model: EmotionClassifier, model_dir: Path, scratch: Path, card: CardFacts | None = None
+    logger: RunLogger,
+    model: EmotionClassifier,
+    model_dir: Path,
+    scratch: Path,
+    card: CardFacts | None = None,
+    metrics: dict[str, float] | None = None,
+    step: int | None = None,
+    model_step: int = 0,
 ) -> None:
-    """Log `model` (saved in `model_dir`) as the run's MLflow Model, with its model card when given; a LoRA
-    model merged, its adapters beside it."""
-    if not encoders.has_lora(model.encoder):
-        if card is not None:
-            write_model_card(model_dir, card)
-        logger.log_model(str(model_dir))
-        return
-    merged_dir = save_model(merged_copy(model), scratch / "merged")
+    """Log `model` (saved in `model_dir`) as the run's MLflow Model with its model card (when given) and its
+    final `metrics` linked to it (RunLogger.log_model); a LoRA model merged, its adapters beside it."""
+    logged_dir = model_dir
+    if encoders.has_lora(model.encoder):
+        logged_dir = save_model(merged_copy(model), scratch / "merged")
     if card is not None:
-        write_model_card(merged_dir, card)
-    logger.log_model(str(merged_dir))
-    if lora_base_of(model) is not None:  # model_dir holds the adapters alone (a full save is the merged model)
+        write_model_card(logged_dir, card)
+    logger.log_model(str(logged_dir), metrics, step=step, model_step=model_step)
+    if logged_dir != model_dir and lora_base_of(model) is not None:
+        # model_dir holds the adapters alone (a full save is the merged model)
         logger.log_artifacts(str(model_dir), Key.LORA_ADAPTERS_DIR)
 
 

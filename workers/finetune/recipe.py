@@ -37,6 +37,7 @@ from workers.core.artifact_writer import background_logging
 from workers.core.evaluation import evaluate_set as evaluate_predictions
 from workers.core.phases import ObservedCalls, Phase, phase, waits
 from workers.core.reporting import Reporter
+from workers.core.run_note import trial_note
 from workers.core.split import split_rows
 from workers.core.tracking import CorpusSplit, RunLogger
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
@@ -202,6 +203,14 @@ def setup(
         tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
     if cfg.compile:
         tags[Tag.COMPILE] = compile_encoder(model, cfg, device)
+    tags[Tag.NOTE] = trial_note(
+        f"`{cfg.start}` ({model.family}, stages: {', '.join(str(s.trainable) for s in trial.stages)})",
+        Path(cfg.data_dir).name,
+        tuple(cfg.train_speakers),
+        {"train": len(data.train_rows), **{name: len(rows) for name, rows in data.eval_rows.items()}},
+        dict(cfg.eval_sets),
+        {name: f"{other.data_dir}, {other.mapped.describe()}" for name, other in data.other_corpora.items()},
+    )
     logger.log_params(cfg.to_dict())
     logger.set_tags(tags)
     logger.log_datasets(corpus_splits(cfg, data))
@@ -457,10 +466,10 @@ def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate:
     is_best = record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred)))
     trial.logger.log_metrics(
         {
-            Key.TRAIN_LOSS: train_loss,
-            Key.TRAIN_LR: learning_rate,
-            Key.VAL_LOSS: val.loss,
-            Key.VAL_ACCURACY: state.last_val_accuracy,
+            Key.curve(Key.TRAIN_LOSS): train_loss,
+            Key.curve(Key.TRAIN_LR): learning_rate,
+            Key.curve(Key.VAL_LOSS): val.loss,
+            Key.curve(Key.VAL_ACCURACY): state.last_val_accuracy,
         },
         step=state.step,
     )
@@ -544,11 +553,22 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
             Key.TRIAL_SECONDS: time.perf_counter() - started,
         }
     )
-    trial.logger.log_metrics(final, step=state.step)
+    model_step = trial.best.train_state.step if trial.best is not None else state.step
     with tempfile.TemporaryDirectory() as tmp, phase(Phase.CHECKPOINT):
         model_dir = save_model(model, Path(tmp) / "model")
-        # A LoRA model merged, to load anywhere; with its model card (README.md)
-        log_trained_model(trial.logger, model, model_dir, Path(tmp), card_facts(trial, final))
+        # The final metrics, logged once and linked to the model (with the dataset of each set); a LoRA
+        # model merged, to load anywhere; its model card (README.md) beside it.
+        logged = {**final, Key.TRAIN_CLIPS: float(len(trial.data.train_rows))}
+        log_trained_model(
+            trial.logger,
+            model,
+            model_dir,
+            Path(tmp),
+            card_facts(trial, final),
+            metrics=logged,
+            step=state.step,
+            model_step=model_step,
+        )
         save_train_state(model_dir, state.with_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final

@@ -19,6 +19,7 @@ from torch import nn
 from shards.reader import open_reader
 from workers.core.evaluation import evaluate_set, mean_cross_entropy
 from workers.core.reporting import Reporter
+from workers.core.run_note import split_note
 from workers.core.split import SpeakerSplit, split_rows
 from workers.core.tracking import RunLogger
 from workers.text.config import TINY_ENCODER, TextConfig
@@ -68,6 +69,7 @@ def run_text_trial(cfg: TextConfig, logger: RunLogger, reporter: Reporter) -> di
                 Tag.DATA_HASH: reader.content_hash,
                 Tag.TRAIN_SPEAKERS: ",".join(cfg.train_speakers),
                 Tag.LABELS: ",".join(reader.labels),
+                Tag.NOTE: split_note(f"the text baseline (`{cfg.encoder}` on transcripts)", cfg, split),
             }
         )
         setup_seconds = time.perf_counter() - started
@@ -140,7 +142,7 @@ def train(
             if progress[Key.VAL_LOSS] < best_loss:
                 best_loss = progress[Key.VAL_LOSS]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        logger.log_metrics(progress, step=step)
+        logger.log_metrics({Key.curve(k): v for k, v in progress.items() if "/" in k}, step=step)  # learning curves
         if epoch < cfg.epochs:
             reporter.report(progress)  # the last epoch's report is the final one, with the test sets
     if best_state is not None:
