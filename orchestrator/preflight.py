@@ -1,8 +1,9 @@
 """Checks the driver runs before any trial starts, so a bad input costs one line, not a sweep of tracebacks.
 
-In the order the driver calls them: the `--set` values (before any work, the demo corpus included),
-the tracking server, the data directory and its manifest, every trial against that data (speakers,
-empty sets, held-out clips per class), and every distinct start's weights. Each failure is a
+In the order the driver calls them (after `orchestrator.sweep.parse_overrides` checked the `--set` keys
+and values, before any work): a speaker leak that a `--set` split makes, the tracking server, the data
+directory and its manifest, every trial against that data (speakers, empty sets, held-out clips per
+class), and every distinct start's weights. Each failure is a
 `PreflightError`: one line that says what to change.
 """
 
@@ -31,24 +32,6 @@ class PreflightError(ValueError):
 
 
 # ---------------------------------------------------------------- before any work
-
-
-def check_overrides(overrides: dict) -> None:
-    """Every `--set` key names a config field and its value has the field's type."""
-    from workers.finetune.config import canonical_key, check_type
-
-    for key, value in overrides.items():
-        try:
-            check_type(canonical_key(key), _as_declared(canonical_key(key), value))
-        except ValueError as error:
-            raise PreflightError(f"--set {key}: {error}") from None
-
-
-def _as_declared(key: str, value):
-    """`--set` values as a trial config will hold them (lists as tuples, ints where floats are declared)."""
-    from workers.finetune.config import TrialConfig, _coerce
-
-    return _coerce(TrialConfig, key, value)
 
 
 def check_speaker_leak(base: dict) -> None:

@@ -26,11 +26,11 @@ from orchestrator import paths, results, tracking
 from orchestrator.document import Details, Document, Figure, Heading, Row, Table, Text, to_html, to_markdown
 from orchestrator.results import TIEBREAK_METRIC, StoreError, SweepResults, TrialRun
 from workers.kinds import FINETUNE
-from workers.vocabulary import Key, Tag
+from workers.vocabulary import ConfigKey, Key, Tag
 
 ARTIFACT_DIR = "report"
 # Config values that are not tuned knobs: where things are, and the speaker split (a fold's identity).
-NOT_KNOBS = {"data_dir", "num_threads", "seed", "train_speakers", "stages"}
+NOT_KNOBS = ConfigKey.NOT_KNOBS
 NOT_KNOB_PREFIXES = ("eval_sets.", "tracking")
 SCENARIO_ORDER = ["vanilla", "finer", "zero_shot", "zh_only", "mixed"]
 TRANSFER_PARAM = "english_fraction"

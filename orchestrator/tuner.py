@@ -81,6 +81,19 @@ class NoteInterrupt(tune.Callback):
         signal.signal(signal.SIGINT, note_then_stop)
 
 
+def check_phases_open(record: SweepRecord) -> None:
+    """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
+    for phase in TrialGrid.from_dict(record.grid).phases:
+        if phase.name in record.phases_done:
+            continue
+        try:
+            tune.Tuner.can_restore(record.phase_path(phase.name))
+        except Exception as error:  # pyarrow's errors for a path or URI it cannot open
+            raise SystemExit(
+                f"cannot open the sweep directory {record.directory}: {tracking.first_line(error)}"
+            ) from None
+
+
 def make_trainable(resources: Resources):
     if resources.workers_per_trial > 1:
         from workers.finetune.distributed import train_emotion_distributed
