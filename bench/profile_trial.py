@@ -125,6 +125,7 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     from orchestrator.paths import ensure_demo_corpus
     from workers.core.reporting import ListReporter
     from workers.finetune.config import TrialConfig
+    from workers.payload import TrackingTarget, TrialPayload
     from workers.trial import open_logger, replay_if_completed
 
     spec = search_spaces.load("smoke")
@@ -134,7 +135,7 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment(mode, artifact_location=str(root / mode / "artifacts"))
     parent_run_id = client.create_run(experiment_id).info.run_id
-    tracking = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent_run_id}
+    tracking = TrackingTarget(tracking_uri, experiment_id, parent_run_id)
 
     profiler = Profiler()
     patched = {name: getattr(recipe, name) for name in RECIPE_STEPS}
@@ -147,7 +148,7 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
         reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
         started = time.perf_counter()
         with profiler.timed(BEFORE_RUN_TRIAL):  # what train_emotion does before run_trial: the trial's run
-            opened = open_logger(tracking, mode, mode, {}, record=True)
+            opened = open_logger(TrialPayload(values, tracking=tracking), mode, mode)
             assert not replay_if_completed(opened, reporter, checkpoint=None)
             logger = TimedLogger(opened, profiler)
             cfg = TrialConfig.from_dict(values)
