@@ -20,7 +20,6 @@ import numpy as np
 
 from search_spaces import Scenario, SweepSpec
 from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
-from workers.core.kind_config import canonical_values
 from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import ConfigKey, Tag
 
@@ -169,7 +168,7 @@ def canonical_spec(spec: SweepSpec) -> SweepSpec:
 
     def renamed(values: dict) -> dict:
         try:
-            return canonical_values(values, kind.key)
+            return kind.canonical(values)
         except ValueError as error:
             raise GridError(f"sweep {spec.name!r}: {error}") from None
 

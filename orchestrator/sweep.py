@@ -336,10 +336,11 @@ def open_inputs(spec, args, overrides: dict, tracking_uri: str):
     """(the spec with its preset and --set applied, the data directory, its manifest): the cheap checks
     first (a bad --set costs no demo corpus, a bad server no data), then the shards' integrity."""
     from orchestrator import preflight
+    from orchestrator.grid import canonical_spec
     from shards.integrity import ShardIntegrityError, verify_shards_once
 
-    try:
-        spec = spec.with_preset(args.preset).override(overrides)
+    try:  # the sweep's own keys canonical too, so that a --set key replaces the sweep's value under an alias
+        spec = canonical_spec(spec.with_preset(args.preset)).override(overrides)
         if set(ConfigKey.PLAN) & set(overrides):
             preflight.check_speaker_leak(spec.base)
         preflight.check_tracking(tracking_uri)
@@ -672,7 +673,7 @@ def finish(record: SweepRecord, register: str | None = None) -> list[str]:
 
 def _best_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The best trial's final metrics as `best/...` on the parent (its per-attempt trial/ entries left out)."""
-    return {f"{Key.BEST_PREFIX}{k}": v for k, v in metrics.items() if "/" in k and not k.startswith("trial/")}
+    return {f"{Key.BEST_PREFIX}{k}": v for k, v in metrics.items() if "/" in k and not k.startswith(Key.TRIAL_PREFIX)}
 
 
 if __name__ == "__main__":

@@ -108,3 +108,17 @@ def test_an_alias_fixes_a_key_that_a_baseline_sweep_tunes():
     grid = build_grid(spec, DEMO_SPEAKERS, place={"data_dir": "/data", "num_threads": 1})
     assert {v.values["batch_size"] for p in grid.phases for v in p.variants} == {8}
     assert "batch_size" not in grid.tuned
+
+
+def test_a_set_key_replaces_the_sweeps_value_given_under_an_alias(demo_dir, tracking_uri, tmp_path):
+    import dataclasses
+
+    import search_spaces
+    from orchestrator import sweep
+
+    smoke = search_spaces.load("smoke")
+    base = {k: v for k, v in smoke.base.items() if k != "batch_size"}
+    spec = dataclasses.replace(smoke, base={**base, "per_device_train_batch_size": 8})
+    args = sweep.parse_args(["smoke", "--data", str(demo_dir), "--tracking-uri", tracking_uri, "--set", "batch_size=4"])
+    record = sweep.new_sweep(spec, args, str(tmp_path / "ray"))
+    assert {v["values"]["batch_size"] for p in record.grid["phases"] for v in p["variants"]} == {4}

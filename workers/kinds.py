@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.acoustic.config import FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
-from workers.core.kind_config import check_key, typed_value
+from workers.core.kind_config import canonical_values, check_key, typed_value
 from workers.finetune.config import TrialConfig, canonical_key
 from workers.text.config import KEY_ALIASES as TEXT_KEY_ALIASES
 from workers.text.config import TEXT_MODEL_FILE, TEXT_MODEL_KIND, TextConfig
@@ -57,6 +57,11 @@ class TrialKind:
         `value` coerced to that field's type; ValueError naming the closest key, or the type expected."""
         name = self.key(key)
         return name, typed_value(self.config, name, value)
+
+    def canonical(self, values: dict) -> dict:
+        """`values` under the fields their keys name (aliases resolved); ValueError for an unknown key or
+        an alias beside its own field."""
+        return canonical_values(values, self.key)
 
     def config_from(self, values: dict):
         """The typed config; ValueError or TypeError naming the bad key or value."""

@@ -154,6 +154,7 @@ class Key:
     ACCURACY = "accuracy"  # the metric whose presence on every held-out set marks a trial's final report
     MACRO_F1 = "macro_f1"
     UAR = "uar"  # unweighted average recall (EmoBox's UA)
+    CLASS_STATS = ("precision", "recall", "f1", "support")  # per class: `<set>/<label>/<stat>`
     EPOCH = "epoch"  # reported by the trial itself (ASHA's time axis: Tune's iteration restarts on restore)
     TRIAL_ID = "trial_id"  # Tune's own, in every result it reports
     TRIAL_PREFIX = "trial/"  # per-attempt bookkeeping, not a result: left out of the parent's best/ copies
