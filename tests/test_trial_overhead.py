@@ -12,8 +12,6 @@ from workers.payload import TrackingTarget, TrialPayload
 from workers.trial import open_logger, replay_if_completed, run_recorded
 from workers.vocabulary import Key, Tag, TrialState
 
-ATTEMPT_METRIC = Key.ATTEMPT_STARTED_AT
-
 CALLS = ("search_runs", "create_run", "update_run", "set_terminated", "log_batch", "get_run")
 
 
@@ -57,7 +55,7 @@ def test_a_new_trial_run_is_opened_and_its_attempt_recorded_in_one_search_and_on
     run = MlflowClient(tracking_uri).get_run(logger.run_id)
     assert run.data.tags[Tag.SCENARIO] == "smoke" and run.data.tags[Tag.TRIAL_STATE] == TrialState.RUNNING
     assert run.data.tags[Tag.PID] and run.data.tags[Tag.DEVICE] == "cpu" and run.data.params == {"seed": "0"}
-    assert ATTEMPT_METRIC in run.data.metrics
+    assert Key.ATTEMPT_STARTED_AT in run.data.metrics
 
 
 def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_uri, round_trips):
@@ -69,7 +67,7 @@ def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_ur
     again.log_params({"seed": 0})  # already there: nothing to send, and the search told it so
     assert round_trips == ["search_runs", "update_run", "log_batch"]
     client = MlflowClient(tracking_uri)
-    assert len(client.get_metric_history(again.run_id, ATTEMPT_METRIC)) == 2
+    assert len(client.get_metric_history(again.run_id, Key.ATTEMPT_STARTED_AT)) == 2
     assert client.get_run(again.run_id).data.tags[Tag.FOLD] == "f1"
 
 
@@ -83,7 +81,7 @@ def test_a_found_completed_run_replays_without_recording_an_attempt(tracking_uri
     assert replay_if_completed(again, replayed, checkpoint=None)
     assert replayed.reports == [{"test_en/accuracy": 0.5}]
     assert "get_run" not in round_trips
-    assert len(MlflowClient(tracking_uri).get_metric_history(again.run_id, ATTEMPT_METRIC)) == 1
+    assert len(MlflowClient(tracking_uri).get_metric_history(again.run_id, Key.ATTEMPT_STARTED_AT)) == 1
 
 
 def test_an_attempt_that_fails_before_its_first_write_still_counts(tracking_uri, demo_dir):
@@ -92,7 +90,7 @@ def test_an_attempt_that_fails_before_its_first_write_still_counts(tracking_uri,
     values = {"start": "tiny", "data_dir": str(demo_dir), "train_speakers": ("9999",)}
     with pytest.raises(ValueError, match="9999"):
         run_recorded(trial(tracking, values=values), logger, ListReporter())
-    assert len(MlflowClient(tracking_uri).get_metric_history(logger.run_id, ATTEMPT_METRIC)) == 1
+    assert len(MlflowClient(tracking_uri).get_metric_history(logger.run_id, Key.ATTEMPT_STARTED_AT)) == 1
 
 
 def test_the_writer_sends_consecutive_params_tags_and_metrics_as_one_batch(tracking_uri, round_trips):
@@ -112,7 +110,7 @@ def test_the_writer_sends_consecutive_params_tags_and_metrics_as_one_batch(track
     client = MlflowClient(tracking_uri)
     run = client.get_run(logger.logger.run_id)
     assert run.data.params == {"seed": "0", "eval_sets.test_en": "('0015',)"}
-    assert run.data.tags[Tag.DEVICE] == "cpu:0" and ATTEMPT_METRIC in run.data.metrics
+    assert run.data.tags[Tag.DEVICE] == "cpu:0" and Key.ATTEMPT_STARTED_AT in run.data.metrics
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/loss")] == [(1, 1.0), (2, 0.5)]
 
 
