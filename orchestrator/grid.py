@@ -46,12 +46,12 @@ class Variant:
     epochs: int = 0  # the most epochs it reports (ASHA's horizon); 0: not known (a record from before)
 
     def tags(self) -> dict[str, str]:
-        eval_sets = self.values.get("eval_sets", {})
+        eval_sets = self.values.get(ConfigKey.EVAL_SETS, {})
         tags = {
             Tag.SCENARIO: self.scenario,
             Tag.CONFIG_ID: self.config_id,
             Tag.START: str(self.values.get("start", "")),
-            Tag.TRAIN_SPEAKERS: ",".join(self.values.get("train_speakers", ())),
+            Tag.TRAIN_SPEAKERS: ",".join(self.values.get(ConfigKey.TRAIN_SPEAKERS, ())),
             Tag.TEST_SPEAKERS: ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
         }
         if self.fold:
@@ -210,8 +210,8 @@ def default_split(
     defaults = _kind(spec).config()
     base = SplitPlan(
         "base",
-        tuple(spec.base.get("train_speakers", defaults.train_speakers)),
-        {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()},
+        tuple(spec.base.get(ConfigKey.TRAIN_SPEAKERS, defaults.train_speakers)),
+        {k: tuple(v) for k, v in spec.base.get(ConfigKey.EVAL_SETS, defaults.eval_sets).items()},
     )
     named = {*base.train_speakers, *(s for group in base.eval_sets.values() for s in group)}
     if explicit or named <= set(speakers):

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workers.finetune.config import RANDOM_STARTS, START_MODELS
+from workers.vocabulary import ConfigKey
 
 # A held-out set needs this many clips of each class the trial trains on: with one, a class's recall
 # is all or nothing; with none, macro-F1 and the confusion matrix leave the class undefined. (Small
@@ -36,8 +37,8 @@ class PreflightError(ValueError):
 
 def check_speaker_leak(base: dict) -> None:
     """A speaker both in training and in a held-out set (through --set train_speakers or eval_sets)."""
-    train = set(base.get("train_speakers", ()))
-    for name, speakers in (base.get("eval_sets") or {}).items():
+    train = set(base.get(ConfigKey.TRAIN_SPEAKERS, ()))
+    for name, speakers in (base.get(ConfigKey.EVAL_SETS) or {}).items():
         leaked = sorted(train & set(speakers))
         if leaked:
             raise PreflightError(
@@ -110,8 +111,8 @@ def check_trials(variants: Iterable, manifest: dict, data_dir: Path) -> None:
     counts: dict[str, dict[str, int]] = manifest["counts"]
     checked: set[tuple] = set()
     for variant in variants:
-        train = tuple(variant.values.get("train_speakers", ()))
-        eval_sets = {k: tuple(v) for k, v in (variant.values.get("eval_sets") or {}).items()}
+        train = tuple(variant.values.get(ConfigKey.TRAIN_SPEAKERS, ()))
+        eval_sets = {k: tuple(v) for k, v in (variant.values.get(ConfigKey.EVAL_SETS) or {}).items()}
         key = (train, tuple(sorted(eval_sets.items())))
         if key in checked:
             continue
