@@ -162,8 +162,9 @@ def build_grid(
 
 def canonical_spec(spec: SweepSpec) -> SweepSpec:
     """The sweep with every key it names (base, space, scenarios, points) as its kind's config field
-    (aliases resolved): the one check of a sweep's own keys. (`--set` keys come canonical from the door,
-    `orchestrator.sweep.parse_overrides`.)"""
+    (aliases resolved); GridError naming the closest key. Idempotent: the driver applies it before
+    `--set` (whose keys come canonical from `orchestrator.sweep.parse_overrides`), so a `--set` key
+    replaces the sweep's value given under an alias; `build_grid` applies it to whatever spec it gets."""
     kind = _kind(spec)
 
     def renamed(values: dict) -> dict:
