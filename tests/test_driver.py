@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import sweep
 from shards.schema import EMOTIONS
-from workers.trial import ATTEMPT_METRIC
+from workers.vocabulary import Key
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,7 @@ def test_failing_trial_is_retried_then_marked_failed_and_the_sweep_goes_on(
     assert len(failed) == 1 and len(finished) == 1
     assert "no-model" in failed[0].data.tags["error"]
     assert failed[0].data.tags["retries"] == "1"
-    assert len(client.get_metric_history(failed[0].info.run_id, ATTEMPT_METRIC)) == 2  # first try + one retry
+    assert len(client.get_metric_history(failed[0].info.run_id, Key.ATTEMPT_STARTED_AT)) == 2  # first try + one retry
     assert "test_en/accuracy" in finished[0].data.metrics
     assert parent.info.status == "FAILED"
 

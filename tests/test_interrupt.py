@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workers.trial import ATTEMPT_METRIC
+from workers.vocabulary import Key
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def check_resumed(tmp_path, before: dict[str, str]) -> None:
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in children:
         assert "test_en/accuracy" in child.data.metrics
-        attempts = len(client.get_metric_history(child.info.run_id, ATTEMPT_METRIC))
+        attempts = len(client.get_metric_history(child.info.run_id, Key.ATTEMPT_STARTED_AT))
         if before.get(child.data.tags["trial_id"]) == "FINISHED":
             assert attempts == 1, "a trial finished before the interrupt must not train again"
 

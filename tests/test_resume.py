@@ -14,7 +14,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workers.trial import ATTEMPT_METRIC
+from workers.vocabulary import Key
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(demo_dir, tmp_p
     assert len(trial_ids) == NUM_TRIALS == len(set(trial_ids)), "exactly one run per trial"
     assert {c.info.status for c in children} == {"FINISHED"}, "none left RUNNING"
     attempts = {
-        c.data.tags["trial_id"]: len(client.get_metric_history(c.info.run_id, ATTEMPT_METRIC)) for c in children
+        c.data.tags["trial_id"]: len(client.get_metric_history(c.info.run_id, Key.ATTEMPT_STARTED_AT)) for c in children
     }
     for trial_id in finished_before_kill:
         assert attempts[trial_id] == 1, f"{trial_id} finished before the kill and must not train again"

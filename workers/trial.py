@@ -1,41 +1,35 @@
-"""The Tune function trainable: turns a Tune config into a typed TrialConfig and runs the recipe.
+"""The Tune entry of every trial: its payload in, its kind's run function called, its MLflow run kept.
 
-Kept import-light (torch loads inside the function) so the driver can import it cheaply.
+One way through, top to bottom (`config` is Tune's dict, `payload` the same typed, `values` its config
+values, `cfg` the typed config of its kind, `logger` its MLflow run):
 
-A trial's Tune config is `{VARIANT_KEY: {"values": config values, "tags": MLflow tags, ...},
-TRACKING_KEY: where its MLflow run goes, KIND_KEY: what it runs}` (flat TrialConfig values also
-work). The kind (workers.kinds: fine-tuning, or a baseline) picks the typed config and the run
-function; without one, the fine-tuning recipe. On top of that, the trial
-- finds or creates its MLflow child run by trial id (a restored trial reuses its run),
-- records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT; one
-  `trial/started_at` metric entry per attempt),
-- numbers its attempts (tag Tag.ATTEMPT, and Key.ATTEMPT beside every round of metrics it logs: a retry
-  logs the steps between its checkpoint and the crash again, and the attempt tells the two apart),
-- never trains twice: a run already marked completed replays its final metrics to Tune,
-- continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
-- fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
+    train_emotion(config)                       Tune calls it with the config as Tune resolved it
+      payload = TrialPayload.from_config(config)  workers.payload: the one definition of that config
+      logger = open_logger(payload, ...)        its child run found or created, this attempt recorded
+                                                (workers.core.tracking; tags CUDA_VISIBLE_DEVICES, HOST,
+                                                PID, STARTED_AT, ATTEMPT; one Key.ATTEMPT_STARTED_AT entry)
+      replay_if_completed(logger, ...)          a run already marked completed replays its final
+                                                metrics to Tune: a trial never trains twice
+      run_recorded(payload, logger, ...)        cfg from its kind (workers.kinds), `init_from` given as
+                                                an MLflow URI fetched once per node, then the kind's run
+                                                function, continuing from Tune's checkpoint if resumable
+
+Every round of metrics carries Key.ATTEMPT (a retry logs the steps between its checkpoint and the
+crash again; the attempt tells the two apart). Import-light: torch loads inside the run function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
 from pathlib import Path
 
-from workers.kinds import FINETUNE
-from workers.kinds import trial_kind as kind_named
+from workers.kinds import FINETUNE, trial_kind
+from workers.payload import TrialPayload
 from workers.vocabulary import Key, Tag, TrialState
-
-# Config keys that are about where results go, not about the recipe.
-TRACKING_KEY = "tracking"
-TAGS_KEY = "tags"
-VARIANT_KEY = "variant"
-VALUES_KEY = "values"
-KIND_KEY = "kind"  # a workers.kinds name; absent: fine-tuning
-# One entry per attempt (a metric, not a tag: its history counts the attempts).
-ATTEMPT_METRIC = "trial/started_at"
 
 
 def train_emotion(config: dict) -> None:
@@ -43,37 +37,51 @@ def train_emotion(config: dict) -> None:
 
     from workers.core.reporting import TuneReporter
 
+    payload = TrialPayload.from_config(config)
     context = tune.get_context()
-    values, tags = trial_values(config)
-    tracking = config.get(TRACKING_KEY)
-    logger = open_logger(tracking, context.get_trial_id(), context.get_trial_name(), tags, record=True)
+    logger = open_logger(payload, context.get_trial_id(), context.get_trial_name())
     reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
         return
-    run_recorded(
-        values,
-        logger,
-        reporter,
-        checkpoint,
-        tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri"),
-        kind=config.get(KIND_KEY) or FINETUNE,
-    )
+    run_recorded(payload, logger, reporter, checkpoint)
 
 
-def run_recorded(
-    values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, kind: str = FINETUNE, **hooks
-) -> dict:
-    """Run the trial of `kind` on `values`, with the attempt and its outcome recorded on the run."""
-    trial_kind = kind_named(kind)
-    cfg = trial_kind.config_from(values)
-    logger = AttemptLogger(logger, record_attempt(logger))
+def open_logger(payload: TrialPayload, trial_id: str, trial_name: str, record_attempt: bool = True):
+    """The trial's run, found or created, with the sweep's and the trial's tags current (a reused run:
+    restore, retry), and this attempt recorded in the same round trips (`record_attempt`)."""
+    from workers.core.tracking import MlflowRunLogger, NullLogger
+
+    if payload.tracking is None:
+        return NullLogger()
+    target = dataclasses.replace(payload.tracking, tags=payload.tracking.tags + tuple(payload.tags.items()))
+    return MlflowRunLogger.for_trial(target, trial_id, trial_name, record_attempt=record_attempt)
+
+
+def replay_if_completed(logger, reporter, checkpoint) -> bool:
+    """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
+    completed = logger.completed_metrics()
+    if completed is None:
+        return False
+    metrics = {k: v for k, v in completed.items() if k not in (Key.ATTEMPT_STARTED_AT, Key.ATTEMPT)}
+    with _checkpoint_dir(checkpoint) as directory:
+        reporter.report(metrics, checkpoint_dir=directory)
+    return True
+
+
+def run_recorded(payload: TrialPayload, logger, reporter, checkpoint=None, **hooks) -> dict:
+    """Run the trial of the payload's kind on its values, each round of metrics marked with the attempt,
+    the run marked completed with the final report; returns the final metrics."""
+    kind = trial_kind(payload.kind or FINETUNE)
+    cfg = kind.config_from(payload.values)
+    logger = AttemptLogger(logger, logger.attempt)
     try:
         if getattr(cfg, "init_from", ""):
-            cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
-        run = trial_kind.run_function()
+            tracking_uri = payload.tracking.tracking_uri if payload.tracking else None
+            cfg = dataclasses.replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+        run = kind.run_function()
         reporter = MarkCompleted(reporter, logger, tuple(cfg.eval_sets))
-        if not trial_kind.resumable:
+        if not kind.resumable:
             return run(cfg, logger, reporter, **hooks)
         with _checkpoint_dir(checkpoint) as resume_dir:
             return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
@@ -99,76 +107,6 @@ class MarkCompleted:
         if all(key in metrics for key in self.final_keys):
             self.logger.set_tags({Tag.ENDED_AT: f"{time.time():.3f}", Tag.TRIAL_STATE: TrialState.COMPLETED})
         self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
-
-
-def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
-    """(TrialConfig values, per-trial MLflow tags) from a Tune config, nested or flat."""
-    variant = config.get(VARIANT_KEY)
-    if variant is None:
-        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY, KIND_KEY)}
-        return values, {k: str(v) for k, v in config.get(TAGS_KEY, {}).items()}
-    return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
-
-
-def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str], record: bool = False):
-    """The trial's run, found or created, with the trial's tags current (a reused run: restore, retry).
-
-    `record`: this attempt's record (`attempt_record`) rides with the same round trips (a new run: one
-    search and one create before training starts); otherwise `run_recorded` records it.
-    """
-    import dataclasses
-
-    from workers.core.tracking import MlflowRunLogger, NullLogger, TrackingTarget
-
-    if not tracking:
-        return NullLogger()
-    target = TrackingTarget.from_dict(tracking)
-    target = dataclasses.replace(target, tags=target.tags + tuple(tags.items()))
-    if not record:
-        return MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
-    return MlflowRunLogger.for_trial(target, trial_id, trial_name, attempt_record=attempt_record)
-
-
-def replay_if_completed(logger, reporter, checkpoint) -> bool:
-    """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
-    completed = logger.completed_metrics()
-    if completed is None:
-        return False
-    metrics = {k: v for k, v in completed.items() if k not in (ATTEMPT_METRIC, Key.ATTEMPT)}
-    with _checkpoint_dir(checkpoint) as directory:
-        reporter.report(metrics, checkpoint_dir=directory)
-    return True
-
-
-def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
-    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs."""
-    now = time.time()
-    tags = {
-        Tag.ATTEMPT: str(attempt),
-        Tag.STARTED_AT: f"{now:.3f}",
-        Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        Tag.HOST: os.uname().nodename,
-        Tag.PID: str(os.getpid()),
-        Tag.TRIAL_STATE: TrialState.RUNNING,
-    }
-    return tags, {ATTEMPT_METRIC: now, Key.ATTEMPT: attempt}
-
-
-def record_attempt(logger) -> int:
-    """Record this attempt on the run, unless opening the run already did (`open_logger(record=True)`);
-    returns its number."""
-    if getattr(logger, "attempt_recorded", False):
-        return logger.attempt
-    attempt = int(logger.run_tags().get(Tag.ATTEMPT, "0")) + 1
-    tags, metrics = attempt_record(attempt)
-    if hasattr(logger, "log_batch"):
-        logger.log_batch(tags=tags, metrics_by_step={None: metrics})
-    else:
-        logger.set_tags(tags)
-        logger.log_metrics(metrics)
-    logger.attempt_recorded = True
-    logger.attempt = attempt
-    return attempt
 
 
 class AttemptLogger:
@@ -223,15 +161,15 @@ def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
     cache_root.mkdir(parents=True, exist_ok=True)
     with open(cache_root / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # trials sharing a node download it once
-        if not (target / "model").exists():
+        if not (target / Key.MODEL_DIR).exists():
             partial = Path(f"{target}.partial")
             partial.mkdir(parents=True, exist_ok=True)
             download_model(init_from, partial, tracking_uri)
             downloaded = next(p for p in partial.iterdir())
             target.mkdir(parents=True, exist_ok=True)
-            downloaded.rename(target / "model")
+            downloaded.rename(target / Key.MODEL_DIR)
             partial.rmdir()
-    return str(target / "model")
+    return str(target / Key.MODEL_DIR)
 
 
 @contextlib.contextmanager
@@ -241,9 +179,3 @@ def _checkpoint_dir(checkpoint):
         return
     with checkpoint.as_directory() as directory:
         yield Path(directory)
-
-
-def _replace(cfg, **changes):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **changes)
