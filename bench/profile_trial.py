@@ -138,6 +138,7 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     from orchestrator.paths import ensure_demo_corpus
     from workers.core.reporting import ListReporter
     from workers.finetune.config import TrialConfig
+    from workers.payload import TrackingTarget, TrialPayload
     from workers.trial import open_logger, replay_if_completed
 
     spec = search_spaces.load("smoke")
@@ -147,13 +148,13 @@ def profile_trial(mode: str, root: Path) -> tuple[dict[str, float], float, dict]
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment(mode, artifact_location=str(root / mode / "artifacts"))
     parent_run_id = client.create_run(experiment_id).info.run_id
-    tracking = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent_run_id}
+    tracking = TrackingTarget(tracking_uri, experiment_id, parent_run_id)
 
     profiler = Profiler()
     reporter = TimedReporter(ListReporter(checkpoint_root=root / mode / "checkpoints"), profiler)
     started = time.perf_counter()
     with profiler.timed(BEFORE_RUN_TRIAL):  # what train_emotion does before run_trial: the trial's run
-        logger = open_logger(tracking, mode, mode, {}, record=True)
+        logger = open_logger(TrialPayload(values, tracking=tracking), mode, mode)
         assert not replay_if_completed(logger, reporter, checkpoint=None)
         cfg = TrialConfig.from_dict(values)
     expect = EXPECTED if cfg.background_logging else tuple(p for p in EXPECTED if p != Phase.LOGGING_WAIT)

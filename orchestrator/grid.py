@@ -12,24 +12,19 @@ plan, `shards.splits.SplitPlan`, is something else: which speakers a trial train
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from search_spaces import Scenario, SweepSpec
 from shards.splits import SplitPlan, emobox_folds, leave_one_speaker_out, paper_plan, transfer_plan
 from workers.kinds import FINETUNE, trial_kind
-from workers.vocabulary import Tag
+from workers.vocabulary import ConfigKey, Tag
 
 PRETRAIN_PLACEHOLDER = "{pretrain}"  # an init_from value the driver replaces with the base model
 FOLD_KINDS = ("loso", "emobox")
-# Values about where the data is, not about the recipe: left out of config_id.
-PLAN_KEYS = ("train_speakers", "eval_sets")
-# Held-out corpora (--eval-data) are where a trial is tested, not how it trains: also left out.
-PLACE_KEYS = ("data_dir", "num_threads", "extra_eval_data", "eval_label_map")
 # A corpus without the sweep's own speakers (not ESD) takes the first plan of the first family its
 # splits.json has, in this order: the release's own partition, then IEMOCAP-style sessions, then folds.
 CORPUS_PLAN_ORDER = ("official", "sessions", "folds", "loso")
@@ -45,18 +40,19 @@ class Variant:
     """One trial: its scenario, its fold (if any), and every config value it runs with (its kind's config)."""
 
     scenario: str
-    values: dict
+    values: dict  # canonical keys of its kind's config (aliases resolved), checked by building that config
     fold: str = ""
     config_id: str = ""  # same for every fold of one configuration
     num_folds: int = 0  # folds of its configuration (0: not on folds)
+    epochs: int = 0  # the most epochs it reports (ASHA's horizon); 0: not known (a record from before)
 
     def tags(self) -> dict[str, str]:
-        eval_sets = self.values.get("eval_sets", {})
+        eval_sets = self.values.get(ConfigKey.EVAL_SETS, {})
         tags = {
             Tag.SCENARIO: self.scenario,
             Tag.CONFIG_ID: self.config_id,
             Tag.START: str(self.values.get("start", "")),
-            Tag.TRAIN_SPEAKERS: ",".join(self.values.get("train_speakers", ())),
+            Tag.TRAIN_SPEAKERS: ",".join(self.values.get(ConfigKey.TRAIN_SPEAKERS, ())),
             Tag.TEST_SPEAKERS: ",".join(sorted({s for speakers in eval_sets.values() for s in speakers})),
         }
         if self.fold:
@@ -75,6 +71,7 @@ class Variant:
             values.get("fold", ""),
             values.get("config_id", ""),
             values.get("num_folds", 0),
+            values.get("epochs", 0),
         )
 
 
@@ -141,7 +138,7 @@ def build_grid(
     `stored_plans`: the corpus's own split plans (splits.json), used when the sweep's speakers are not
     the corpus's.
     """
-    validate_keys(spec)
+    spec = canonical_spec(spec)
     if init_from and spec.kind != FINETUNE:
         raise GridError(f"--init-from starts a fine-tuning trial from a model; a {spec.kind!r} sweep has none")
     if folds and explicit_speakers:
@@ -166,14 +163,32 @@ def build_grid(
     )
 
 
-def validate_keys(spec: SweepSpec) -> None:
-    """Every key the sweep names is a field of its kind's config (TrialConfig: aliases accepted)."""
+def canonical_spec(spec: SweepSpec) -> SweepSpec:
+    """The sweep with every key it names (base, space, scenarios, points) as its kind's config field
+    (aliases resolved); GridError naming the closest key. Idempotent: the driver applies it before
+    `--set` (whose keys come canonical from `orchestrator.sweep.parse_overrides`), so a `--set` key
+    replaces the sweep's value given under an alias; `build_grid` applies it to whatever spec it gets."""
     kind = _kind(spec)
-    for key in sorted(spec.keys()):
+
+    def renamed(values: dict) -> dict:
         try:
-            kind.key(key)
+            return kind.canonical(values)
         except ValueError as error:
-            raise GridError(str(error)) from None
+            raise GridError(f"sweep {spec.name!r}: {error}") from None
+
+    def scenario_renamed(scenario: Scenario | None) -> Scenario | None:
+        if scenario is None:
+            return None
+        points = tuple(renamed(p) for p in scenario.points)
+        return replace(scenario, values=renamed(scenario.values), space=renamed(scenario.space), points=points)
+
+    return replace(
+        spec,
+        base=renamed(spec.base),
+        space=renamed(spec.space),
+        scenarios=tuple(scenario_renamed(s) for s in spec.scenarios),
+        pretrain=scenario_renamed(spec.pretrain),
+    )
 
 
 def _kind(spec: SweepSpec):
@@ -199,8 +214,8 @@ def default_split(
     defaults = _kind(spec).config()
     base = SplitPlan(
         "base",
-        tuple(spec.base.get("train_speakers", defaults.train_speakers)),
-        {k: tuple(v) for k, v in spec.base.get("eval_sets", defaults.eval_sets).items()},
+        tuple(spec.base.get(ConfigKey.TRAIN_SPEAKERS, defaults.train_speakers)),
+        {k: tuple(v) for k, v in spec.base.get(ConfigKey.EVAL_SETS, defaults.eval_sets).items()},
     )
     named = {*base.train_speakers, *(s for group in base.eval_sets.values() for s in group)}
     if explicit or named <= set(speakers):
@@ -294,7 +309,7 @@ def expand_scenario(
 
 
 def _fixed_values(spec: SweepSpec, scenario: Scenario) -> dict:
-    return {k: v for k, v in {**spec.base, **scenario.values}.items() if k not in PLAN_KEYS}
+    return {k: v for k, v in {**spec.base, **scenario.values}.items() if k not in ConfigKey.PLAN}
 
 
 def _variant(
@@ -308,10 +323,12 @@ def _variant(
     num_folds: int = 0,
 ) -> Variant:
     values = {**config, **split_values(split, scenario, spec.test_sets, speakers), **(place or {})}
-    check_config(scenario.name, values, spec.kind)
+    kind = _kind(spec)
+    cfg = typed_config(scenario.name, values, kind)  # the one build of the trial's config on the driver
     if spec.kind == FINETUNE:
-        check_mixing(scenario.name, values, speakers)
-    return Variant(scenario.name, values, fold, config_hash(scenario.name, config), num_folds)
+        check_mixing(scenario.name, cfg, speakers)
+    config_id = config_hash(scenario.name, config)
+    return Variant(scenario.name, values, fold, config_id, num_folds, kind.max_epochs(cfg))
 
 
 def sample_space(space: dict, num_samples: int) -> list[dict]:
@@ -337,30 +354,29 @@ def split_values(split: SplitPlan, scenario: Scenario, test_sets: tuple[str, ...
             f"scenario {scenario.name!r}: plan {split.name!r} has no training speaker in {scenario.train_languages}"
         )
     eval_sets = {k: v for k, v in split.eval_sets.items() if not test_sets or k in test_sets}
-    return {"train_speakers": train, "eval_sets": eval_sets}
+    return {ConfigKey.TRAIN_SPEAKERS: train, ConfigKey.EVAL_SETS: eval_sets}
 
 
 def config_hash(scenario: str, config: dict) -> str:
-    recipe = {k: v for k, v in config.items() if k not in (*PLAN_KEYS, *PLACE_KEYS)}
+    recipe = {k: v for k, v in config.items() if k not in (*ConfigKey.PLAN, *ConfigKey.PLACE)}
     text = json.dumps({"scenario": scenario, **recipe}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def check_config(scenario: str, values: dict, kind: str = FINETUNE) -> None:
+def typed_config(scenario: str, values: dict, kind):
+    """The trial's typed config (its kind's); GridError naming the scenario and the bad key or value."""
     try:
-        trial_kind(kind).config_from(values)
+        return kind.config_from(values)
     except (ValueError, TypeError) as error:
         raise GridError(f"invalid config in scenario {scenario!r}: {error}") from None
 
 
-def check_mixing(scenario: str, values: dict, speakers: dict[str, dict]) -> None:
+def check_mixing(scenario: str, cfg, speakers: dict[str, dict]) -> None:
     """A mixed trial needs its source language and another one among its training speakers."""
-    from workers.finetune.config import TrialConfig
-
-    source, fraction = TrialConfig.from_dict(values).mixing()
+    source, fraction = cfg.mixing()
     if fraction is None:
         return
-    languages = {speakers.get(s, {}).get("language") for s in values.get("train_speakers", ())}
+    languages = {speakers.get(s, {}).get("language") for s in cfg.train_speakers}
     needs_source, needs_other = fraction > 0, fraction < 1
     if (needs_source and source not in languages) or (needs_other and not languages - {source}):
         raise GridError(
@@ -378,7 +394,7 @@ def _with_init_from(variant: Variant, model: str, only_placeholder: bool) -> Var
     current = variant.values.get("init_from", "")
     if only_placeholder and current != PRETRAIN_PLACEHOLDER:
         return variant
-    return dataclasses.replace(variant, values={**variant.values, "init_from": model})
+    return replace(variant, values={**variant.values, "init_from": model})
 
 
 def _varying_keys(variants: list[Variant]) -> list[str]:

@@ -1,7 +1,8 @@
 """Checks the driver runs before any trial starts, so a bad input costs one line, not a sweep of tracebacks.
 
-In the order the driver calls them: the `--set` values (before any work, the demo corpus included),
-the tracking server (on a Ray cluster of several nodes, a server: never a local file), the data
+In the order the driver calls them (after `orchestrator.sweep.parse_overrides` checked the `--set` keys
+and values, before any work): a speaker leak that a `--set` split makes, the tracking server (on a Ray
+cluster of several nodes, a server: never a local file), the data
 directory and its manifest, every trial against that data (speakers, empty sets, held-out clips per
 class), and every distinct start's weights. Each failure is a
 `PreflightError`: one line that says what to change.
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workers.finetune.config import RANDOM_STARTS, START_MODELS
+from workers.vocabulary import ConfigKey
 
 # A held-out set needs this many clips of each class the trial trains on: with one, a class's recall
 # is all or nothing; with none, macro-F1 and the confusion matrix leave the class undefined. (Small
@@ -38,28 +40,10 @@ class PreflightError(ValueError):
 # ---------------------------------------------------------------- before any work
 
 
-def check_overrides(overrides: dict) -> None:
-    """Every `--set` key names a config field and its value has the field's type."""
-    from workers.finetune.config import canonical_key, check_type
-
-    for key, value in overrides.items():
-        try:
-            check_type(canonical_key(key), _as_declared(canonical_key(key), value))
-        except ValueError as error:
-            raise PreflightError(f"--set {key}: {error}") from None
-
-
-def _as_declared(key: str, value):
-    """`--set` values as a trial config will hold them (lists as tuples, ints where floats are declared)."""
-    from workers.finetune.config import TrialConfig, _coerce
-
-    return _coerce(TrialConfig, key, value)
-
-
 def check_speaker_leak(base: dict) -> None:
     """A speaker both in training and in a held-out set (through --set train_speakers or eval_sets)."""
-    train = set(base.get("train_speakers", ()))
-    for name, speakers in (base.get("eval_sets") or {}).items():
+    train = set(base.get(ConfigKey.TRAIN_SPEAKERS, ()))
+    for name, speakers in (base.get(ConfigKey.EVAL_SETS) or {}).items():
         leaked = sorted(train & set(speakers))
         if leaked:
             raise PreflightError(
@@ -177,8 +161,8 @@ def check_trials(variants: Iterable, manifest: dict, data_dir: Path) -> None:
     counts: dict[str, dict[str, int]] = manifest["counts"]
     checked: set[tuple] = set()
     for variant in variants:
-        train = tuple(variant.values.get("train_speakers", ()))
-        eval_sets = {k: tuple(v) for k, v in (variant.values.get("eval_sets") or {}).items()}
+        train = tuple(variant.values.get(ConfigKey.TRAIN_SPEAKERS, ()))
+        eval_sets = {k: tuple(v) for k, v in (variant.values.get(ConfigKey.EVAL_SETS) or {}).items()}
         key = (train, tuple(sorted(eval_sets.items())))
         if key in checked:
             continue

@@ -11,47 +11,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.grid import PLACE_KEYS, PLAN_KEYS, TrialGrid, Variant
-from workers.kinds import FINETUNE
+from orchestrator.grid import TrialGrid, Variant
+from workers.vocabulary import ConfigKey
 
 # Values that are not configuration: where the data is, and the split (shown as speakers and clips).
-NOT_SHOWN = set(PLAN_KEYS) | set(PLACE_KEYS)
+NOT_SHOWN = {*ConfigKey.PLAN, *ConfigKey.PLACE}
 
 
-def preview(spec, args) -> int:
-    """Print the grid `args` would launch for the named sweep `spec`; 0, or a UsageError/SystemExit as a launch."""
+def preview(spec, args, overrides: dict, resources: dict) -> tuple[TrialGrid, str]:
+    """The grid `args` would launch for the named sweep `spec` with the `--set` values `overrides` (as
+    `orchestrator.sweep.parse_overrides` made them) and `resources`, and its text; ValueError as a launch."""
     from orchestrator import paths, preflight
-    from orchestrator.grid import build_grid
-    from orchestrator.sweep import UsageError, check_resources, parse_overrides, resources_from
+    from orchestrator.grid import build_grid, canonical_spec
     from shards.splits import load_plans
 
     if args.resume:
-        raise UsageError("--dry-run previews a new sweep; a resumed one runs the grid stored in its record")
-    overrides = parse_overrides(args.overrides, spec.kind)
-    resources = resources_from(args)
-    try:
-        if spec.kind == FINETUNE:
-            preflight.check_overrides(overrides)
-        spec = spec.with_preset(args.preset).override(overrides)
-        data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
-        manifest = preflight.open_data(data_dir)
-        place = {"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))}
-        grid = build_grid(
-            spec,
-            manifest["speakers"],
-            folds=args.folds,
-            init_from=args.init_from,
-            num_samples=args.num_samples,
-            place=place,
-            explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
-            stored_plans=load_plans(data_dir),
-        )
-        preflight.check_trials([v for p in grid.phases for v in p.variants], manifest, data_dir)
-    except ValueError as error:  # GridError, PreflightError, a split plan's own
-        raise UsageError(str(error)) from None
-    check_resources(resources, grid.kind)
-    print(grid_text(grid, manifest["counts"], data_dir, resources))
-    return 0
+        raise ValueError("--dry-run previews a new sweep; a resumed one runs the grid stored in its record")
+    spec = canonical_spec(spec.with_preset(args.preset)).override(overrides)
+    data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
+    manifest = preflight.open_data(data_dir)
+    place = {ConfigKey.DATA_DIR: str(data_dir), ConfigKey.NUM_THREADS: max(1, int(resources["cpus_per_trial"]))}
+    grid = build_grid(
+        spec,
+        manifest["speakers"],
+        folds=args.folds,
+        init_from=args.init_from,
+        num_samples=args.num_samples,
+        place=place,
+        explicit_speakers=bool(set(ConfigKey.PLAN) & set(overrides)),
+        stored_plans=load_plans(data_dir),
+    )
+    preflight.check_trials([v for p in grid.phases for v in p.variants], manifest, data_dir)
+    return grid, grid_text(grid, manifest["counts"], data_dir, resources)
 
 
 def grid_text(grid: TrialGrid, counts: dict[str, dict[str, int]], data_dir: Path, resources: dict) -> str:

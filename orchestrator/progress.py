@@ -20,7 +20,7 @@ from pathlib import Path
 from ray import tune
 
 from orchestrator import results
-from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
+from workers.payload import TrialPayload
 from workers.vocabulary import Key, RunStatus, Tag
 
 STATUS_EVERY_SECONDS = 30.0
@@ -70,8 +70,8 @@ class TrialProgress(tune.Callback):
         self._line(trial, "started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and "trial_seconds" not in result:
-            self._line(trial, "epoch", f"epoch={result['epoch']} {self._metric_text(result)}")
+        if Key.EPOCH in result and Key.TRIAL_SECONDS not in result:
+            self._line(trial, "epoch", f"epoch={result[Key.EPOCH]} {self._metric_text(result)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -79,7 +79,7 @@ class TrialProgress(tune.Callback):
         tests = " ".join(
             f"{k}={v:.3f}"
             for k, v in sorted(result.items())
-            if k.startswith("test_") and k.count("/") == 1 and k.endswith("/accuracy")
+            if k.startswith("test_") and k.count("/") == 1 and k.endswith(f"/{Key.ACCURACY}")
         )
         self._line(trial, "finished", f"{self._metric_text(result)} {tests}".strip())
 
@@ -137,7 +137,7 @@ class TrialProgress(tune.Callback):
         for trial in trials:
             if trial.status == "RUNNING":
                 result = trial.last_result or {}
-                epoch = f"epoch {result['epoch']}  " if "epoch" in result else ""
+                epoch = f"epoch {result[Key.EPOCH]}  " if Key.EPOCH in result else ""
                 line = f"          {trial.trial_id} {self._describe(trial)}  {epoch}{self._metric_text(result)}"
                 lines.append(line.rstrip())
         return "\n".join(lines)
@@ -152,16 +152,15 @@ class TrialProgress(tune.Callback):
 
     def _record_overhead(self, trial, result: dict) -> None:
         started = self.trial_started.get(trial.trial_id)
-        if started is None or "trial_seconds" not in result:
+        if started is None or Key.TRIAL_SECONDS not in result:
             return
         wall = time.perf_counter() - started
         self.walls.append(wall)
-        self.overheads.append(wall - float(result["trial_seconds"]))
+        self.overheads.append(wall - float(result[Key.TRIAL_SECONDS]))
 
     def _describe(self, trial) -> str:
-        variant = (trial.config or {}).get(VARIANT_KEY) or {}
-        values = variant.get(VALUES_KEY, trial.config or {})
-        tags = variant.get(TAGS_KEY, {})
+        payload = TrialPayload.from_config(trial.config)
+        values, tags = payload.values, payload.tags
         parts = [tags.get(Tag.SCENARIO, ""), tags.get(Tag.FOLD, "")]
         parts += [f"{k}={values.get(k)}" for k in self.tuned if k in values]
         return " ".join(p for p in parts if p)
@@ -185,7 +184,7 @@ def trial_view(trial) -> results.TrialRun:
     with `trial_seconds`; a trial ASHA stopped at an epoch report never has it), its variant's tags."""
     result = trial.last_result or {}
     done = trial.status == "TERMINATED" and Key.TRIAL_SECONDS in result
-    tags = {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
+    tags = TrialPayload.from_config(trial.config).tags
     return results.TrialRun(
         run_id=trial.trial_id,
         name=trial.trial_id,

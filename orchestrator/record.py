@@ -35,6 +35,17 @@ class Resources:
     def from_dict(cls, values: dict) -> Resources:
         return cls(**values)
 
+    @classmethod
+    def merged(cls, given: dict, stored: dict | None = None) -> dict:
+        """The values `given` now (None: a flag left out), over the `stored` ones (resume), over the defaults."""
+        resources = {**asdict(cls()), **(stored or {})}
+        resources.update({k: v for k, v in given.items() if k in resources and v is not None})
+        if resources["workers_per_trial"] < 1:
+            raise ValueError("--workers-per-trial must be >= 1")
+        if resources["cpus_per_trial"] <= 0 or resources["gpus_per_trial"] < 0:
+            raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        return resources
+
 
 @dataclass
 class SweepRecord:

@@ -30,7 +30,7 @@ __all__ = ["StoreError", "connect", "get_run"]
 DEFAULT_METRIC = Key.VAL_ACCURACY  # selection is on validation clips of the training speakers, never on tests
 DEFAULT_MODE = "max"
 TIEBREAK_METRIC = Key.VAL_LOSS  # lower is better; small validation sets tie often on accuracy
-FOLD_STATS = ("accuracy", "macro_f1")
+FOLD_STATS = (Key.ACCURACY, Key.MACRO_F1)
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -128,7 +128,7 @@ class TrialRun:
     @property
     def eval_sets(self) -> list[str]:
         """Sets with final metrics, `val` first, then the held-out sets by name."""
-        sets = {key.split("/")[0] for key in self.metrics if key.endswith("/accuracy") and key.count("/") == 1}
+        sets = {key.split("/")[0] for key in self.metrics if key.endswith(f"/{Key.ACCURACY}") and key.count("/") == 1}
         return sorted(sets, key=lambda s: (s != "val", s))
 
     @property
@@ -394,7 +394,7 @@ def mean_std_text(stat: tuple[float, float, int] | None) -> str:
 # ---------------------------------------------------------------- encoders (EmoBox's table)
 
 # EmoBox's columns: unweighted accuracy (mean recall over classes), weighted accuracy (plain accuracy), macro F1.
-EMOBOX_STATS = (("uar", "UA"), ("accuracy", "WA"), ("macro_f1", "macro F1"))
+EMOBOX_STATS = ((Key.UAR, "UA"), (Key.ACCURACY, "WA"), (Key.MACRO_F1, "macro F1"))
 
 
 @dataclass(frozen=True)
@@ -474,13 +474,10 @@ def paper_table(trial: TrialRun, set_name: str, report: dict | None = None) -> l
     emotions = [e for e in order if e in found] + sorted(found - set(order))
     if not emotions:
         return []
-    values = {
-        e: [trial.metric(f"{set_name}/{e}/{m}") or 0.0 for m in ("precision", "recall", "f1", "support")]
-        for e in emotions
-    }
+    values = {e: [trial.metric(Key.of_set(set_name, f"{e}/{m}")) or 0.0 for m in Key.CLASS_STATS] for e in emotions}
     total = int(sum(v[3] for v in values.values()))
     rows = [PaperRow(e, p, r, f, int(s)) for e, (p, r, f, s) in values.items()]
-    rows.append(PaperRow("accuracy", None, None, trial.metric(f"{set_name}/accuracy"), total))
+    rows.append(PaperRow("accuracy", None, None, trial.metric(Key.accuracy(set_name)), total))
     # The macro averages as logged (workers.core.metrics.ClassScores: one definition); a plain mean over
     # the listed classes only for runs that lack them.
     logged = [trial.metric(f"{set_name}/{key}") for key in ("macro_precision", "uar", "macro_f1")]
@@ -591,7 +588,7 @@ def load_sweep(client, parent) -> SweepResults:
 
 # ---------------------------------------------------------------- several sweeps side by side
 
-COMPARED_STATS = ("accuracy", "uar", "macro_f1")  # per held-out set, for every compared sweep
+COMPARED_STATS = (Key.ACCURACY, Key.UAR, Key.MACRO_F1)  # per held-out set, for every compared sweep
 
 
 class DataMismatch(ValueError):

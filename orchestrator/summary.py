@@ -41,7 +41,7 @@ def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
             row[FOLDS_DONE] = progress.get(id(trial), "")  # an incomplete configuration is never ranked best
         row.update({k: trial.params.get(k, "") for k in tuned})
         row[sweep.metric] = trial.metric(sweep.metric)
-        row.update({f"{s}/accuracy": trial.metric(f"{s}/accuracy") for s in trial.test_sets})
+        row.update({Key.of_set(s, Key.ACCURACY): trial.metric(Key.of_set(s, Key.ACCURACY)) for s in trial.test_sets})
         row[Key.TRIAL_SECONDS] = trial.metric(Key.TRIAL_SECONDS)
         rows.append(row)
     frame = pd.DataFrame(rows)

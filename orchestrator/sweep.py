@@ -32,10 +32,9 @@ from pathlib import Path
 
 from orchestrator import paths, run_notes, tracking
 from orchestrator.record import Resources, SweepRecord
-from workers.kinds import FINETUNE
-from workers.vocabulary import Key, RunStatus, SweepTag, Tag
+from workers.kinds import FINETUNE, trial_kind
+from workers.vocabulary import ConfigKey, Key, RunStatus, SweepTag, Tag
 
-RESOURCE_DEFAULTS = dataclasses.asdict(Resources())
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trial ended FAILED (after its retries)
 CHAMPION_ALIAS = "champion"  # the registry alias --register points at the best trial's model version
 
@@ -51,7 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Resource flags left out take the stored values on --resume, else the defaults shown.",
     )
     parser.add_argument("name", help="sweep name (e.g. smoke), or 'list' to show the named sweeps")
-    what = parser.add_argument_group("what runs")
+    add_trial_flags(parser.add_argument_group("what runs"))
+    add_resource_flags(parser.add_argument_group("resources and scheduling"))
+    add_place_flags(parser.add_argument_group("where"))
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the trial grid (trials, differing values, folds, speakers and clips, resources) and exit: "
+        "no Ray, no MLflow",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="one line per trial event; a failing trial's traceback only on its MLflow run and in Tune's error file",
+    )
+    return parser
+
+
+def add_trial_flags(what) -> None:
+    """What the trials run: the sweep's preset, the data, held-out corpora, --set, folds, a start model."""
     what.add_argument("--preset", default=None, help="a preset of the sweep (e.g. 'tiny': tiny model, CPU, minutes)")
     what.add_argument(
         "--data",
@@ -87,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4",
+        help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4; "
+        "Hugging Face names work too (--set per_device_train_batch_size=16)",
     )
     what.add_argument(
         "--folds",
@@ -103,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from this fine-tuned model: an MLflow run id, runs:/<run id>/model, models:/NAME@alias, "
         "or a saved model directory; transfer_zh then skips training its English base",
     )
-    how = parser.add_argument_group("resources and scheduling")
+
+
+def add_resource_flags(how) -> None:
+    """What each trial gets (CPUs, GPUs, workers) and how Tune schedules and retries them."""
     how.add_argument(
         "--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)"
     )
@@ -112,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=f"CPUs per trial, also its torch threads (per worker with --workers-per-trial) "
-        f"(default {RESOURCE_DEFAULTS['cpus_per_trial']:g})",
+        f"(default {Resources.cpus_per_trial:g})",
     )
     how.add_argument(
         "--gpus-per-trial",
@@ -146,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run consecutive trials in the same worker process; a fresh one pays ~4 s of "
         "torch/transformers imports (default on)",
     )
-    where = parser.add_argument_group("where")
+
+
+def add_place_flags(where) -> None:
+    """Where the sweep runs and records: Ray, storage, MLflow, resume, the demo corpus's seed, registration."""
     where.add_argument(
         "--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray"
     )
@@ -173,18 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"register the best trial's model in the MLflow Model Registry as NAME (alias '{CHAMPION_ALIAS}')",
     )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the trial grid (trials, differing values, folds, speakers and clips, resources) and exit: "
-        "no Ray, no MLflow",
-    )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="one line per trial event; a failing trial's traceback only on its MLflow run and in Tune's error file",
-    )
-    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -192,14 +204,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_overrides(pairs: list[str], kind: str = FINETUNE) -> dict:
-    """`key=value` strings to values: Python literals where they parse (3e-4, [1, 2], None), else strings.
-
-    For a fine-tuning sweep every key (or its Hugging Face alias) and value is checked against
-    TrialConfig here, before any work; a baseline sweep's keys are checked against its own config
-    when its grid is built."""
-    from workers.finetune.config import canonical_key, check_type, coerce_value
-
-    values = {}
+    """`--set key=value` strings checked once, at the door, through the sweep's trial kind: each key
+    becomes the config field it names (a Hugging Face alias resolved), each value a Python literal where
+    it parses (3e-4, [1, 2], None; else a string) as that field holds it. Everything downstream (the
+    sweep's spec, the grid, preflight, the trials) gets these canonical, typed values."""
+    values: dict = {}
+    given_as: dict[str, str] = {}  # field -> the key it was given as
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
@@ -209,13 +219,13 @@ def parse_overrides(pairs: list[str], kind: str = FINETUNE) -> dict:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
-        if kind == FINETUNE:
-            try:
-                field_name = canonical_key(key)
-                check_type(field_name, coerce_value(field_name, value))
-            except ValueError as error:
-                raise UsageError(f"--set {pair}: {error}") from None
-        values[key] = value
+        try:
+            field_name, value = trial_kind(kind).setting(key, value)
+        except ValueError as error:
+            raise UsageError(f"--set {pair}: {error}") from None
+        if given_as.setdefault(field_name, key) != key:
+            raise UsageError(f"--set {given_as[field_name]} and --set {key} both set {field_name!r}")
+        values[field_name] = value
     return values
 
 
@@ -230,16 +240,10 @@ def print_sweeps() -> None:
 
 def resources_from(args, stored: dict | None = None) -> dict:
     """Resource flags given now, over the stored ones (resume), over the defaults."""
-    resources = {**RESOURCE_DEFAULTS, **(stored or {})}
-    for key in RESOURCE_DEFAULTS:
-        value = getattr(args, key)
-        if value is not None:
-            resources[key] = value
-    if resources["workers_per_trial"] < 1:
-        raise UsageError("--workers-per-trial must be >= 1")
-    if resources["cpus_per_trial"] <= 0 or resources["gpus_per_trial"] < 0:
-        raise UsageError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
-    return resources
+    try:
+        return Resources.merged(vars(args), stored)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def trial_need(resources: dict) -> dict[str, float]:
@@ -272,14 +276,20 @@ def run_main(args: argparse.Namespace) -> int:
 
     try:
         spec = search_spaces.load(args.name)
-        parse_overrides(args.overrides, spec.kind)  # --set and resource flags checked before any work
+        overrides = parse_overrides(args.overrides, spec.kind)  # --set and resource flags: before any work
         resources_from(args)
     except ValueError as error:  # also UsageError
         raise UsageError(str(error)) from None
     if args.dry_run:
         from orchestrator.preview import preview
 
-        return preview(spec, args)
+        try:  # GridError, PreflightError, a split plan's own
+            grid, text = preview(spec, args, overrides, resources_from(args))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        check_resources(resources_from(args), grid.kind)
+        print(text)
+        return 0
     storage = args.storage or str(paths.default_storage())
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -288,7 +298,7 @@ def run_main(args: argparse.Namespace) -> int:
         # A local snapshot costs milliseconds; Tune's "snapshotting may become a bottleneck" warning
         # (cached head-only epochs checkpoint in quick succession) is about cloud storage.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage)
+    record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage, overrides)
     if record.status == "finished":
         print(f"sweep {record.directory} already finished; nothing to resume.")
         return 0
@@ -311,23 +321,48 @@ def run_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- open
 
 
-def new_sweep(spec, args, storage: str) -> SweepRecord:
-    """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs)."""
-    from orchestrator import preflight
-    from orchestrator.grid import build_grid
-    from orchestrator.record import sweep_dir_name
-    from shards.integrity import ShardIntegrityError, verify_shards_once
-    from shards.splits import load_plans
-    from shards.writer import manifest_labels
+def new_sweep(spec, args, storage: str, overrides: dict | None = None) -> SweepRecord:
+    """Expand every trial, open the MLflow parent run, and save the sweep record (before anything runs).
 
-    overrides = parse_overrides(args.overrides, spec.kind)
+    `overrides`: the --set values as `parse_overrides` made them (None: parsed from `args` here)."""
+    if overrides is None:
+        overrides = parse_overrides(args.overrides, spec.kind)
     resources = resources_from(args)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
-    try:  # the cheap checks first: a bad --set costs no demo corpus, a bad server no data
-        if spec.kind == FINETUNE:
-            preflight.check_overrides(overrides)
-        spec = spec.with_preset(args.preset).override(overrides)
-        if {"train_speakers", "eval_sets"} & set(overrides):
+    spec, data_dir, manifest = open_inputs(spec, args, overrides, tracking_uri)
+    planned = plan_trials(spec, args, overrides, data_dir, manifest, resources, tracking_uri)
+    check_resources(resources, planned.grid.kind)
+    return open_parent_run(planned, args, storage, resources, tracking_uri)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedSweep:
+    """A sweep's trials as checked on the driver, with what its parent run records about them."""
+
+    spec: object  # search_spaces.SweepSpec, preset and --set applied
+    grid: object  # orchestrator.grid.TrialGrid
+    data_dir: Path
+    manifest: dict
+    held_out: dict  # set name -> orchestrator.eval_data.HeldOutCorpus (--eval-data)
+    init_from: str | None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        from shards.writer import manifest_labels
+
+        return manifest_labels(self.manifest)
+
+
+def open_inputs(spec, args, overrides: dict, tracking_uri: str):
+    """(the spec with its preset and --set applied, the data directory, its manifest): the cheap checks
+    first (a bad --set costs no demo corpus, a bad server no data), then the shards' integrity."""
+    from orchestrator import preflight
+    from orchestrator.grid import canonical_spec
+    from shards.integrity import ShardIntegrityError, verify_shards_once
+
+    try:  # the sweep's own keys canonical too, so that a --set key replaces the sweep's value under an alias
+        spec = canonical_spec(spec.with_preset(args.preset)).override(overrides)
+        if set(ConfigKey.PLAN) & set(overrides):
             preflight.check_speaker_leak(spec.base)
         preflight.check_tracking(tracking_uri)
         data_dir = (args.data or paths.ensure_demo_corpus(args.demo_seed)).resolve()
@@ -335,20 +370,31 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:  # before the parent run and any trial; one line, as the refusal is the whole message
-        preflight.check_cluster_tracking(tracking_uri, args.address, trial_need(resources))
+        preflight.check_cluster_tracking(tracking_uri, args.address, trial_need(resources_from(args)))
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
     try:
         verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
     except ShardIntegrityError as error:
         raise SystemExit(str(error)) from None
-    labels = manifest_labels(manifest)
-    other_corpora = held_out_corpora(args.eval_data, args.eval_label_map, labels)
+    return spec, data_dir, manifest
+
+
+def plan_trials(spec, args, overrides: dict, data_dir: Path, manifest: dict, resources: dict, tracking_uri: str):
+    """Every trial of the sweep on this data, checked on the driver before any trial: bad speakers, empty
+    sets or missing weights cost no attempts."""
+    from orchestrator import preflight
+    from orchestrator.eval_data import held_out_corpora, parse_label_maps
+    from orchestrator.grid import build_grid
+    from shards.splits import load_plans
+    from shards.writer import manifest_labels
+
+    held_out = held_out_corpora(args.eval_data, args.eval_label_map, manifest_labels(manifest))
     init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
-    place = {"data_dir": str(data_dir), "num_threads": max(1, int(resources["cpus_per_trial"]))}
-    if other_corpora:
-        place["extra_eval_data"] = {name: str(corpus.directory) for name, corpus in other_corpora.items()}
-        place["eval_label_map"] = parse_label_maps(args.eval_label_map)
+    place = {ConfigKey.DATA_DIR: str(data_dir), ConfigKey.NUM_THREADS: max(1, int(resources["cpus_per_trial"]))}
+    if held_out:
+        place[ConfigKey.EXTRA_EVAL_DATA] = {name: str(corpus.directory) for name, corpus in held_out.items()}
+        place[ConfigKey.EVAL_LABEL_MAP] = parse_label_maps(args.eval_label_map)
     try:
         grid = build_grid(
             spec,
@@ -357,43 +403,31 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
             init_from=init_from,
             num_samples=args.num_samples,
             place=place,
-            explicit_speakers=bool({"train_speakers", "eval_sets"} & set(overrides)),
+            explicit_speakers=bool(set(ConfigKey.PLAN) & set(overrides)),
             stored_plans=load_plans(data_dir),
         )
     except ValueError as error:  # GridError, and the split plan's own (a speaker leak, no training speakers)
         raise UsageError(str(error)) from None
     variants = [v for phase in grid.phases for v in phase.variants]
-    try:  # on the driver, before any trial: bad speakers, empty sets or missing weights cost no attempts
+    try:
         preflight.check_trials(variants, manifest, data_dir)
         preflight.check_starts(variants)
     except preflight.PreflightError as error:
         raise SystemExit(str(error)) from None
-    check_resources(resources, grid.kind)
+    return PlannedSweep(spec, grid, data_dir, manifest, held_out, init_from)
 
+
+def open_parent_run(planned: PlannedSweep, args, storage: str, resources: dict, tracking_uri: str) -> SweepRecord:
+    """The sweep's MLflow parent run and its record (saved), announced in one line."""
+    from orchestrator.record import sweep_dir_name
+
+    spec, grid = planned.spec, planned.grid
     client = tracking.client_for(tracking_uri)
     experiment = args.experiment or spec.name
     experiment_id = tracking.ensure_experiment(client, experiment, tracking_uri)
     commit = tracking.git_commit()
-    tags = {
-        Tag.SWEEP: spec.name,
-        Tag.DATA_HASH: manifest["content_hash"],
-        Tag.GIT_COMMIT: commit,
-        Tag.COMMAND: shlex.join(sys.argv),
-        Tag.DATA_DIR: str(data_dir),
-        Tag.PRESET: args.preset or spec.default_preset or "",
-        Tag.FOLDS: args.folds or "",
-        Tag.INIT_FROM: init_from or "",
-        Tag.TRIAL_KIND: grid.kind,
-        SweepTag.METRIC: grid.metric,
-        SweepTag.MODE: grid.mode,
-        SweepTag.SCENARIOS: ",".join(spec.scenario_order()),  # what the report orders and plots by
-        SweepTag.MIXING_KNOB: spec.mixing_knob or "",
-        Tag.LABELS: ",".join(labels),
-        **{Tag.eval_data(name): corpus.describe() for name, corpus in other_corpora.items()},
-        **tracking.source_tags(commit),
-    }
     run_name = f"{spec.name} {time.strftime('%b %d %H:%M')}"  # the runs table shows ~18 characters of a name
-    parent_id = tracking.open_parent(client, experiment_id, run_name, tags)
+    parent_id = tracking.open_parent(client, experiment_id, run_name, parent_tags(planned, args, commit))
     run_notes.log_sweep_start(client, parent_id, grid, spec, sys.argv)
     directory = f"{storage.rstrip('/')}/{sweep_dir_name(spec.name, parent_id)}"
     tracking.set_tags(client, parent_id, {Tag.SWEEP_DIR: directory})
@@ -403,8 +437,8 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
         tracking_uri=tracking_uri,
         experiment_id=experiment_id,
         parent_run_id=parent_id,
-        data_dir=str(data_dir),
-        data_hash=manifest["content_hash"],
+        data_dir=str(planned.data_dir),
+        data_hash=planned.manifest["content_hash"],
         grid=grid.to_dict(),
         resources=resources,
         command=list(sys.argv),
@@ -412,75 +446,39 @@ def new_sweep(spec, args, storage: str) -> SweepRecord:
     )
     record.save()
     phases = ", ".join(f"{p.name} {len(p.variants)}" for p in grid.phases)
+    labels = planned.labels
     print(
-        f"sweep {spec.name}: {grid.num_trials} trials ({phases}) on {data_dir.name}, {grid.plan}, "
+        f"sweep {spec.name}: {grid.num_trials} trials ({phases}) on {planned.data_dir.name}, {grid.plan}, "
         f"{len(labels)} labels ({', '.join(labels)}); MLflow parent run {parent_id} "
         f"in experiment {experiment!r}; record in {directory}",
         flush=True,
     )
-    for name, corpus in other_corpora.items():
+    for name, corpus in planned.held_out.items():
         print(f"  also tested on {name}: {corpus.describe()}", flush=True)
     return record
 
 
-@dataclasses.dataclass(frozen=True)
-class HeldOutCorpus:
-    """Another ingested corpus every trial is tested on (--eval-data), as checked before launch."""
-
-    directory: Path
-    mapped: object  # shards.label_map.MappedLabels
-
-    def describe(self) -> str:
-        return f"{self.directory}; {self.mapped.mapped_clips} clips; {self.mapped.describe()}"
-
-
-def parse_label_maps(values: list[str]) -> dict[str, str]:
-    from shards.table import parse_label_map
-
-    merged: dict[str, str] = {}
-    for value in values:
-        try:
-            merged.update(parse_label_map(value))
-        except ValueError as error:
-            raise SystemExit(f"--eval-label-map {value!r}: {error}") from None
-    return merged
-
-
-def held_out_corpora(pairs: list[str], label_maps: list[str], labels: tuple[str, ...]) -> dict[str, HeldOutCorpus]:
-    """--eval-data NAME=DIR pairs as checked held-out sets `test_NAME`: intact shards, and at least one
-    clip whose label maps to the training corpus's; clips that map to none are counted."""
-    from shards.integrity import ShardIntegrityError, verify_shards_once
-    from shards.label_map import LabelMapError, mapped_labels
-    from shards.reader import ShardReader
-
-    if label_maps and not pairs:
-        raise SystemExit("--eval-label-map maps the labels of --eval-data corpora; give --eval-data NAME=DIR")
-    explicit = parse_label_maps(label_maps)
-    corpora: dict[str, HeldOutCorpus] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name.strip() or not raw.strip():
-            raise SystemExit(f"--eval-data expects NAME=DIR, got {pair!r}")
-        name = name.strip()
-        set_name = name if name.startswith("test_") else f"test_{name}"
-        directory = Path(raw.strip()).expanduser().resolve()
-        if set_name in corpora:
-            raise SystemExit(f"--eval-data names {set_name!r} twice")
-        try:
-            verify_shards_once(directory)
-            reader = ShardReader(directory)
-            mapped = mapped_labels(reader, labels, explicit)
-        except FileNotFoundError as error:
-            raise SystemExit(f"--eval-data {pair}: not an ingested corpus ({error})") from None
-        except (ShardIntegrityError, LabelMapError) as error:
-            raise SystemExit(f"--eval-data {pair}: {error}") from None
-        if mapped.mapped_clips == 0:
-            raise SystemExit(
-                f"--eval-data {pair}: none of its labels {reader.labels} is one of the training corpus's {labels}; "
-                "map them with --eval-label-map SRC=DST,..."
-            )
-        corpora[set_name] = HeldOutCorpus(directory, mapped)
-    return corpora
+def parent_tags(planned: PlannedSweep, args, commit: str) -> dict[str, str]:
+    """What the parent run says about the sweep: its name, data, command, kind, ranking, labels, held-out corpora."""
+    spec, grid = planned.spec, planned.grid
+    return {
+        Tag.SWEEP: spec.name,
+        Tag.DATA_HASH: planned.manifest["content_hash"],
+        Tag.GIT_COMMIT: commit,
+        Tag.COMMAND: shlex.join(sys.argv),
+        Tag.DATA_DIR: str(planned.data_dir),
+        Tag.PRESET: args.preset or spec.default_preset or "",
+        Tag.FOLDS: args.folds or "",
+        Tag.INIT_FROM: planned.init_from or "",
+        Tag.TRIAL_KIND: grid.kind,
+        SweepTag.METRIC: grid.metric,
+        SweepTag.MODE: grid.mode,
+        SweepTag.SCENARIOS: ",".join(spec.scenario_order()),  # what the report orders and plots by
+        SweepTag.MIXING_KNOB: spec.mixing_knob or "",
+        Tag.LABELS: ",".join(planned.labels),
+        **{Tag.eval_data(name): corpus.describe() for name, corpus in planned.held_out.items()},
+        **tracking.source_tags(commit),
+    }
 
 
 def resume_sweep(args, storage: str) -> SweepRecord:
@@ -532,6 +530,8 @@ def resume_sweep(args, storage: str) -> SweepRecord:
         print(f"--resume runs the stored trial grid; ignoring {', '.join(ignored)}")
     if record.status == "finished":
         return record
+    from orchestrator.tuner import check_phases_open
+
     record.resources = resources_from(args, record.resources)
     check_phases_open(record)  # before the record or MLflow changes: a failure here leaves both as they were
     check_resources(record.resources, record.grid.get("kind", FINETUNE))
@@ -540,23 +540,6 @@ def resume_sweep(args, storage: str) -> SweepRecord:
     tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)
     print(f"resuming sweep {record.sweep} from {directory} (MLflow parent run {record.parent_run_id})", flush=True)
     return record
-
-
-def check_phases_open(record: SweepRecord) -> None:
-    """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
-    from ray import tune
-
-    from orchestrator.grid import TrialGrid
-
-    for phase in TrialGrid.from_dict(record.grid).phases:
-        if phase.name in record.phases_done:
-            continue
-        try:
-            tune.Tuner.can_restore(record.phase_path(phase.name))
-        except Exception as error:  # pyarrow's errors for a path or URI it cannot open
-            raise SystemExit(
-                f"cannot open the sweep directory {record.directory}: {tracking.first_line(error)}"
-            ) from None
 
 
 def resolve_init_from(value: str, tracking_uri: str) -> str:

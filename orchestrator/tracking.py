@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.store_lock import store_lock
 from workers.core.tracking import find_trial_run
-from workers.vocabulary import ExperimentTag, RunStatus, Tag, TrialState
+from workers.vocabulary import ExperimentTag, Key, RunStatus, Tag, TrialState
 
 BATCH = 500  # entries per log_batch call (MLflow accepts at most 1000 metrics in one)
 SOURCE_NAME = "python -m orchestrator.sweep"  # the UI's Source of every run a sweep makes
@@ -174,7 +174,7 @@ def register_model(tracking_uri: str, run_id: str, name: str, alias: str) -> str
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)  # register_model works through the global URI
-    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    version = mlflow.register_model(f"runs:/{run_id}/{Key.MODEL_DIR}", name)
     MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version.version)
     return version.version
 

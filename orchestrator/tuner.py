@@ -19,10 +19,10 @@ from orchestrator.grid import Phase, TrialGrid, Variant
 from orchestrator.progress import CONSOLE, trial_error_text
 from orchestrator.record import Resources, SweepRecord
 from orchestrator.run_notes import variant_label
-from workers.finetune.distributed import DISTRIBUTED_KEY
+from workers import payload
 from workers.kinds import FINETUNE, trial_kind
-from workers.trial import KIND_KEY, LABEL_KEY, TAGS_KEY, TRACKING_KEY, VALUES_KEY, VARIANT_KEY
-from workers.vocabulary import RunStatus, Tag, TrialState, trial_run_name
+from workers.payload import TrackingTarget, TrainWorkers, TrialPayload, tune_space
+from workers.vocabulary import Key, RunStatus, Tag, TrialState, trial_run_name
 
 # Tune's trial status -> the MLflow status of the trial's run (anything else: it did not end)
 RUN_STATUS = {"TERMINATED": RunStatus.FINISHED, "ERROR": RunStatus.FAILED}
@@ -91,6 +91,19 @@ class NoteInterrupt(tune.Callback):
             signal.signal(sig, note_then_stop)
 
 
+def check_phases_open(record: SweepRecord) -> None:
+    """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
+    for phase in TrialGrid.from_dict(record.grid).phases:
+        if phase.name in record.phases_done:
+            continue
+        try:
+            tune.Tuner.can_restore(record.phase_path(phase.name))
+        except Exception as error:  # pyarrow's errors for a path or URI it cannot open
+            raise SystemExit(
+                f"cannot open the sweep directory {record.directory}: {tracking.first_line(error)}"
+            ) from None
+
+
 def make_trainable(resources: Resources):
     if resources.workers_per_trial > 1:
         from workers.finetune.distributed import train_emotion_distributed
@@ -114,29 +127,24 @@ def sweep_tags(record: SweepRecord) -> dict[str, str]:
 
 
 def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict:
-    space = {
-        VARIANT_KEY: tune.grid_search(
-            [
-                {VALUES_KEY: v.values, TAGS_KEY: v.tags(), LABEL_KEY: variant_label(v, record.grid.get("tuned", ()))}
-                for v in phase.variants
-            ]
-        ),
-        TRACKING_KEY: {
-            "tracking_uri": record.tracking_uri,
-            "experiment_id": record.experiment_id,
-            "parent_run_id": record.parent_run_id,
-            "tags": sorted(sweep_tags(record).items()),
-        },
-        KIND_KEY: record.grid.get("kind", FINETUNE),
-    }
+    """The phase's trials as Tune's grid over their payloads (workers.payload)."""
+    tracking = TrackingTarget(
+        record.tracking_uri, record.experiment_id, record.parent_run_id, tuple(sorted(sweep_tags(record).items()))
+    )
+    distributed = None
     if resources.workers_per_trial > 1:
-        space[DISTRIBUTED_KEY] = {
-            "num_workers": resources.workers_per_trial,
-            "cpus_per_worker": resources.cpus_per_trial,
-            "gpus_per_worker": resources.gpus_per_trial,
-            "storage_path": record.phase_path(f"{phase.name}-train"),
-        }
-    return space
+        distributed = TrainWorkers(
+            num_workers=resources.workers_per_trial,
+            cpus_per_worker=resources.cpus_per_trial,
+            gpus_per_worker=resources.gpus_per_trial,
+            storage_path=record.phase_path(f"{phase.name}-train"),
+        )
+    kind = record.grid.get("kind", FINETUNE)
+    tuned = record.grid.get("tuned", ())
+    trials = [
+        TrialPayload(v.values, v.tags(), variant_label(v, tuned), tracking, kind, distributed) for v in phase.variants
+    ]
+    return tune_space(trials, tune.grid_search)
 
 
 def tune_config(grid: TrialGrid, phase: Phase, resources: Resources):
@@ -146,7 +154,7 @@ def tune_config(grid: TrialGrid, phase: Phase, resources: Resources):
 
         # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
         scheduler = ASHAScheduler(
-            time_attr="epoch", max_t=max_epochs(phase.variants, grid.kind), grace_period=1, reduction_factor=2
+            time_attr=Key.EPOCH, max_t=max_epochs(phase.variants, grid.kind), grace_period=1, reduction_factor=2
         )
     return tune.TuneConfig(
         metric=grid.metric,
@@ -185,13 +193,18 @@ def run_config(record: SweepRecord, grid: TrialGrid, phase: Phase, resources: Re
 def max_epochs(variants: tuple[Variant, ...], kind: str = FINETUNE) -> int:
     """ASHA's max_t: above any epoch a trial reports, so ASHA never stops a trial just for reaching
     the end of its schedule."""
+    return max((v.epochs or _epochs_of(v, kind) for v in variants), default=0) + 1
+
+
+def _epochs_of(variant: Variant, kind: str) -> int:
+    """A variant's epochs from its config: the grid of a sweep recorded before variants carried them."""
     trials = trial_kind(kind)
-    return max((trials.max_epochs(trials.config_from(v.values)) for v in variants), default=0) + 1
+    return trials.max_epochs(trials.config_from(variant.values))
 
 
 def trial_name(trial) -> str:
     """Tune's name (and directory name) of a trial: scenario, config id, fold, trial id."""
-    tags = ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {})
+    tags = TrialPayload.from_config(trial.config).tags
     parts = [tags.get(Tag.SCENARIO, "trial"), tags.get(Tag.CONFIG_ID, ""), tags.get(Tag.FOLD, "")]
     return "-".join(p for p in parts if p) + f"_{trial.trial_id}"
 
@@ -202,12 +215,12 @@ def base_model_of(results, record: SweepRecord) -> str:
     checkpoint = result.checkpoint
     if checkpoint is not None and "://" not in record.directory and os.path.isdir(checkpoint.path):
         return checkpoint.path
-    trial_id = result.metrics.get("trial_id") if result.metrics else None
+    trial_id = result.metrics.get(Key.TRIAL_ID) if result.metrics else None
     client = tracking.client_for(record.tracking_uri)
     run = tracking.find_child_run(client, record.experiment_id, record.parent_run_id, trial_id) if trial_id else None
     if run is None:
         raise RuntimeError("the pretrain trial left neither a local checkpoint nor an MLflow run")
-    return f"runs:/{run.info.run_id}/model"
+    return f"runs:/{run.info.run_id}/{Key.MODEL_DIR}"
 
 
 def init_ray(address: str | None) -> None:
@@ -256,7 +269,7 @@ class CloseChildRuns(tune.Callback):
         uri = _STORE_URI.get(self.parent_run_id, self.tracking_uri)
         self.tracking_uri = uri
         for trial in trials:
-            target = (trial.config or {}).get(TRACKING_KEY)
+            target = (trial.config or {}).get(payload.TRACKING)
             if isinstance(target, dict) and target.get("tracking_uri") != uri:
                 target["tracking_uri"] = uri  # Tune copies trial.config when it starts (or resets) the trial's actor
 
@@ -302,12 +315,12 @@ def _stopped_early_tags(run_tags: dict[str, str] | None) -> dict[str, str]:
 
 def _run_name(trial) -> str:
     """The trial's MLflow run name, as the trial itself names its run (workers.trial.train_emotion)."""
-    label = ((trial.config or {}).get(VARIANT_KEY) or {}).get(LABEL_KEY, "")
+    label = TrialPayload.from_config(trial.config).label
     return trial_run_name(trial.trial_id, label) if label else str(trial)
 
 
 def _variant_tags(trial) -> dict[str, str]:
-    return {k: str(v) for k, v in ((trial.config or {}).get(VARIANT_KEY) or {}).get(TAGS_KEY, {}).items()}
+    return TrialPayload.from_config(trial.config).tags
 
 
 def _error_text(trial, fallback: str) -> str:

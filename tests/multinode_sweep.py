@@ -31,7 +31,8 @@ def recording_train_emotion(config: dict) -> None:
     import ray
     from ray import tune
 
-    from workers.trial import train_emotion, trial_values
+    from workers.payload import TrialPayload
+    from workers.trial import train_emotion
 
     trial_id = tune.get_context().get_trial_id()
     records = Path(os.environ[RECORDS_ENV]) / f"{trial_id}.jsonl"
@@ -41,7 +42,7 @@ def recording_train_emotion(config: dict) -> None:
         with open(records, "a") as out:
             out.write(json.dumps({"trial_id": trial_id, "node_id": node_id, "pid": os.getpid(), **values}) + "\n")
 
-    values, _ = trial_values(config)
+    values = TrialPayload.from_config(config).values
     record(event="start", data_dir=values["data_dir"], config_bytes=len(pickle.dumps(config)))
     memory_map = pyarrow.memory_map
 

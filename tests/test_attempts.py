@@ -12,6 +12,7 @@ from ray import tune
 from orchestrator.results import SweepResults, TrialRun
 from orchestrator.summary import trials_table
 from workers.core.reporting import ListReporter
+from workers.payload import TrackingTarget, TrialPayload
 from workers.trial import open_logger, run_recorded
 from workers.vocabulary import Key, Tag
 
@@ -51,15 +52,16 @@ def test_a_retried_trial_tells_its_attempts_apart(demo_dir, tmp_path, tracking_u
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment("attempts", artifact_location=(tmp_path / "artifacts").as_uri())
     parent_id = client.create_run(experiment_id, tags={Tag.SWEEP: "attempts"}).info.run_id
-    target = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent_id, "tags": []}
-    values = trial_values(demo_dir, tmp_path)
+    payload = TrialPayload(
+        trial_values(demo_dir, tmp_path), tracking=TrackingTarget(tracking_uri, experiment_id, parent_id)
+    )
 
     crashing = CrashAtReport(tmp_path / "tune", crash_at=2)
     with pytest.raises(InjectedCrash):
-        run_recorded(values, open_logger(target, "t1", "t1", {}), crashing)
+        run_recorded(payload, open_logger(payload, "t1", "t1"), crashing)
     assert crashing.checkpoints[0] is not None, "the first epoch's best state is checkpointed"
     retry = tune.Checkpoint.from_directory(str(crashing.checkpoints[0]))
-    final = run_recorded(values, open_logger(target, "t1", "t1", {}), ListReporter(), checkpoint=retry)
+    final = run_recorded(payload, open_logger(payload, "t1", "t1"), ListReporter(), checkpoint=retry)
 
     (run,) = client.search_runs([experiment_id], filter_string="tags.trial_id = 't1'")
     assert run.data.tags[Tag.ATTEMPT] == "2"

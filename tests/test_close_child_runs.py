@@ -7,8 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.tuner import CloseChildRuns
-from workers.core.tracking import MlflowRunLogger, TrackingTarget
-from workers.trial import TAGS_KEY, VARIANT_KEY
+from workers.core.tracking import MlflowRunLogger
+from workers.payload import TrackingTarget, TrialPayload
 from workers.vocabulary import Tag, TrialState
 
 SWEEP_TAGS = {Tag.SWEEP: "smoke", Tag.DATA_HASH: "f" * 64}
@@ -24,7 +24,7 @@ def store(tracking_uri):
 
 
 def fake_trial(trial_id: str, error_file=None):
-    config = {VARIANT_KEY: {TAGS_KEY: {Tag.SCENARIO: "mixed"}}}
+    config = TrialPayload({}, {Tag.SCENARIO: "mixed"}).to_config()
     return SimpleNamespace(trial_id=trial_id, config=config, error_file=error_file)
 
 

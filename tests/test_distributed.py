@@ -136,17 +136,13 @@ class FinalReporter:
 
 
 def _worker_on_rank(rank: int, port: int, values: dict, out) -> None:
-    from workers.finetune.distributed import DISTRIBUTED_KEY, run_worker
-    from workers.trial import TAGS_KEY, VALUES_KEY, VARIANT_KEY
+    from workers.finetune.distributed import run_worker
+    from workers.payload import TrainWorkers, TrialPayload
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    config = {
-        VARIANT_KEY: {VALUES_KEY: values, TAGS_KEY: {}},
-        DISTRIBUTED_KEY: {"num_workers": 2, "cpus_per_worker": 1},
-        "trial_id": "dp",
-        "trial_name": "dp",
-    }
+    workers = TrainWorkers(num_workers=2, cpus_per_worker=1, gpus_per_worker=0, storage_path="")
+    config = TrialPayload(values, distributed=workers, trial_id="dp", trial_name="dp").to_config()
     reporter = FinalReporter()
     run_worker(config, rank, 2, CPU, None, reporter)
     out[rank] = {**reporter.final, "torch_seed": torch.initial_seed()}

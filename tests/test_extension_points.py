@@ -26,6 +26,7 @@ from workers.finetune import encoders
 from workers.finetune.config import RANDOM_STARTS, TrialConfig
 from workers.finetune.encoders.waveform import PRE_NORM, tiny_waveform_config, waveform_family
 from workers.finetune.recipe import setup, train_stage
+from workers.payload import TrialPayload
 from workers.trial import run_recorded
 from workers.vocabulary import Key, Tag, TrialState
 
@@ -155,7 +156,7 @@ def prior_kind():
 
 def test_a_registered_trial_kind_runs_through_the_trial_entry(prior_kind, demo_dir):
     logger, reporter = RecordingLogger(), ListReporter()
-    final = run_recorded({"data_dir": str(demo_dir)}, logger, reporter, kind="prior")
+    final = run_recorded(TrialPayload({"data_dir": str(demo_dir)}, kind="prior"), logger, reporter)
     assert reporter.reports == [final]
     assert logger.tags[Tag.TRIAL_STATE] == TrialState.COMPLETED  # its final report held every set's accuracy
     assert 0.0 <= final[Key.accuracy("test_en")] <= 1.0

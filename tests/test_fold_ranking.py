@@ -16,7 +16,7 @@ from sweep_stores import FakeTrial, synthetic_sweep
 from orchestrator import results, summary
 from orchestrator.progress import TrialProgress
 from orchestrator.results import find_parent, load_sweep
-from workers.trial import TAGS_KEY, VARIANT_KEY
+from workers.payload import TrialPayload
 from workers.vocabulary import Tag
 
 
@@ -82,7 +82,9 @@ def test_the_summary_tables_show_how_many_folds_finished(tracking_uri):
 def tune_trial(trial_id: str, config: str, number: int, val: float, status: str = "TERMINATED", final: bool = True):
     result = {"val/accuracy": val, **({"trial_seconds": 1.0} if final else {"epoch": 1})}
     tags = {Tag.CONFIG_ID: config, Tag.FOLD: str(number), Tag.NUM_FOLDS: "3", Tag.SCENARIO: "main"}
-    return SimpleNamespace(trial_id=trial_id, status=status, last_result=result, config={VARIANT_KEY: {TAGS_KEY: tags}})
+    return SimpleNamespace(
+        trial_id=trial_id, status=status, last_result=result, config=TrialPayload({}, tags).to_config()
+    )
 
 
 def test_the_console_names_the_same_best_as_the_rule():

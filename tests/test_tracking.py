@@ -4,8 +4,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workers.core.reporting import ListReporter
-from workers.core.tracking import MlflowRunLogger, TrackingTarget
-from workers.trial import MarkCompleted, record_attempt, replay_if_completed
+from workers.core.tracking import MlflowRunLogger
+from workers.payload import TrackingTarget
+from workers.trial import MarkCompleted, replay_if_completed
 from workers.vocabulary import Tag, TrialState
 
 
@@ -16,8 +17,8 @@ def sweep_target(tracking_uri: str) -> TrackingTarget:
     return TrackingTarget(tracking_uri, experiment_id, parent, tags=((Tag.SCENARIO, "smoke"),))
 
 
-def trial_logger(tracking_uri: str) -> MlflowRunLogger:
-    return MlflowRunLogger.for_trial(sweep_target(tracking_uri), "t0", run_name="t0")
+def trial_logger(tracking_uri: str, record_attempt: bool = False) -> MlflowRunLogger:
+    return MlflowRunLogger.for_trial(sweep_target(tracking_uri), "t0", "t0", record_attempt=record_attempt)
 
 
 def test_a_restored_trial_finds_its_run_and_logs_only_the_params_it_lacks(tracking_uri):
@@ -43,8 +44,7 @@ def test_many_tags_and_metrics_land_in_one_run_whatever_the_batch_limits(trackin
 
 
 def test_a_completed_run_replays_its_final_metrics_instead_of_training(tracking_uri):
-    logger = trial_logger(tracking_uri)
-    record_attempt(logger)
+    logger = trial_logger(tracking_uri, record_attempt=True)
     tags = MlflowClient(tracking_uri).get_run(logger.run_id).data.tags
     assert tags[Tag.TRIAL_STATE] == TrialState.RUNNING and tags[Tag.PID] and tags[Tag.HOST]
     assert not replay_if_completed(logger, ListReporter(), checkpoint=None)

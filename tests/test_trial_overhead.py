@@ -8,6 +8,7 @@ from workers.core.artifact_writer import background_logging
 from workers.core.reporting import ListReporter
 from workers.finetune.batch_sources import CPU_EVAL_BATCH_SIZE, EVAL_MEMORY_SHARE, MAX_EVAL_BATCH_SIZE, eval_batch_size
 from workers.finetune.model import eval_peak_bytes, xlsr53_encoder_config
+from workers.payload import TrackingTarget, TrialPayload
 from workers.trial import open_logger, replay_if_completed, run_recorded
 from workers.vocabulary import Tag, TrialState
 
@@ -29,17 +30,22 @@ def round_trips(monkeypatch):
     return seen
 
 
-def sweep(tracking_uri: str) -> dict:
+def sweep(tracking_uri: str) -> TrackingTarget:
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment("overhead")
     parent = client.create_run(experiment_id).info.run_id
-    return {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent, "tags": []}
+    return TrackingTarget(tracking_uri, experiment_id, parent)
+
+
+def trial(tracking: TrackingTarget, tags: dict | None = None, values: dict | None = None) -> TrialPayload:
+    """A trial's payload as the driver hands it over (workers.payload)."""
+    return TrialPayload(values or {}, tags or {}, tracking)
 
 
 def test_a_new_trial_run_is_opened_and_its_attempt_recorded_in_one_search_and_one_create(tracking_uri, round_trips):
     tracking = sweep(tracking_uri)
     round_trips.clear()
-    logger = open_logger(tracking, "t0", "t0", {Tag.SCENARIO: "smoke"}, record=True)
+    logger = open_logger(trial(tracking, {Tag.SCENARIO: "smoke"}), "t0", "t0")
     assert not replay_if_completed(logger, ListReporter(), checkpoint=None)
     assert round_trips == ["search_runs", "create_run"]
 
@@ -55,9 +61,9 @@ def test_a_new_trial_run_is_opened_and_its_attempt_recorded_in_one_search_and_on
 
 def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_uri, round_trips):
     tracking = sweep(tracking_uri)
-    open_logger(tracking, "t0", "t0", {}, record=True).log_params({"seed": 0})
+    open_logger(trial(tracking), "t0", "t0").log_params({"seed": 0})
     round_trips.clear()
-    again = open_logger(tracking, "t0", "t0", {Tag.FOLD: "f1"}, record=True)
+    again = open_logger(trial(tracking, {Tag.FOLD: "f1"}), "t0", "t0")
     assert not replay_if_completed(again, ListReporter(), checkpoint=None)
     again.log_params({"seed": 0})  # already there: nothing to send, and the search told it so
     assert round_trips == ["search_runs", "update_run", "log_batch"]
@@ -69,10 +75,10 @@ def test_a_found_unfinished_run_records_the_new_attempt_in_one_batch(tracking_ur
 
 def test_a_found_completed_run_replays_without_recording_an_attempt(tracking_uri, round_trips):
     tracking = sweep(tracking_uri)
-    first = open_logger(tracking, "t0", "t0", {}, record=True)
+    first = open_logger(trial(tracking), "t0", "t0")
     first.log_batch(tags={Tag.TRIAL_STATE: TrialState.COMPLETED}, metrics_by_step={3: {"test_en/accuracy": 0.5}})
     round_trips.clear()
-    again = open_logger(tracking, "t0", "t0", {}, record=True)
+    again = open_logger(trial(tracking), "t0", "t0")
     replayed = ListReporter()
     assert replay_if_completed(again, replayed, checkpoint=None)
     assert replayed.reports == [{"test_en/accuracy": 0.5}]
@@ -82,16 +88,16 @@ def test_a_found_completed_run_replays_without_recording_an_attempt(tracking_uri
 
 def test_an_attempt_that_fails_before_its_first_write_still_counts(tracking_uri, demo_dir):
     tracking = sweep(tracking_uri)
-    logger = open_logger(tracking, "t0", "t0", {}, record=True)
+    logger = open_logger(trial(tracking), "t0", "t0")
     values = {"start": "tiny", "data_dir": str(demo_dir), "train_speakers": ("9999",)}
     with pytest.raises(ValueError, match="9999"):
-        run_recorded(values, logger, ListReporter())
+        run_recorded(trial(tracking, values=values), logger, ListReporter())
     assert MlflowClient(tracking_uri).get_run(logger.run_id).data.tags[Tag.ATTEMPT] == "1"
 
 
 def test_the_writer_sends_consecutive_params_tags_and_metrics_as_one_batch(tracking_uri, round_trips):
     tracking = sweep(tracking_uri)
-    logger, _ = background_logging(open_logger(tracking, "t0", "t0", {}, record=True), ListReporter())
+    logger, _ = background_logging(open_logger(trial(tracking), "t0", "t0"), ListReporter())
     round_trips.clear()
     queued = [  # what the writer takes from its queue in one go (as when the calls come faster than the store)
         ("log_params", ({"seed": 0, "eval_sets": {"test_en": ("0015",)}},)),
@@ -139,10 +145,10 @@ def test_the_driver_closes_a_finished_trial_run_with_one_search(tracking_uri, ro
     from orchestrator.tuner import CloseChildRuns
 
     tracking = sweep(tracking_uri)
-    completed = open_logger(tracking, "done", "done", {}, record=True)
+    completed = open_logger(trial(tracking), "done", "done")
     completed.set_tags({Tag.TRIAL_STATE: TrialState.COMPLETED})
-    stopped = open_logger(tracking, "stopped", "stopped", {}, record=True)
-    close = CloseChildRuns(tracking_uri, tracking["experiment_id"], tracking["parent_run_id"], {})
+    stopped = open_logger(trial(tracking), "stopped", "stopped")
+    close = CloseChildRuns(tracking_uri, tracking.experiment_id, tracking.parent_run_id, {})
     round_trips.clear()
     close.on_trial_complete(0, [], FinishedTrial("done"))
     assert round_trips == ["search_runs", "set_terminated"]  # nothing to tag: a completed run

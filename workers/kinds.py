@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.acoustic.config import FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
-from workers.core.kind_config import check_key
+from workers.core.kind_config import canonical_values, check_key, typed_value
 from workers.finetune.config import TrialConfig, canonical_key
+from workers.text.config import KEY_ALIASES as TEXT_KEY_ALIASES
 from workers.text.config import TEXT_MODEL_FILE, TEXT_MODEL_KIND, TextConfig
 
 FINETUNE = "finetune"
@@ -50,6 +51,17 @@ class TrialKind:
     model_kind: str
     model_marker: str
     load_model: str
+
+    def setting(self, key: str, value) -> tuple[str, object]:
+        """One `key=value` as this kind's config holds it: the field `key` names (an alias resolved) and
+        `value` coerced to that field's type; ValueError naming the closest key, or the type expected."""
+        name = self.key(key)
+        return name, typed_value(self.config, name, value)
+
+    def canonical(self, values: dict) -> dict:
+        """`values` under the fields their keys name (aliases resolved); ValueError for an unknown key or
+        an alias beside its own field."""
+        return canonical_values(values, self.key)
 
     def config_from(self, values: dict):
         """The typed config; ValueError or TypeError naming the bad key or value."""
@@ -114,7 +126,7 @@ register(
         run="workers.text.trial:run_text_trial",
         resumable=False,
         max_epochs=lambda cfg: cfg.epochs,
-        key=lambda key: check_key(TextConfig, key),
+        key=lambda key: check_key(TextConfig, key, TEXT_KEY_ALIASES),
         model_kind=TEXT_MODEL_KIND,
         model_marker=TEXT_MODEL_FILE,
         load_model="workers.text.model:load_saved_model",

@@ -1,39 +1,35 @@
-"""The Tune function trainable: turns a Tune config into a typed TrialConfig and runs the recipe.
+"""The Tune entry of every trial: its payload in, its kind's run function called, its MLflow run kept.
 
-Kept import-light (torch loads inside the function) so the driver can import it cheaply.
+One way through, top to bottom (`config` is Tune's dict, `payload` the same typed, `values` its config
+values, `cfg` the typed config of its kind, `logger` its MLflow run):
 
-A trial's Tune config is `{VARIANT_KEY: {"values": config values, "tags": MLflow tags, ...},
-TRACKING_KEY: where its MLflow run goes, KIND_KEY: what it runs}` (flat TrialConfig values also
-work). The kind (workers.kinds: fine-tuning, or a baseline) picks the typed config and the run
-function; without one, the fine-tuning recipe. On top of that, the trial
-- finds or creates its MLflow child run by trial id (a restored trial reuses its run),
-- records where and when it ran (tags Tag.CUDA_VISIBLE_DEVICES, HOST, PID, STARTED_AT, ENDED_AT),
-- numbers its attempts, in tags only (the UI's metric views show no counters or timestamps): Tag.ATTEMPT,
-  and Tag.attempt_started(n) per attempt. A retry logs the steps between its checkpoint and the crash
-  again; an entry belongs to the last attempt that started at or before its timestamp,
-- never trains twice: a run already marked completed replays its final metrics to Tune,
-- continues from Tune's checkpoint (`run_trial(..., resume_dir=...)`),
-- fetches an `init_from` given as an MLflow artifact URI (`runs:/<run id>/model`) once per node.
+    train_emotion(config)                       Tune calls it with the config as Tune resolved it
+      payload = TrialPayload.from_config(config)  workers.payload: the one definition of that config
+      logger = open_logger(payload, ...)        its child run found or created (named after its index and
+                                                label), this attempt recorded in tags only (workers.core.
+                                                tracking: CUDA_VISIBLE_DEVICES, HOST, RAY_NODE_ID, PID,
+                                                STARTED_AT, ATTEMPT and attempt/<n>/started_at)
+      replay_if_completed(logger, ...)          a run already marked completed replays its final
+                                                metrics to Tune: a trial never trains twice
+      run_recorded(payload, logger, ...)        cfg from its kind (workers.kinds), `init_from` given as
+                                                an MLflow URI fetched once per node, then the kind's run
+                                                function, continuing from Tune's checkpoint if resumable
+
+No counter or timestamp is a metric (the MLflow UI's charts and Models tab show metrics first): a retry
+logs the steps between its checkpoint and the crash again, and an entry belongs to the last attempt
+that started at or before its timestamp. Import-light: torch loads inside the run function.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 import time
 from pathlib import Path
 
-from workers.kinds import FINETUNE
-from workers.kinds import trial_kind as kind_named
+from workers.kinds import FINETUNE, trial_kind
+from workers.payload import TrialPayload
 from workers.vocabulary import Key, Tag, TrialState, trial_run_name
-
-# Config keys that are about where results go, not about the recipe.
-TRACKING_KEY = "tracking"
-TAGS_KEY = "tags"
-VARIANT_KEY = "variant"
-VALUES_KEY = "values"
-KIND_KEY = "kind"  # a workers.kinds name; absent: fine-tuning
-LABEL_KEY = "label"  # in the variant: what the trial varies, its scenario and fold (its MLflow run name)
 
 
 def train_emotion(config: dict) -> None:
@@ -41,39 +37,51 @@ def train_emotion(config: dict) -> None:
 
     from workers.core.reporting import TuneReporter
 
+    payload = TrialPayload.from_config(config)
     context = tune.get_context()
-    values, tags = trial_values(config)
-    tracking = config.get(TRACKING_KEY)
-    label = (config.get(VARIANT_KEY) or {}).get(LABEL_KEY, "")
-    run_name = trial_run_name(context.get_trial_id(), label) if label else context.get_trial_name()
-    logger = open_logger(tracking, context.get_trial_id(), run_name, tags, record=True)
+    run_name = trial_run_name(context.get_trial_id(), payload.label) if payload.label else context.get_trial_name()
+    logger = open_logger(payload, context.get_trial_id(), run_name)
     reporter = TuneReporter()
     checkpoint = tune.get_checkpoint()
     if replay_if_completed(logger, reporter, checkpoint):
         return
-    run_recorded(
-        values,
-        logger,
-        reporter,
-        checkpoint,
-        tracking_uri=(config.get(TRACKING_KEY) or {}).get("tracking_uri"),
-        kind=config.get(KIND_KEY) or FINETUNE,
-    )
+    run_recorded(payload, logger, reporter, checkpoint)
 
 
-def run_recorded(
-    values: dict, logger, reporter, checkpoint=None, tracking_uri: str | None = None, kind: str = FINETUNE, **hooks
-) -> dict:
-    """Run the trial of `kind` on `values`, with the attempt and its outcome recorded on the run."""
-    trial_kind = kind_named(kind)
-    cfg = trial_kind.config_from(values)
-    record_attempt(logger)
+def open_logger(payload: TrialPayload, trial_id: str, trial_name: str, record_attempt: bool = True):
+    """The trial's run, found or created, with the sweep's and the trial's tags current (a reused run:
+    restore, retry), and this attempt recorded in the same round trips (`record_attempt`)."""
+    from workers.core.tracking import MlflowRunLogger, NullLogger
+
+    if payload.tracking is None:
+        return NullLogger()
+    target = dataclasses.replace(payload.tracking, tags=payload.tracking.tags + tuple(payload.tags.items()))
+    return MlflowRunLogger.for_trial(target, trial_id, trial_name, record_attempt=record_attempt)
+
+
+def replay_if_completed(logger, reporter, checkpoint) -> bool:
+    """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
+    completed = logger.completed_metrics()
+    if completed is None:
+        return False
+    metrics = {k: v for k, v in completed.items() if not k.startswith(Key.CURVE_PREFIX)}
+    with _checkpoint_dir(checkpoint) as directory:
+        reporter.report(metrics, checkpoint_dir=directory)
+    return True
+
+
+def run_recorded(payload: TrialPayload, logger, reporter, checkpoint=None, **hooks) -> dict:
+    """Run the trial of the payload's kind on its values, the run marked completed with the final report;
+    returns the final metrics."""
+    kind = trial_kind(payload.kind or FINETUNE)
+    cfg = kind.config_from(payload.values)
     try:
         if getattr(cfg, "init_from", ""):
-            cfg = _replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
-        run = trial_kind.run_function()
+            tracking_uri = payload.tracking.tracking_uri if payload.tracking else None
+            cfg = dataclasses.replace(cfg, init_from=local_model_dir(cfg.init_from, tracking_uri))
+        run = kind.run_function()
         reporter = MarkCompleted(reporter, logger, tuple(cfg.eval_sets))
-        if not trial_kind.resumable:
+        if not kind.resumable:
             return run(cfg, logger, reporter, **hooks)
         with _checkpoint_dir(checkpoint) as resume_dir:
             return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
@@ -101,84 +109,6 @@ class MarkCompleted:
         self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
 
 
-def trial_values(config: dict) -> tuple[dict, dict[str, str]]:
-    """(TrialConfig values, per-trial MLflow tags) from a Tune config, nested or flat."""
-    variant = config.get(VARIANT_KEY)
-    if variant is None:
-        values = {k: v for k, v in config.items() if k not in (TRACKING_KEY, TAGS_KEY, KIND_KEY)}
-        return values, {k: str(v) for k, v in config.get(TAGS_KEY, {}).items()}
-    return dict(variant.get(VALUES_KEY, {})), {k: str(v) for k, v in variant.get(TAGS_KEY, {}).items()}
-
-
-def open_logger(tracking: dict | None, trial_id: str, trial_name: str, tags: dict[str, str], record: bool = False):
-    """The trial's run, found or created, with the trial's tags current (a reused run: restore, retry).
-
-    `record`: this attempt's record (`attempt_record`) rides with the same round trips (a new run: one
-    search and one create before training starts); otherwise `run_recorded` records it.
-    """
-    import dataclasses
-
-    from workers.core.tracking import MlflowRunLogger, NullLogger, TrackingTarget
-
-    if not tracking:
-        return NullLogger()
-    target = TrackingTarget.from_dict(tracking)
-    target = dataclasses.replace(target, tags=target.tags + tuple(tags.items()))
-    if not record:
-        return MlflowRunLogger.for_trial(target, trial_id, run_name=trial_name)
-    return MlflowRunLogger.for_trial(target, trial_id, trial_name, attempt_record=attempt_record)
-
-
-def replay_if_completed(logger, reporter, checkpoint) -> bool:
-    """A trial that already completed (its driver died before Tune saw it) reports again, trains not."""
-    completed = logger.completed_metrics()
-    if completed is None:
-        return False
-    metrics = {k: v for k, v in completed.items() if not k.startswith(Key.CURVE_PREFIX)}
-    with _checkpoint_dir(checkpoint) as directory:
-        reporter.report(metrics, checkpoint_dir=directory)
-    return True
-
-
-def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
-    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs.
-
-    Tags only (metrics: none): a timestamp or a counter logged as a metric becomes what the UI's
-    Models tab and charts show first."""
-    now = time.time()
-    tags = {
-        Tag.ATTEMPT: str(attempt),
-        Tag.STARTED_AT: f"{now:.3f}",
-        Tag.attempt_started(attempt): f"{now:.3f}",
-        Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        Tag.HOST: os.uname().nodename,
-        Tag.RAY_NODE_ID: ray_node_id(),
-        Tag.PID: str(os.getpid()),
-        Tag.TRIAL_STATE: TrialState.RUNNING,
-    }
-    return tags, {}
-
-
-def ray_node_id() -> str:
-    """The Ray node this process runs on ('' outside Ray): hosts share a name when nodes share a machine."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
-
-def record_attempt(logger) -> int:
-    """Record this attempt on the run, unless opening the run already did (`open_logger(record=True)`);
-    returns its number."""
-    if getattr(logger, "attempt_recorded", False):
-        return logger.attempt
-    attempt = int(logger.run_tags().get(Tag.ATTEMPT, "0")) + 1
-    tags, _ = attempt_record(attempt)
-    logger.set_tags(tags)
-    logger.attempt_recorded = True
-    logger.attempt = attempt
-    return attempt
-
-
 def local_model_dir(init_from: str, tracking_uri: str | None) -> str:
     """A local directory for `init_from`: as given, or an MLflow model fetched once per node
     (workers/core/model_cache.py: keyed by server and version, an alias resolved first)."""
@@ -200,9 +130,3 @@ def _checkpoint_dir(checkpoint):
         return
     with checkpoint.as_directory() as directory:
         yield Path(directory)
-
-
-def _replace(cfg, **changes):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **changes)

@@ -118,6 +118,28 @@ class TrialState:
     COMPLETED = "completed"
 
 
+class ConfigKey:
+    """Config keys (every kind's config has them, and a trial run logs them as params) that say where a
+    trial's data is and where it runs, not how it trains. The one list of what is not a recipe knob:
+    the trial grid leaves PLAN and PLACE out of a configuration's id (every fold of one configuration
+    shares it), and the report plots no key of NOT_KNOBS."""
+
+    TRAIN_SPEAKERS = "train_speakers"
+    EVAL_SETS = "eval_sets"
+    DATA_DIR = "data_dir"
+    NUM_THREADS = "num_threads"
+    EXTRA_EVAL_DATA = "extra_eval_data"  # --eval-data: set name -> shard directory
+    EVAL_LABEL_MAP = "eval_label_map"  # --eval-label-map: other corpus's label -> the training corpus's
+    SEED = "seed"
+    STAGES = "stages"
+    # The speaker split: from the sweep's plan or a fold, or set by hand (--set; then no plan replaces it).
+    PLAN = (TRAIN_SPEAKERS, EVAL_SETS)
+    # Where the shards are, how many threads, which other corpora it is tested on: the same recipe anywhere.
+    PLACE = (DATA_DIR, NUM_THREADS, EXTRA_EVAL_DATA, EVAL_LABEL_MAP)
+    # Besides, a repetition (the seed) and an explicit schedule (a list of stages) are not knobs to plot.
+    NOT_KNOBS = frozenset({*PLAN, *PLACE, SEED, STAGES})
+
+
 # Appended for the driver and the readers of results (orchestrator/).
 class SweepTag:
     """Parent (sweep) run tags that say how the sweep ranks its trials: the one best-trial rule reads them."""
@@ -162,6 +184,10 @@ class Key:
     # `<set>/...` key are the final model's values, logged once and linked to the trial's logged model.
     CURVE_PREFIX = "curve/"
     TRAIN_CLIPS = "train/clips"  # final: clips trained on, linked to the logged model with the train dataset
+    UAR = "uar"  # unweighted average recall (EmoBox's UA)
+    CLASS_STATS = ("precision", "recall", "f1", "support")  # per class: `<set>/<label>/<stat>`
+    TRIAL_ID = "trial_id"  # Tune's own, in every result it reports
+    TRIAL_PREFIX = "trial/"  # per-attempt bookkeeping, not a result: left out of the parent's best/ copies
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"

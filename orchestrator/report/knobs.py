@@ -8,12 +8,10 @@ from orchestrator.document import Figure, Heading, Text
 from orchestrator.report import plots
 from orchestrator.report.cells import held_out_sets
 from orchestrator.results import SweepResults, TrialRun
-from workers.vocabulary import Key
+from workers.vocabulary import ConfigKey, Key
 
 # Config values that are not tuned knobs: where things are, and the speaker split (a fold's identity).
-# The report's only copy, here and nowhere else in the report; grid.py (PLAN_KEYS, PLACE_KEYS) and
-# sweep.py keep their own until issue 20's single list of non-knob keys lands: then import it here.
-NOT_KNOBS = {"data_dir", "num_threads", "seed", "train_speakers", "stages"}
+NOT_KNOBS = ConfigKey.NOT_KNOBS  # the one list, shared with the trial grid (workers.vocabulary)
 NOT_KNOB_PREFIXES = ("eval_sets.", "tracking")
 MAX_KNOB_ROWS = 4  # knobs plotted, one row each
 

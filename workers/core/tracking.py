@@ -7,6 +7,7 @@ worker side that imports mlflow (lazily: the driver imports it cheaply).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from workers.payload import TrackingTarget
 from workers.vocabulary import DatasetContext, Key, ServingColumn, Tag, TrialState
 
 
@@ -31,6 +33,8 @@ class CorpusSplit:
 
 
 class RunLogger(Protocol):
+    attempt: int  # which attempt of the trial logs (1, 2, ...: Tune retries a failed trial)
+
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
@@ -55,6 +59,8 @@ class RunLogger(Protocol):
 
 class NullLogger:
     """For runs outside a sweep (tests, benchmarks)."""
+
+    attempt = 1
 
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -82,23 +88,30 @@ class NullLogger:
         plt.close(figure)  # figures are created per evaluation set; unclosed ones pile up
 
 
-@dataclass(frozen=True)
-class TrackingTarget:
-    """Where the driver wants a trial's child run: plain values, so it travels in a Tune config."""
+def attempt_record(attempt: int) -> tuple[dict[str, str], dict[str, float]]:
+    """(tags, metrics) that record attempt number `attempt` (1 for the first): where and when it runs.
 
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    tags: tuple[tuple[str, str], ...] = ()
+    Tags only (metrics: none): a timestamp or a counter logged as a metric becomes what the UI's
+    Models tab and charts show first."""
+    now = time.time()
+    tags = {
+        Tag.ATTEMPT: str(attempt),
+        Tag.STARTED_AT: f"{now:.3f}",
+        Tag.attempt_started(attempt): f"{now:.3f}",
+        Tag.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        Tag.HOST: os.uname().nodename,
+        Tag.RAY_NODE_ID: ray_node_id(),
+        Tag.PID: str(os.getpid()),
+        Tag.TRIAL_STATE: TrialState.RUNNING,
+    }
+    return tags, {}
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrackingTarget:
-        return cls(
-            values["tracking_uri"],
-            values["experiment_id"],
-            values["parent_run_id"],
-            tuple(tuple(t) for t in values.get("tags", ())),
-        )
+
+def ray_node_id() -> str:
+    """The Ray node this process runs on ('' outside Ray): hosts share a name when nodes share a machine."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def find_trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -120,7 +133,7 @@ class MlflowRunLogger:
     and `log_batch` sends params, tags and metrics together.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, client=None, opened=None):
+    def __init__(self, tracking_uri: str, run_id: str, client=None, opened=None, attempt: int = 1):
         from mlflow.tracking import MlflowClient
 
         self.client = client or MlflowClient(tracking_uri)
@@ -131,46 +144,35 @@ class MlflowRunLogger:
         self._logged_params: dict[str, str] | None = None if opened is None else dict(opened.data.params)
         self._pending_metrics: list = []  # sent with the next call that writes to the run
         self._pending_lock = threading.Lock()
-        self._datasets: dict[str, tuple[str, str]] = {}  # split -> (dataset name, digest): log_datasets
-        self.attempt_recorded = False  # workers.trial.record_attempt: this attempt is on the run already
+        self.attempt = attempt  # which attempt of the trial logs (Tag.ATTEMPT; `for_trial` numbers it)
 
     @classmethod
-    def for_trial(
-        cls,
-        target: TrackingTarget,
-        trial_id: str,
-        run_name: str,
-        attempt_record=None,
-    ) -> MlflowRunLogger:
+    def for_trial(cls, target: TrackingTarget, trial_id: str, run_name: str, record_attempt: bool = True):
         """Find the trial's child run under the parent (one search), or create it with every tag (one create).
 
-        `attempt_record(number) -> (tags, metrics)` records this attempt: on a new run (attempt 1) the tags
-        go with its creation and the metrics with its first write; on a run found unfinished (the attempt
-        after the one its tags name), all in one call with the target's tags; a run found completed
-        records no attempt (it replays, trains not).
+        `record_attempt`: record this attempt (`attempt_record`, numbered after the one the run's tags name):
+        on a new run the tags go with its creation and the metrics with its first write; on a run found
+        unfinished, all in one call with the target's tags; a run found completed records none (it
+        replays, trains not).
         """
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(target.tracking_uri)
         existing = find_trial_run(client, target.experiment_id, target.parent_run_id, trial_id)
         attempt = 1 if existing is None else int(existing.data.tags.get(Tag.ATTEMPT, "0")) + 1
-        attempt_tags, attempt_metrics = attempt_record(attempt) if attempt_record else ({}, {})
+        completed = existing is not None and existing.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED
+        attempt_tags, attempt_metrics = attempt_record(attempt) if record_attempt and not completed else ({}, {})
         metrics = _metric_entities({None: attempt_metrics})
         if existing is None:
             tags = {Tag.PARENT_RUN: target.parent_run_id, Tag.TRIAL_ID: trial_id, **dict(target.tags), **attempt_tags}
             run = client.create_run(target.experiment_id, tags=tags, run_name=run_name)
-            logger = cls(target.tracking_uri, run.info.run_id, client, opened=run)
+            logger = cls(target.tracking_uri, run.info.run_id, client, opened=run, attempt=attempt)
             logger._pending_metrics = metrics
-            logger.attempt, logger.attempt_recorded = attempt, attempt_record is not None
             return logger
-        run_id = existing.info.run_id
-        client.update_run(run_id, status="RUNNING")
-        logger = cls(target.tracking_uri, run_id, client, opened=existing)
-        if existing.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETED:
-            attempt_tags, metrics = {}, []
+        client.update_run(existing.info.run_id, status="RUNNING")
+        logger = cls(target.tracking_uri, existing.info.run_id, client, opened=existing, attempt=attempt)
         logger._log_batches(metrics=metrics, tags=_tag_entities({**dict(target.tags), **attempt_tags}))
         logger._opened = existing  # what it was before this attempt: completed_metrics() reads it
-        logger.attempt, logger.attempt_recorded = attempt, attempt_record is not None
         return logger
 
     def log_params(self, params: dict) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 
+from workers.core.kind_config import canonical_values, typed_value
 from workers.finetune.encoders import registry as encoder_registry
 
 # The same in every encoder family (workers.finetune.encoders): 'all_but_cnn' keeps the conv front end frozen
@@ -323,32 +322,11 @@ class TrialConfig:
         An unknown key names the closest valid one; a value of the wrong type names the key and
         the type it expects.
         """
-        values = canonical_keys(values)
-        coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
-        for key, value in coerced.items():
-            check_type(key, value)
-        return cls(**coerced)
+        values = canonical_values(values, canonical_key)
+        return cls(**{key: typed_value(cls, key, value) for key, value in values.items()})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def coerce_value(key: str, value):
-    """`value` as TrialConfig's field `key` holds it (JSON and Tune lists back to tuples); for check_type."""
-    return _coerce(TrialConfig, key, value)
-
-
-def _coerce(cls: type, name: str, value):
-    """Turn lists (JSON, Tune) back into the tuples the dataclass declares."""
-    hint = typing.get_type_hints(cls)[name]
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if origin is dict and isinstance(value, dict):
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 # Names Hugging Face users know (TrainingArguments, run_audio_classification.py), accepted
@@ -372,37 +350,3 @@ def canonical_key(key: str) -> str:
     close = difflib.get_close_matches(key, [*names, *KEY_ALIASES], n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else "; workers/finetune/config.py lists every key with its meaning"
     raise ValueError(f"unknown config key {key!r}{hint}")
-
-
-def canonical_keys(values: dict) -> dict:
-    """`values` with aliases replaced by their fields; an alias beside its own field is an error."""
-    renamed: dict = {}
-    for key, value in values.items():
-        field_name = canonical_key(key)
-        if field_name in renamed:
-            raise ValueError(f"config key {field_name!r} given twice (once as {key!r})")
-        renamed[field_name] = value
-    return renamed
-
-
-def check_type(key: str, value) -> None:
-    """ValueError naming the key and the expected type when `value` cannot be its field's."""
-    hint = typing.get_type_hints(TrialConfig)[key]
-    if not _matches(hint, value):
-        expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-        raise ValueError(f"config key {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
-
-
-def _matches(hint, value) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(arg, value) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        return isinstance(value, origin)
-    return isinstance(value, hint)

@@ -22,39 +22,44 @@ from pathlib import Path
 
 import numpy as np
 
-DISTRIBUTED_KEY = "distributed"
-
 
 def train_emotion_distributed(config: dict) -> None:
+    import dataclasses
+
     import ray.train
     from ray import tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from workers.core.reporting import TuneReporter
-    from workers.trial import TRACKING_KEY, open_logger, replay_if_completed, trial_values
+    from workers.payload import TrialPayload
+    from workers.trial import open_logger, replay_if_completed
+    from workers.vocabulary import trial_run_name
 
+    payload = TrialPayload.from_config(config)
     context = tune.get_context()
-    _, tags = trial_values(config)
-    logger = open_logger(config.get(TRACKING_KEY), context.get_trial_id(), context.get_trial_name(), tags)
+    trial_id = context.get_trial_id()
+    run_name = trial_run_name(trial_id, payload.label) if payload.label else context.get_trial_name()
+    # Only to replay a completed run: rank 0 records the attempt when it opens the run to train.
+    logger = open_logger(payload, trial_id, run_name, record_attempt=False)
     if replay_if_completed(logger, TuneReporter(), tune.get_checkpoint()):
         return
-    settings = config[DISTRIBUTED_KEY]
-    gpus = float(settings.get("gpus_per_worker", 0.0))
+    parallel = payload.distributed
+    payload = dataclasses.replace(payload, trial_id=trial_id, trial_name=run_name)
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={**config, "trial_id": context.get_trial_id(), "trial_name": context.get_trial_name()},
+        train_loop_config=payload.to_config(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=int(settings["num_workers"]),
-            use_gpu=gpus > 0,
+            num_workers=parallel.num_workers,
+            use_gpu=parallel.gpus_per_worker > 0,
             resources_per_worker={
-                "CPU": float(settings.get("cpus_per_worker", 1.0)),
-                **({"GPU": gpus} if gpus else {}),
+                "CPU": float(parallel.cpus_per_worker),
+                **({"GPU": float(parallel.gpus_per_worker)} if parallel.gpus_per_worker else {}),
             },
         ),
         # Same name and storage on a retry or restore: Train continues from its latest checkpoint.
         run_config=ray.train.RunConfig(
-            name=context.get_trial_id(), storage_path=settings["storage_path"], callbacks=[TuneReportCallback()]
+            name=context.get_trial_id(), storage_path=parallel.storage_path, callbacks=[TuneReportCallback()]
         ),
     )
     trainer.fit()
@@ -71,24 +76,26 @@ def worker_loop(config: dict) -> None:
 
 def run_worker(config: dict, rank: int, world: int, device, checkpoint, reporter) -> dict[str, float]:
     """One worker's part of the trial (a process group of `world` is up): rank 0 logs to the trial's run."""
+    import dataclasses
+
     from workers.core.tracking import NullLogger
     from workers.finetune.config import TrialConfig
-    from workers.trial import TRACKING_KEY, open_logger, run_recorded, trial_values
+    from workers.payload import TrialPayload
+    from workers.trial import open_logger, run_recorded
     from workers.vocabulary import Tag
 
-    values, tags = trial_values(config)
-    values["num_threads"] = max(1, int(config[DISTRIBUTED_KEY].get("cpus_per_worker", 1)))
-    TrialConfig.from_dict(values)  # fail on every rank alike, before any collective
-    tracking = config.get(TRACKING_KEY)
-    logger = open_logger(tracking, config["trial_id"], config["trial_name"], tags) if rank == 0 else NullLogger()
+    payload = TrialPayload.from_config(config)
+    num_threads = max(1, int(payload.distributed.cpus_per_worker))
+    payload = dataclasses.replace(payload, values={**payload.values, "num_threads": num_threads})
+    TrialConfig.from_dict(payload.values)  # fail on every rank alike, before any collective
+    logger = open_logger(payload, payload.trial_id, payload.trial_name) if rank == 0 else NullLogger()
     nodes = worker_nodes(world)  # a collective: every rank, before any other
     logger.set_tags({Tag.TRAIN_WORKER_NODES: ",".join(nodes)})
     return run_recorded(
-        values,
+        payload,
         logger,
         reporter,
         checkpoint=checkpoint,
-        tracking_uri=(tracking or {}).get("tracking_uri"),
         device=device,
         parallel=DataParallel(rank, world),
     )
@@ -98,7 +105,7 @@ def worker_nodes(world: int) -> list[str]:
     """Every rank's Ray node id, in rank order (one all-gather): where a data-parallel trial ran."""
     import torch.distributed as dist
 
-    from workers.trial import ray_node_id
+    from workers.core.tracking import ray_node_id
 
     if not dist.is_initialized():
         return [ray_node_id()]

@@ -13,6 +13,14 @@ from workers.core.kind_config import plain_values, validate_split_config
 TINY_ENCODER = "tiny"  # TextConfig.encoder: a random tiny BERT with a tokenizer trained on the corpus
 TEXT_MODEL_KIND = "text"
 TEXT_MODEL_FILE = "text_model.json"
+# Hugging Face's names (TrainingArguments, run_classification.py) for TextConfig's own, as TrialConfig's.
+KEY_ALIASES: dict[str, str] = {
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "num_train_epochs": "epochs",
+    "max_seq_length": "max_length",
+    "model_name_or_path": "encoder",
+}
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,8 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TextConfig:
-        """Build from plain values (a Tune config), with a clear error for unknown keys."""
-        return cls(**plain_values(cls, values))
+        """Build from plain values (a Tune config; aliases accepted), with a clear error for unknown keys."""
+        return cls(**plain_values(cls, values, KEY_ALIASES))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
