@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import paths, run_notes, tracking
+from orchestrator.init_from import resolve_init_from
 from orchestrator.record import Resources, SweepRecord
 from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import ConfigKey, Key, RunStatus, SweepTag, Tag
@@ -390,7 +391,10 @@ def plan_trials(spec, args, overrides: dict, data_dir: Path, manifest: dict, res
     from shards.writer import manifest_labels
 
     held_out = held_out_corpora(args.eval_data, args.eval_label_map, manifest_labels(manifest))
-    init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
+    try:
+        init_from = resolve_init_from(args.init_from, tracking_uri) if args.init_from else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     place = {ConfigKey.DATA_DIR: str(data_dir), ConfigKey.NUM_THREADS: max(1, int(resources["cpus_per_trial"]))}
     if held_out:
         place[ConfigKey.EXTRA_EVAL_DATA] = {name: str(corpus.directory) for name, corpus in held_out.items()}
@@ -540,27 +544,6 @@ def resume_sweep(args, storage: str) -> SweepRecord:
     tracking.reopen_parent(tracking.client_for(record.tracking_uri), record.parent_run_id)
     print(f"resuming sweep {record.sweep} from {directory} (MLflow parent run {record.parent_run_id})", flush=True)
     return record
-
-
-def resolve_init_from(value: str, tracking_uri: str) -> str:
-    """--init-from as a location trials can read: a model directory, or a `runs:/` or `models:/` URI."""
-    from workers.finetune.checkpoint import is_model_dir, resolve_model_dir
-
-    local = Path(value).expanduser()
-    if local.exists():
-        if not is_model_dir(resolve_model_dir(local)):
-            raise UsageError(f"--init-from {value}: not a saved emotion model (no config.json and model.safetensors)")
-        return str(local.resolve())
-    uri = value if value.startswith(("runs:/", "models:/")) else f"runs:/{value}/{Key.MODEL_DIR}"
-    try:
-        found = tracking.model_uri_exists(tracking_uri, uri)
-    except tracking.StoreError as error:
-        raise UsageError(
-            f"--init-from {value}: neither a directory nor an MLflow model in {tracking_uri} ({error})"
-        ) from None
-    if not found:
-        raise UsageError(f"--init-from {value}: {uri} holds no model")
-    return tracking.pin_model_version(tracking_uri, uri)  # an alias that moves mid-sweep changes no trial
 
 
 # ---------------------------------------------------------------- run

@@ -17,7 +17,7 @@ from workers.core.tracking import RunLogger
 from workers.finetune import encoders
 from workers.finetune.checkpoint import lora_base_of, save_model
 from workers.finetune.hub.card import CardFacts, write_model_card
-from workers.finetune.model import EmotionClassifier
+from workers.finetune.model import CONFIG_STARTS, EmotionClassifier, resolve_start
 from workers.vocabulary import Key
 
 
@@ -57,3 +57,22 @@ def merged_copy(model: EmotionClassifier) -> EmotionClassifier:
     if encoders.has_lora(merged.encoder):
         raise RuntimeError("LoRA parameters left after merging the adapters")
     return merged
+
+
+def card_facts(trial, final: dict[str, float]) -> CardFacts:
+    """What the model card says about a finished trial (a workers.finetune.recipe.TrainingContext)."""
+    cfg = trial.cfg
+    source = resolve_start(cfg.start)
+    local_or_random = cfg.start in CONFIG_STARTS or Path(source).exists()
+    manifest_source = trial.data.reader.manifest.get("source", {})
+    corpus = Path(cfg.data_dir).name + (f" ({manifest_source['kind']})" if manifest_source.get("kind") else "")
+    return CardFacts(
+        start=cfg.init_from or source,
+        labels=tuple(trial.model.labels),
+        corpus=corpus,
+        train_speakers=tuple(cfg.train_speakers),
+        eval_sets={name: tuple(speakers) for name, speakers in cfg.eval_sets.items()},
+        metrics=final,
+        config=cfg.to_dict(),
+        base_model="" if local_or_random or cfg.init_from else source,
+    )

@@ -46,14 +46,11 @@ from workers.finetune.config import Stage, TrialConfig
 from workers.finetune.distributed import DataParallel
 from workers.finetune.encoders.figures import layer_weights_figure
 from workers.finetune.encoders.lora import add_lora, has_lora
-from workers.finetune.export import log_trained_model
-from workers.finetune.hub.card import CardFacts
+from workers.finetune.export import card_facts, log_trained_model
 from workers.finetune.model import (
-    CONFIG_STARTS,
     PRETRAINED,
     EmotionClassifier,
     build_encoder,
-    resolve_start,
     set_trainable,
 )
 from workers.finetune.resume_state import (
@@ -572,25 +569,6 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
         save_train_state(model_dir, state.with_rng().to_dict())  # Tune's copy only: past the last stage
         reporter.report(final, checkpoint_dir=model_dir)
     return final
-
-
-def card_facts(trial: TrainingContext, final: dict[str, float]) -> CardFacts:
-    """What the model card says about this trial (workers.finetune.hub.card)."""
-    cfg = trial.cfg
-    source = resolve_start(cfg.start)
-    local_or_random = cfg.start in CONFIG_STARTS or Path(source).exists()
-    manifest_source = trial.data.reader.manifest.get("source", {})
-    corpus = Path(cfg.data_dir).name + (f" ({manifest_source['kind']})" if manifest_source.get("kind") else "")
-    return CardFacts(
-        start=cfg.init_from or source,
-        labels=tuple(trial.model.labels),
-        corpus=corpus,
-        train_speakers=tuple(cfg.train_speakers),
-        eval_sets={name: tuple(speakers) for name, speakers in cfg.eval_sets.items()},
-        metrics=final,
-        config=cfg.to_dict(),
-        base_model="" if local_or_random or cfg.init_from else source,
-    )
 
 
 def layer_weights(trial: TrainingContext) -> dict[str, float]:
