@@ -37,7 +37,7 @@ def test_a_restored_experiment_follows_its_store_to_a_new_address(monkeypatch):
     from types import SimpleNamespace
 
     from orchestrator import tuner
-    from workers.trial import TRACKING_KEY
+    from workers.payload import TRACKING as TRACKING_KEY
 
     callback = tuner.CloseChildRuns("http://10.0.0.1:20002", "1", "parent-run", {})
     restored = SimpleNamespace(config={TRACKING_KEY: {"tracking_uri": "http://10.0.0.1:20002", "experiment_id": "1"}})

@@ -108,7 +108,8 @@ class ClassScores:
         return float(getattr(self, stat)[averaged].mean())
 
     def weighted(self, stat: str) -> float:
-        return float((getattr(self, stat) * self.support).sum() / self.support.sum())
+        weights = self.support / max(self.support.sum(), 1)  # summed in this order, as the logged values always were
+        return float((getattr(self, stat) * weights).sum())
 
 
 def class_scores(

@@ -237,7 +237,16 @@ class MlflowRunLogger:
             for s in splits
         ]
         self._datasets = {s.split: (i.dataset.name, i.dataset.digest) for s, i in zip(splits, inputs)}
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except Exception as error:
+                # Trials of one sweep log the same dataset (name and digest) at once: the store looks it up,
+                # finds none, and the second insert breaks its unique key. Again, it finds the first's row.
+                if attempt == 2 or "UNIQUE constraint failed: datasets" not in str(error):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
