@@ -142,7 +142,8 @@ def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict
     kind = record.grid.get("kind", FINETUNE)
     tuned = record.grid.get("tuned", ())
     trials = [
-        TrialPayload(v.values, v.tags(), variant_label(v, tuned), tracking, kind, distributed) for v in phase.variants
+        TrialPayload(v.values, v.tags(), tracking, kind, distributed, label=variant_label(v, tuned))
+        for v in phase.variants
     ]
     return tune_space(trials, tune.grid_search)
 

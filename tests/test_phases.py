@@ -14,6 +14,7 @@ from workers.core.reporting import ListReporter
 from workers.core.tracking import NullLogger
 from workers.finetune.config import TrialConfig
 from workers.finetune.recipe import run_trial
+from workers.vocabulary import Key
 
 
 class Recorder:
@@ -44,7 +45,7 @@ class MetricsLogger(NullLogger):
         self.rounds = 0
 
     def log_metrics(self, metrics, step=None):
-        self.rounds += "train/lr" in metrics
+        self.rounds += Key.curve(Key.TRAIN_LR) in metrics
 
 
 def test_a_tiny_trial_enters_every_phase_and_closes_each_in_order(demo_dir, tmp_path):

@@ -71,12 +71,12 @@ class TrialPayload:
 
     values: dict  # its kind's config values, canonical keys (the driver checked them at the door)
     tags: dict[str, str] = field(default_factory=dict)  # its own MLflow tags (scenario, config id, fold, ...)
-    label: str = ""  # what it varies, its scenario and fold: its MLflow run name (vocabulary.trial_run_name)
     tracking: TrackingTarget | None = None  # None: no MLflow run (tests, benchmarks)
     kind: str = ""  # a workers.kinds name; "": fine-tuning
     distributed: TrainWorkers | None = None
     trial_id: str = ""  # set by a data-parallel trial for its workers
     trial_name: str = ""
+    label: str = ""  # what it varies, its scenario and fold: its MLflow run name (vocabulary.trial_run_name)
 
     def to_config(self) -> dict:
         return {**_shared(self), VARIANT: _variant(self)}
