@@ -13,6 +13,7 @@ from sweep_stores import finished_smoke_sweep
 from orchestrator import run_notes
 from orchestrator.grid import Variant
 from workers.core.reporting import ListReporter
+from workers.payload import TrackingTarget, TrialPayload
 from workers.trial import open_logger, run_recorded
 from workers.vocabulary import Key, Tag
 
@@ -141,7 +142,8 @@ def test_learning_curves_are_curve_charts_stepped_by_training_step(demo_dir, tmp
         feature_cache_dir=str(tmp_path / "features"),
         num_threads=1,
     )
-    final = run_recorded(values, open_logger(target, "t_00007", "00007 head", {}), ListReporter())
+    payload = TrialPayload(values, {}, TrackingTarget.from_dict(target))
+    final = run_recorded(payload, open_logger(payload, "t_00007", "00007 head"), ListReporter())
     (run,) = client.search_runs([experiment_id], filter_string="tags.trial_id = 't_00007'")
     curve = client.get_metric_history(run.info.run_id, Key.curve("val/loss"))
     assert [m.step for m in curve] == [4, 8, 12]  # every evaluation round, at its training step

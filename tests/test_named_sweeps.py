@@ -293,7 +293,8 @@ def test_encoder_rows_give_emobox_stats_of_each_encoders_selected_configuration_
     for key, mean in (("test_en/uar", 0.7), ("test_en/accuracy", 0.8), ("test_en/macro_f1", 0.6)):
         assert whisper.stats[key][0] == pytest.approx(mean)
         assert whisper.stats[key][1] == pytest.approx(0.2 / 2**0.5)
-    assert rows["tiny"].folds == 1 and rows["tiny"].stats["test_en/uar"] == (0.4, 0.0, 1)
+    # "v" finished one of its two folds: an incomplete configuration is never selected (issue 21)
+    assert rows["tiny"].selected is None and rows["tiny"].folds == 0 and rows["tiny"].trials == 2
 
 
 def test_each_sweep_declares_its_scenarios_in_report_order_and_its_mixing_knob():
