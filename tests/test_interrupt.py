@@ -19,13 +19,13 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-NUM_TRIALS = 4
+NUM_TRIALS = 2  # one learning rate x the two freeze schedules: the smallest sweep with an unstarted trial
 
 
 def start_driver(demo_dir, tmp_path, *extra) -> subprocess.Popen:
     argv = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--data", str(demo_dir), "--storage", "ray"]
     argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]
-    argv += ["--set", "epoch_scale=1.0", "--set", "eval_every_steps=5", *extra]
+    argv += ["--set", "learning_rate=1e-3", "--set", "epoch_scale=1.0", "--set", "eval_every_steps=5", *extra]
     return subprocess.Popen(
         argv,
         cwd=tmp_path,
