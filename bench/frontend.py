@@ -3,10 +3,11 @@
     python -m bench frontend                         # the tiny wav2vec2 and a bench-size one, 2 epochs each
     python -m bench frontend --epochs 3 --only bench
 
-For each encoder three trials on the demo corpus (4 training speakers, batch 8, val every 15 steps), one after
-the other: without the cache (`cache_frontend=False`), with a cold cache (the sweep's first trial: its first
-epoch includes computing the cache), and with the cache warm (every later trial of the sweep, and later sweeps).
-The figure is the mean epoch time after the first (steady state); the cold trial's cache build is shown apart.
+For each encoder, trials on the demo corpus (4 training speakers by default, batch 8, val every 15 steps),
+one after the other: without the cache (`cache_frontend=False`), with a cold cache (the sweep's first trial:
+its first epoch includes computing the cache), and with the cache warm (every later trial of the sweep, and
+later sweeps); then `--repeat - 1` more pairs without / warm. The figure is the best epoch time after each
+trial's first (steady state); the cold trial's cache build (the cache phase) is shown apart.
 Sizes: the tiny encoder (width 64, 4 conv layers x 32 channels, 10 ms frames) and the wav2vec2 family's bench
 config (width 256, 4 layers, 7 conv layers x 128 channels, 20 ms frames as XLSR-53's). CPU timings under load
 are distorted: read the ratios.
@@ -60,7 +61,9 @@ def bench_start(directory: Path) -> str:
     return str(directory)
 
 
-def one_trial(data_dir: Path, start: str, cache: bool, cache_dir: Path, epochs: int) -> tuple[list[float], float, str]:
+def one_trial(
+    data_dir: Path, start: str, cache: bool, cache_dir: Path, epochs: int, speakers: int
+) -> tuple[list[float], float, str]:
     """Epoch durations of one stage, seconds in the cache phase, and the cache's tag."""
     from workers.core.phases import Phase, observe
     from workers.core.tracking import NullLogger
@@ -76,7 +79,7 @@ def one_trial(data_dir: Path, start: str, cache: bool, cache_dir: Path, epochs: 
     cfg = TrialConfig(
         data_dir=str(data_dir),
         start=start,
-        train_speakers=("0011", "0012", "0013", "0014"),
+        train_speakers=("0011", "0012", "0013", "0014")[:speakers],
         eval_sets={"test_en": ("0015",)},
         stages=({"trainable": "all_but_cnn", "epochs": epochs, "learning_rate": 1e-3, "batch_size": 8},),
         eval_every_steps=15,
@@ -100,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (the first is set apart)")
     parser.add_argument("--repeat", type=int, default=2, help="trials without and with the warm cache, alternated")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--speakers", type=int, default=4, choices=(1, 2, 3, 4), help="training speakers")
     parser.add_argument("--only", nargs="+", choices=ENCODERS, default=list(ENCODERS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = ensure_demo_corpus(0, log=lambda *_: None)
-    print(f"all_but_cnn, demo corpus, 4 speakers, batch 8, {args.epochs} epochs a trial, {args.threads} thread(s)")
+    print(
+        f"all_but_cnn, demo corpus, {args.speakers} speaker(s), batch 8, {args.epochs} epochs a trial, "
+        f"{args.threads} thread(s)"
+    )
     print(f"{'encoder':8s} {'trial':24s} {'epoch 1 s':>10s} {'later epochs s':>15s} {'cache phase s':>14s}  cache")
     order = [("without cache", False), ("cache cold (1st trial)", True), ("cache warm", True)]
     order += [("without cache", False), ("cache warm", True)] * (args.repeat - 1)
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir = Path(scratch) / f"cache-{name}"
             later: dict[str, list[float]] = {}
             for label, cache in order:
-                epochs, in_cache, tag = one_trial(data_dir, start, cache, cache_dir, args.epochs)
+                epochs, in_cache, tag = one_trial(data_dir, start, cache, cache_dir, args.epochs, args.speakers)
                 later.setdefault(label, []).extend(epochs[1:])
                 mean = sum(epochs[1:]) / max(len(epochs) - 1, 1)
                 print(f"{name:8s} {label:24s} {epochs[0]:10.2f} {mean:15.2f} {in_cache:14.2f}  {tag}", flush=True)
