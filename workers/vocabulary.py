@@ -89,6 +89,12 @@ class Tag:
         """Whether a head-only stage trained from cached features ('computed', 'hit' or 'not used: why')."""
         return f"feature_cache/stage{stage_index}"
 
+    @staticmethod
+    def frontend_cache(stage_index: int) -> str:
+        """Whether a stage trained from the cached conv front end ('hit N clips', 'computed N clips, hit M',
+        or 'not used: why')."""
+        return f"frontend_cache/stage{stage_index}"
+
 
 class ExperimentTag:
     """Experiment tags. MLflow 3's UI opens an experiment on its GenAI overview unless MLflow's own

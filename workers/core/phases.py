@@ -40,6 +40,7 @@ class Phase(StrEnum):
     PREDICT = "predict"  # one pass of the model over a set's rows; info: source, rows
     FEATURE_CACHE = "feature_cache"  # a head-only stage's frozen-encoder features, from the cache or computed
     FEATURE_PASS = "feature_pass"  # the encoder's pass that computes them (a cache miss); info: source, rows
+    FRONTEND_CACHE = "frontend_cache"  # a stage's frozen conv front end, from its cache (missing clips computed)
     FINISH = "finish"  # from the end of training: best model restored, final evaluation, model saved
     FINAL_EVALUATION = "final_evaluation"  # every evaluation set, metrics, reports and figures
     FIGURES = "figures"  # building a matplotlib figure (confusion matrix, reliability diagram)

@@ -22,6 +22,7 @@ from shards.batching import PlannedBatch
 from shards.reader import ShardReader
 from workers.core.phases import Phase, phase
 from workers.finetune.config import TrialConfig
+from workers.finetune.encoders.waveform.frames import frontend_rounded
 from workers.finetune.head_cache import cached_features, default_cache_dir, encoder_fingerprint, feature_key
 from workers.finetune.loader import (
     AudioBatch,
@@ -34,6 +35,9 @@ from workers.finetune.loader import (
 )
 from workers.finetune.model import EmotionClassifier, eval_peak_bytes
 
+# TrialConfig knobs that change a clip's samples before the encoder (workers.finetune.augment); off when falsy or
+# absent. The one rule for both frozen caches (head_cache, frontend_cache): with any on, training reads neither.
+WAVEFORM_AUGMENTATION_KNOBS = ("speed_perturb", "noise_snr_db", "gain_db")
 CPU_EVAL_BATCH_SIZE = 16  # measured best on a CPU (`python -m bench profile`): larger batches pad more
 MAX_EVAL_BATCH_SIZE = 256
 EVAL_MEMORY_SHARE = 0.5  # of the GPU memory free at setup: the optimizer's state and other trials need the rest
@@ -127,6 +131,8 @@ class AudioSource:
         self.max_samples = max_samples  # training crops (0: whole clips)
         self.feeding = feeding
         self.encoder_train_mode = encoder_train_mode
+        # A frozen conv front end's output held at fp16, as its cache stores it (workers.finetune.frame_source).
+        self.round_frontend = False
 
     def train_mode(self) -> None:
         self.model.train()
@@ -138,7 +144,8 @@ class AudioSource:
         return audio_steps(self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches)
 
     def logits(self, batch: AudioBatch) -> torch.Tensor:
-        with self.feeding.autocast():
+        rounded = frontend_rounded(self.model.encoder) if self.round_frontend else nullcontext()
+        with self.feeding.autocast(), rounded:
             return self.model.classify(batch.audio, batch.lengths).float()
 
     def eval_batches(self, rows: np.ndarray) -> Iterator[AudioBatch]:
@@ -182,6 +189,13 @@ class FeatureSource:
         return feature_eval_batches(self.table, rows, self.feeding.eval_batch_size, self.feeding.pin)
 
 
+def waveform_augmentation_blocker(cfg: TrialConfig) -> str | None:
+    """The one rule of both frozen caches: waveform augmentation on (any of WAVEFORM_AUGMENTATION_KNOBS) keeps
+    training off them, since a clip's samples then change every epoch. None: no augmentation."""
+    augmented = [f"{k}={getattr(cfg, k)!r}" for k in WAVEFORM_AUGMENTATION_KNOBS if getattr(cfg, k, None)]
+    return f"waveform augmentation ({', '.join(augmented)}) changes the clips every epoch" if augmented else None
+
+
 def feature_cache_blocker(
     cfg: TrialConfig, model: EmotionClassifier, reader: ShardReader, train_rows: np.ndarray, max_samples: int
 ) -> str | None:
@@ -190,6 +204,9 @@ def feature_cache_blocker(
         return "cache_frozen_features=False"
     if cfg.frozen_encoder_dropout:
         return "frozen_encoder_dropout=True (features change every step)"
+    augmented = waveform_augmentation_blocker(cfg)
+    if augmented:
+        return augmented
     if model.pooling != "mean":
         return f"pooling={model.pooling} has weights that train"
     lengths = reader.index.num_samples[train_rows]

@@ -221,6 +221,10 @@ class TrialConfig:
     # the encoder's weights, the corpus, the rows and the crop (same features as the uncached path).
     cache_frozen_features: bool = True
     feature_cache_dir: str = ""  # where (""): $EMOTION_SWEEP_CACHE/features or ~/.cache/emotion-sweep/features
+    # Stages that train the transformer of a wav2vec2-family encoder but not its conv front end (all_but_cnn,
+    # transformer, lora) train from the front end's output per clip, computed once and memory-mapped from
+    # <feature_cache_dir>/frontend (fp16; crops become crops in frames; SpecAugment still applies after it).
+    cache_frontend: bool = True
     # Report the best model as a Tune checkpoint (with train_state.json, for resume) at the next
     # epoch end whenever the best changed; False: only the final best model is reported.
     checkpoint_on_best: bool = True

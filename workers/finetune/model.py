@@ -31,6 +31,7 @@ from workers.finetune.encoders.lora import add_lora
 from workers.finetune.encoders.parts import unfreeze_encoder_part
 from workers.finetune.encoders.waveform import tiny_encoder_config, xlsr53_encoder_config  # noqa: F401 (old home)
 from workers.finetune.encoders.waveform.forward import encode_waveform, normalize_audio  # noqa: F401 (old home)
+from workers.finetune.encoders.waveform.frames import encode_frames
 from workers.finetune.hub.modeling_emotion_sweep import waveform_inputs, whisper_inputs
 
 # Starts built from a config with random weights (no download), as the encoder families declare them.
@@ -358,6 +359,13 @@ class EmotionClassifier(PreTrainedModel):
 
     def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool_audio(audio, lengths))
+
+    def classify_frames(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Logits from a wav2vec2-family conv front end's output [batch, frames, channels] (its cache's):
+        the encoder's forward from the feature projection on (encoders.waveform.frames.encode_frames)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains(self)):
+            states, frame_mask = encode_frames(self.encoder, features, frame_lengths, self._wants_all_layers())
+        return self.head(self._pool_states(states, frame_mask))
 
     def classify_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from normalised waveforms and their sample mask (not Whisper): `pool` then the head."""

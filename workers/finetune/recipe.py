@@ -47,6 +47,7 @@ from workers.finetune.distributed import DataParallel
 from workers.finetune.encoders.figures import layer_weights_figure
 from workers.finetune.encoders.lora import add_lora, has_lora
 from workers.finetune.export import card_facts, log_trained_model
+from workers.finetune.frame_source import frontend_batches
 from workers.finetune.model import (
     PRETRAINED,
     EmotionClassifier,
@@ -406,8 +407,8 @@ def batch_source(trial: TrainingContext, stage: Stage) -> BatchSource:
     cfg, data = trial.cfg, trial.data
     frozen = stage.trainable == "head"
     audio = audio_source(trial, encoder_train_mode=not frozen or cfg.frozen_encoder_dropout)
-    if not frozen:
-        return audio
+    if not frozen:  # the frozen conv front end's cache when it may serve the stage
+        return frontend_batches(trial, stage, audio)
     cache_tag = Tag.feature_cache(trial.state.stage_index)
     blocker = feature_cache_blocker(cfg, trial.model, data.reader, data.train_rows, trial.max_samples)
     if blocker is not None:

@@ -25,7 +25,9 @@ def encode_waveform(
     encoder: nn.Module, values: torch.Tensor, sample_mask: torch.Tensor | None, all_layers: bool = False
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
     """The wav2vec2-style families on normalised waveforms and their sample mask."""
-    with _padding_zeroed_between_position_convs(encoder, values.shape[1], sample_mask):
+    # The sample mask's width (the input's, or a front end's output handed over: encoders.waveform.frames).
+    num_samples = values.shape[1] if sample_mask is None else sample_mask.shape[1]
+    with _padding_zeroed_between_position_convs(encoder, num_samples, sample_mask):
         outputs = encoder(values, attention_mask=sample_mask, output_hidden_states=all_layers)
     states = tuple(outputs.hidden_states) if all_layers else (outputs.last_hidden_state,)
     frame_mask = None
