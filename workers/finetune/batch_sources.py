@@ -18,9 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from shards.batching import PlannedBatch
+from shards.batching import ClipTransform, PlannedBatch
 from shards.reader import ShardReader
 from workers.core.phases import Phase, phase
+from workers.finetune.augment import cache_blocker
 from workers.finetune.config import TrialConfig
 from workers.finetune.head_cache import cached_features, default_cache_dir, encoder_fingerprint, feature_key
 from workers.finetune.loader import (
@@ -121,12 +122,14 @@ class AudioSource:
         max_samples: int,
         feeding: Feeding,
         encoder_train_mode: bool,
+        augment: ClipTransform | None = None,
     ):
         self.model = model
         self.reader = reader
         self.max_samples = max_samples  # training crops (0: whole clips)
         self.feeding = feeding
         self.encoder_train_mode = encoder_train_mode
+        self.augment = augment  # training clips only (workers.finetune.augment); eval_batches never augments
 
     def train_mode(self) -> None:
         self.model.train()
@@ -135,7 +138,9 @@ class AudioSource:
 
     def train_steps(self, plans: Sequence[PlannedBatch]) -> Iterator[list[AudioBatch]]:
         f = self.feeding
-        return audio_steps(self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches)
+        return audio_steps(
+            self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches, self.augment
+        )
 
     def logits(self, batch: AudioBatch) -> torch.Tensor:
         with self.feeding.autocast():
@@ -188,6 +193,8 @@ def feature_cache_blocker(
     """Why a head-only stage cannot train from cached features (None: it can)."""
     if not cfg.cache_frozen_features:
         return "cache_frozen_features=False"
+    if cache_blocker(cfg):  # augmentation on: no cached training features
+        return cache_blocker(cfg)
     if cfg.frozen_encoder_dropout:
         return "frozen_encoder_dropout=True (features change every step)"
     if model.pooling != "mean":
