@@ -84,7 +84,33 @@ def loader_throughput(args) -> None:
     for name, seconds in timings.items():
         rate = len(rows) / seconds
         print(f"  {name:36s} {rate:10,.0f} clips/s   {rate / ceiling:5.2f} of ceiling")
+    _augmentation_cost(reader, rows, timings["shards, bucketed + shuffled loader"])
     _trial_consumption(reader)
+
+
+def _augmentation_cost(reader, rows: np.ndarray, plain_seconds: float) -> None:
+    """The bucketed loader with each augmentation (workers.finetune.augment) on, alone and all together:
+    clips/s, and the time it adds per clip on the loader's thread."""
+    from shards.batching import collate_planned, plan_batches
+    from workers.finetune.augment import Augmenter
+
+    augmentations = {
+        "speed perturbation 0.9/1.0/1.1 (soxr)": Augmenter(speed_perturb=True),
+        "coloured noise, SNR 10-30 dB": Augmenter(noise_snr_db=(10, 30)),
+        "noise from a shard corpus, 10-30 dB": Augmenter(noise_snr_db=(10, 30), noise_path=str(reader.data_dir)),
+        "gain -6..+6 dB": Augmenter(gain_db=(-6, 6)),
+        "speed + coloured noise + gain": Augmenter(speed_perturb=True, noise_snr_db=(10, 30), gain_db=(-6, 6)),
+    }
+    print("  augmentation of training clips, on the same loader (per clip, on the prefetch thread):")
+    for name, augment in augmentations.items():
+
+        def augmented(augment=augment):
+            for plan in plan_batches(reader.index, rows, 8, np.random.default_rng(0), seed_clips=True):
+                collate_planned(reader, plan, 0, augment)
+
+        seconds = _timed(augmented)
+        added_ms = (seconds - plain_seconds) / len(rows) * 1e3
+        print(f"    {name:38s} {len(rows) / seconds:10,.0f} clips/s   +{added_ms:6.2f} ms a clip")
 
 
 def _pad(clips: list[np.ndarray]) -> np.ndarray:
