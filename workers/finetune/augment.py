@@ -58,15 +58,25 @@ def speed_perturb(clip: np.ndarray, speed: float) -> np.ndarray:
 
 
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power float32 noise whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown)."""
-    white = rng.standard_normal(num_samples)
-    if exponent and num_samples > 1:
-        spectrum = np.fft.rfft(white)
-        frequencies = np.fft.rfftfreq(num_samples)
+    """Unit-power float32 noise whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown).
+
+    Shaped in the frequency domain in float32 at the next FFT-friendly length, then cut: numpy's FFT of a clip's
+    own length (often with a large prime factor) took 17 ms for a 1.8 s clip, scipy's float32 one at a
+    fast length 0.2 ms.
+    """
+    if not exponent or num_samples <= 1:
+        white = rng.standard_normal(num_samples, dtype=np.float32)
+    else:
+        import scipy.fft
+
+        size = scipy.fft.next_fast_len(num_samples, real=True)
+        spectrum = scipy.fft.rfft(rng.standard_normal(size, dtype=np.float32))
+        frequencies = np.fft.rfftfreq(size).astype(np.float32)
         spectrum[1:] /= frequencies[1:] ** (exponent / 2)  # amplitude ~ f^(-exponent/2): power ~ f^-exponent
         spectrum[0] = 0.0
-        white = np.fft.irfft(spectrum, num_samples)
-    power = float(np.mean(white**2))
+        white = scipy.fft.irfft(spectrum, size)[:num_samples]
+        white -= white.mean()
+    power = float(np.mean(np.square(white, dtype=np.float64)))
     return (white / np.sqrt(power) if power > 0 else white).astype(np.float32)
 
 
