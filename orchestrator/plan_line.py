@@ -43,11 +43,13 @@ def training_sets(variants, counts: dict[str, dict[str, int]]) -> list[tuple[str
 
 
 def lines(variants, counts: dict[str, dict[str, int]]) -> list[str]:
-    """Console lines: '  training clips per class: neutral 120, angry 30 (imbalance 4.0x)', one per set."""
+    """Console lines: '  train speakers' clips per class: neutral 120, angry 30 (imbalance 4.0x)', one per set."""
     from workers.core.class_balance import counts_text
 
     named = training_sets(variants, counts)
-    shown = [f"  training clips per class{f' ({name})' if name else ''}: {counts_text(per)}" for name, per in named]
+    shown = [
+        f"  train speakers' clips per class{f' ({name})' if name else ''}: {counts_text(per)}" for name, per in named
+    ]
     if len(shown) > MAX_LINES:
         shown = [*shown[:MAX_LINES], f"  ... and {len(shown) - MAX_LINES} more training sets (parent run tag)"]
     return shown

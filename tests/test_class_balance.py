@@ -123,11 +123,11 @@ def test_the_plan_line_shows_training_clips_per_class_of_each_training_set():
         "c": {"neutral": 20, "angry": 20},
     }
     one = [Variant("main", {"train_speakers": ("a", "b")}), Variant("main", {"train_speakers": ("a", "b")})]
-    assert plan_line.lines(one, counts) == ["  training clips per class: neutral 80, angry 15 (imbalance 5.3x)"]
+    assert plan_line.lines(one, counts) == ["  train speakers' clips per class: neutral 80, angry 15 (imbalance 5.3x)"]
     folds = [Variant("m", {"train_speakers": ("a", "b")}, fold="c"), Variant("m", {"train_speakers": ("b", "c")}, "a")]
     assert plan_line.lines(folds, counts) == [
-        "  training clips per class (c): neutral 80, angry 15 (imbalance 5.3x)",
-        "  training clips per class (a): neutral 50, angry 30 (imbalance 1.7x)",
+        "  train speakers' clips per class (c): neutral 80, angry 15 (imbalance 5.3x)",
+        "  train speakers' clips per class (a): neutral 50, angry 30 (imbalance 1.7x)",
     ]
     assert counts_text(class_counts(np.array([1, 1, 0]), 3), ("x", "y", "z")) == "x 1, y 2, z 0 (imbalance 2.0x)"
 
@@ -149,6 +149,10 @@ def test_the_knobs_are_set_as_a_shell_user_types_them():
     assert cfg.balanced_sampling is True and cfg.noise_snr_db == (10, 30)
     with pytest.raises(ValueError, match="noise_snr_db"):
         TrialConfig(noise_snr_db=(30.0, 10.0))
+    with pytest.raises(ValueError, match="noise_snr_db is None"):
+        TrialConfig(noise_path="/noise/shards")
+    with pytest.raises(ValueError, match="absolute"):
+        TrialConfig(noise_path="noise/shards", noise_snr_db=(5.0, 15.0))
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracki
         assert len(client.get_metric_history(child.info.run_id, Key.curve("val/loss"))) >= 2  # a learning curve
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri" in out and "trials (best first" in out
-    assert f"  training clips per class: {per_class}" in out
+    assert f"  train speakers' clips per class: {per_class}" in out
 
 
 def usage_error(capsys, argv) -> str:

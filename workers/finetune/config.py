@@ -75,6 +75,8 @@ def check_training_data_knobs(cfg) -> None:
             raise ValueError(f"{name} must be a range [lo, hi] with lo <= hi, or None (off); got {value!r}")
     if cfg.noise_path and cfg.noise_snr_db is None:
         raise ValueError("noise_path names a noise corpus but noise_snr_db is None; set noise_snr_db=[lo, hi]")
+    if cfg.noise_path and not cfg.noise_path.startswith("/"):
+        raise ValueError(f"noise_path must be an absolute path (trials run elsewhere), got {cfg.noise_path!r}")
 
 
 @dataclass(frozen=True)
