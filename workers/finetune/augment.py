@@ -24,6 +24,8 @@ The rule for caches: augmented training audio differs every epoch, so no cache o
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from shards.schema import SAMPLE_RATE
@@ -71,13 +73,21 @@ def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) 
 
         size = scipy.fft.next_fast_len(num_samples, real=True)
         spectrum = scipy.fft.rfft(rng.standard_normal(size, dtype=np.float32))
-        frequencies = np.fft.rfftfreq(size).astype(np.float32)
-        spectrum[1:] /= frequencies[1:] ** (exponent / 2)  # amplitude ~ f^(-exponent/2): power ~ f^-exponent
-        spectrum[0] = 0.0
+        spectrum *= _spectral_shape(size, exponent)
         white = scipy.fft.irfft(spectrum, size)[:num_samples]
         white -= white.mean()
     power = float(np.mean(np.square(white, dtype=np.float64)))
     return (white / np.sqrt(power) if power > 0 else white).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _spectral_shape(size: int, exponent: float) -> np.ndarray:
+    """Amplitude ~ f^(-exponent/2) (power ~ f^-exponent) over an rfft of `size`, 0 at DC; clips of a batch
+    share few FFT lengths, so the shapes are kept."""
+    frequencies = np.fft.rfftfreq(size)
+    shape = np.zeros(len(frequencies), dtype=np.float32)
+    shape[1:] = frequencies[1:] ** (-exponent / 2)
+    return shape
 
 
 def add_noise(clip: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
