@@ -193,8 +193,8 @@ def feature_cache_blocker(
     """Why a head-only stage cannot train from cached features (None: it can)."""
     if not cfg.cache_frozen_features:
         return "cache_frozen_features=False"
-    if cache_blocker(cfg):  # augmentation on: no cached training features
-        return cache_blocker(cfg)
+    if (augmented := cache_blocker(cfg)) is not None:  # augmentation on: no cached training features
+        return augmented
     if cfg.frozen_encoder_dropout:
         return "frozen_encoder_dropout=True (features change every step)"
     if model.pooling != "mean":
