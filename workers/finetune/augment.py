@@ -24,8 +24,6 @@ The rule for caches: augmented training audio differs every epoch, so no cache o
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from shards.schema import SAMPLE_RATE
@@ -62,9 +60,8 @@ def speed_perturb(clip: np.ndarray, speed: float) -> np.ndarray:
 def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-power float32 noise whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown).
 
-    Shaped in the frequency domain in float32 at the next FFT-friendly length, then cut: numpy's FFT of a clip's
-    own length (often with a large prime factor) took 17 ms for a 1.8 s clip, scipy's float32 one at a
-    fast length 0.2 ms.
+    Shaped in the frequency domain in float32 at the next FFT-friendly length, then cut (numpy's FFT of a
+    length with a large prime factor took 17 ms for 1.8 s, scipy's float32 one at a fast length 0.2 ms).
     """
     if not exponent or num_samples <= 1:
         white = rng.standard_normal(num_samples, dtype=np.float32)
@@ -73,21 +70,14 @@ def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) 
 
         size = scipy.fft.next_fast_len(num_samples, real=True)
         spectrum = scipy.fft.rfft(rng.standard_normal(size, dtype=np.float32))
-        spectrum *= _spectral_shape(size, exponent)
+        frequencies = np.fft.rfftfreq(size)
+        shape = np.zeros(len(frequencies), dtype=np.float32)  # 0 at DC
+        shape[1:] = frequencies[1:] ** (-exponent / 2)  # amplitude ~ f^(-exponent/2): power ~ f^-exponent
+        spectrum *= shape
         white = scipy.fft.irfft(spectrum, size)[:num_samples]
         white -= white.mean()
     power = float(np.mean(np.square(white, dtype=np.float64)))
     return (white / np.sqrt(power) if power > 0 else white).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _spectral_shape(size: int, exponent: float) -> np.ndarray:
-    """Amplitude ~ f^(-exponent/2) (power ~ f^-exponent) over an rfft of `size`, 0 at DC; clips of a batch
-    share few FFT lengths, so the shapes are kept."""
-    frequencies = np.fft.rfftfreq(size)
-    shape = np.zeros(len(frequencies), dtype=np.float32)
-    shape[1:] = frequencies[1:] ** (-exponent / 2)
-    return shape
 
 
 def add_noise(clip: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
