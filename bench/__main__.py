@@ -12,7 +12,8 @@
     python -m bench frontend        # epoch time without and with the frozen front end's cache (bench/frontend.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
-   the in-memory ceiling, and against what one trial consumes.
+   the in-memory ceiling, and against what one trial consumes; with each training augmentation on
+   (speed perturbation, coloured noise, noise from a shard corpus, gain) and the time each adds a clip.
 2. padding: padded-frame fraction with and without length bucketing, on ESD length statistics.
 3. step: step time and model FLOP utilisation of an XLSR-53-sized encoder built from config.
 4. sweep: wall time of a sweep's trials with and without the frozen-stage feature cache.

@@ -84,7 +84,39 @@ def loader_throughput(args) -> None:
     for name, seconds in timings.items():
         rate = len(rows) / seconds
         print(f"  {name:36s} {rate:10,.0f} clips/s   {rate / ceiling:5.2f} of ceiling")
+    _augmentation_cost(reader, rows)
     _trial_consumption(reader)
+
+
+def _augmentation_cost(reader, rows: np.ndarray) -> None:
+    """The bucketed loader with each augmentation (workers.finetune.augment) on, alone and all together:
+    clips/s of the loader's thread, and the time each adds a clip. CPU time of this process (best of 3),
+    not wall time: it is what the augmentation takes from the prefetch thread, and it reads the same on a
+    machine other jobs share."""
+    from shards.batching import collate_planned, plan_batches
+    from workers.finetune.augment import Augmenter
+
+    augmentations = {
+        "none (the bucketed loader)": None,
+        "speed perturbation 0.9/1.0/1.1 (soxr)": Augmenter(speed_perturb=True),
+        "coloured noise, SNR 10-30 dB": Augmenter(noise_snr_db=(10, 30)),
+        "noise from a shard corpus, 10-30 dB": Augmenter(noise_snr_db=(10, 30), noise_path=str(reader.data_dir)),
+        "gain -6..+6 dB": Augmenter(gain_db=(-6, 6)),
+        "speed + coloured noise + gain": Augmenter(speed_perturb=True, noise_snr_db=(10, 30), gain_db=(-6, 6)),
+    }
+    print("  augmentation of training clips, on the same loader (CPU time of the loader thread, per clip):")
+    plain = None
+    for name, augment in augmentations.items():
+        plans = plan_batches(reader.index, rows, 8, np.random.default_rng(0), seed_clips=augment is not None)
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for plan in plans:
+                collate_planned(reader, plan, 0, augment)
+            best = min(best, time.process_time() - start)
+        plain = best if plain is None else plain
+        added = f"+{(best - plain) / len(rows) * 1e3:6.2f} ms a clip" if augment is not None else ""
+        print(f"    {name:38s} {len(rows) / best:10,.0f} clips/s   {added}")
 
 
 def _pad(clips: list[np.ndarray]) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from orchestrator import plan_line
 from orchestrator.grid import TrialGrid, Variant
 from workers.vocabulary import ConfigKey
 
@@ -53,6 +54,7 @@ def grid_text(grid: TrialGrid, counts: dict[str, dict[str, int]], data_dir: Path
         f"ranked by {grid.metric} ({grid.mode}); folds: {grid.folds or 'none'}",
         f"data {data_dir}: {len(counts)} speaker(s), {sum(_clips(counts, counts)):,} clips; {grid.plan}",
     ]
+    lines += plan_line.lines(variants, counts)
     for phase in grid.phases:
         lines.append(f"\nphase {phase.name}: {len(phase.variants)} trial(s) (Tune adds its trial id to each name)")
         for number, variant in enumerate(phase.variants):

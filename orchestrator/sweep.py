@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator import paths, run_notes, tracking
+from orchestrator import paths, plan_line, run_notes, tracking
 from orchestrator.init_from import resolve_init_from
 from orchestrator.record import Resources, SweepRecord
 from workers.kinds import FINETUNE, trial_kind
@@ -449,16 +449,7 @@ def open_parent_run(planned: PlannedSweep, args, storage: str, resources: dict, 
         git_commit=commit,
     )
     record.save()
-    phases = ", ".join(f"{p.name} {len(p.variants)}" for p in grid.phases)
-    labels = planned.labels
-    print(
-        f"sweep {spec.name}: {grid.num_trials} trials ({phases}) on {planned.data_dir.name}, {grid.plan}, "
-        f"{len(labels)} labels ({', '.join(labels)}); MLflow parent run {parent_id} "
-        f"in experiment {experiment!r}; record in {directory}",
-        flush=True,
-    )
-    for name, corpus in planned.held_out.items():
-        print(f"  also tested on {name}: {corpus.describe()}", flush=True)
+    print(plan_line.plan_text(planned, parent_id, experiment, directory), flush=True)
     return record
 
 
@@ -480,6 +471,7 @@ def parent_tags(planned: PlannedSweep, args, commit: str) -> dict[str, str]:
         SweepTag.SCENARIOS: ",".join(spec.scenario_order()),  # what the report orders and plots by
         SweepTag.MIXING_KNOB: spec.mixing_knob or "",
         Tag.LABELS: ",".join(planned.labels),
+        Tag.TRAIN_CLIPS_PER_CLASS: plan_line.tag(grid, planned.manifest["counts"]),
         **{Tag.eval_data(name): corpus.describe() for name, corpus in planned.held_out.items()},
         **tracking.source_tags(commit),
     }

@@ -107,9 +107,16 @@ def test_features_trial_logs_the_full_metric_set_and_beats_chance_on_held_out_sp
     assert np.mean(np.array(predicted) == reader.index.label[rows]) == pytest.approx(metrics["test_en/accuracy"])
 
 
-@pytest.mark.parametrize("classifier", ["svm", "mlp"])
-def test_every_classifier_fits_and_reports(demo_dir, classifier):
-    cfg = FeaturesConfig(data_dir=str(demo_dir), eval_sets=EVAL_SETS, classifier=classifier, hidden_sizes=(16,))
+@pytest.mark.parametrize(("classifier", "class_weights"), [("svm", "balanced"), ("mlp", "sqrt")])
+def test_every_classifier_fits_and_reports(demo_dir, classifier, class_weights):
+    """... with class weights as sample weights (the logreg trial above fits without)."""
+    cfg = FeaturesConfig(
+        data_dir=str(demo_dir),
+        eval_sets=EVAL_SETS,
+        classifier=classifier,
+        hidden_sizes=(16,),
+        class_weights=class_weights,
+    )
     final = run_features_trial(cfg, NullLogger(), ListReporter())
     assert final["test_en/accuracy"] > 0.4
 

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from shards.batching import PlannedBatch
+from workers.finetune.balance import TrainingLoss
 from workers.finetune.distributed import DataParallel, shard_batch
 from workers.finetune.recipe import train_step
 
@@ -77,7 +78,8 @@ def one_step(batch: Batch, parallel=None) -> torch.nn.Linear:
     model = fresh_model()
     parameters = list(model.parameters())
     optimizer = torch.optim.SGD(parameters, lr=1.0)
-    trial = SimpleNamespace(device=CPU, cfg=SimpleNamespace(max_grad_norm=MAX_GRAD_NORM), parallel=parallel)
+    cfg = SimpleNamespace(max_grad_norm=MAX_GRAD_NORM)
+    trial = SimpleNamespace(device=CPU, cfg=cfg, parallel=parallel, criterion=TrainingLoss())
     train_step(trial, LinearSource(model), optimizer, parameters, [batch])
     return model
 

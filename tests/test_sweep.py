@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import sweep
 from shards.schema import EMOTIONS
-from workers.vocabulary import Key
+from workers.vocabulary import Key, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,9 @@ def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracki
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    # The imbalance is on the parent run before any trial: the 4 training speakers' clips per class.
+    per_class = ", ".join(f"{emotion} 24" for emotion in EMOTIONS) + " (imbalance 1.0x)"
+    assert parents[0].data.tags[Tag.TRAIN_CLIPS_PER_CLASS] == per_class
     assert {r.info.status for r in runs} == {"FINISHED"}
     for child in children:
         metrics = child.data.metrics
@@ -52,6 +55,7 @@ def test_two_trial_sweep_records_parent_and_children(demo_dir, local_ray, tracki
         assert len(client.get_metric_history(child.info.run_id, Key.curve("val/loss"))) >= 2  # a learning curve
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri" in out and "trials (best first" in out
+    assert f"  train speakers' clips per class: {per_class}" in out
 
 
 def usage_error(capsys, argv) -> str:

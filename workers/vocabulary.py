@@ -71,6 +71,12 @@ class Tag:
     # `<set>/<label>/...` keys and the report's tables are named after.
     LABELS = "labels"
 
+    # Class imbalance: 'angry 120, sad 30 (imbalance 4.0x)'. On a trial run: its training clips (after the
+    # val holdout); on a parent run: the training speakers' clips of each distinct training set (folds: one
+    # line each, 'fold: ...'). CLASS_WEIGHT_VALUES: the per-class weights of a weighted training loss.
+    TRAIN_CLIPS_PER_CLASS = "train_clips_per_class"
+    CLASS_WEIGHT_VALUES = "class_weight_values"
+
     # MLflow's own: the run's description (the run page's Description box), markdown
     NOTE = "mlflow.note.content"
 

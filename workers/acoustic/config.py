@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from workers.core.class_balance import check_class_weights
 from workers.core.kind_config import plain_values, validate_split_config
 
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")  # openSMILE functionals: 88 and 6373 per clip
@@ -42,6 +43,9 @@ class FeaturesConfig:
     alpha: float = 1e-3  # mlp: L2 penalty
     max_iter: int = 1000  # logreg and mlp: optimiser iterations
     num_threads: int = 1  # BLAS threads for fitting; the driver sets it to the trial's CPUs
+    # Per-class weights of the training clips (as sample weights, for every classifier): 'none', 'balanced'
+    # (n / (k n_c), scikit-learn's class_weight='balanced') or 'sqrt' (workers.core.class_balance)
+    class_weights: str = "none"
 
     def __post_init__(self) -> None:
         validate_split_config(self.train_speakers, self.eval_sets, self.val_fraction)
@@ -57,6 +61,7 @@ class FeaturesConfig:
             raise ValueError("max_iter must be >= 1, num_workers >= 0")
         if self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        check_class_weights(self.class_weights)
 
     @classmethod
     def from_dict(cls, values: dict) -> FeaturesConfig:

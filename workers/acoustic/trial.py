@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from shards.reader import open_reader
 from workers.acoustic.config import CLASSIFIERS, FEATURES_MODEL_FILE, FEATURES_MODEL_KIND, FeaturesConfig
 from workers.acoustic.extract import build_smile, functionals, load_or_extract
+from workers.core.class_balance import class_counts, class_weights, counts_text
 from workers.core.evaluation import evaluate_set
 from workers.core.reporting import Reporter
 from workers.core.run_note import split_note
@@ -72,6 +73,7 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
     started = time.perf_counter()
     reader = open_reader(cfg.data_dir)
     split = split_rows(reader, cfg.train_speakers, cfg.eval_sets, cfg.val_fraction, cfg.seed)
+    train_labels = reader.index.label[split.train_rows]
     features, status = load_or_extract(
         cfg.data_dir, cfg.feature_set, cfg.features_dir or None, num_workers=cfg.num_workers or None
     )
@@ -84,13 +86,14 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
             Tag.ACOUSTIC_FEATURES: f"{cfg.feature_set}: {status}",
             Tag.LABELS: ",".join(reader.labels),
             Tag.NOTE: split_note(f"the acoustic baseline ({cfg.feature_set}, {cfg.classifier})", cfg, split),
+            Tag.TRAIN_CLIPS_PER_CLASS: counts_text(class_counts(train_labels, len(reader.labels)), reader.labels),
         }
     )
     setup_seconds = time.perf_counter() - started
     final: dict[str, float] = {}
     with threadpool_limits(cfg.num_threads):  # numpy's BLAS would otherwise take every core of the node
         pipeline = build_classifier(cfg)
-        pipeline.fit(features.values[split.train_rows], reader.index.label[split.train_rows])
+        pipeline.fit(features.values[split.train_rows], train_labels, **fit_weights(cfg, pipeline, train_labels))
         for name, rows in split.eval_rows.items():
             probabilities = class_probabilities(pipeline, features.values[rows], len(reader.labels))
             final.update(evaluate_set(logger, name, reader.index.label[rows], probabilities, reader.labels))
@@ -101,6 +104,15 @@ def run_features_trial(cfg: FeaturesConfig, logger: RunLogger, reporter: Reporte
         logger.log_artifacts(str(model_dir), "model")
         reporter.report(final, checkpoint_dir=model_dir)
     return final
+
+
+def fit_weights(cfg: FeaturesConfig, pipeline, train_labels: np.ndarray) -> dict:
+    """The classifier's `sample_weight` (its class's weight per clip) as Pipeline.fit takes it; {} for none.
+    Sample weights rather than class_weight=: the MLP has no class_weight, and one rule serves all three."""
+    if cfg.class_weights == "none":
+        return {}
+    weights = class_weights(class_counts(train_labels, int(train_labels.max(initial=0)) + 1), cfg.class_weights)
+    return {f"{pipeline.steps[-1][0]}__sample_weight": weights[train_labels]}
 
 
 def class_probabilities(pipeline, values: np.ndarray, num_labels: int) -> np.ndarray:

@@ -54,9 +54,15 @@ def canonical_values(values: dict, key: Callable[[str], str]) -> dict:
 
 
 def coerce(cls: type, name: str, value):
-    """`value` as `cls`'s field `name` declares it: JSON and Tune lists back to tuples, ints to floats."""
+    """`value` as `cls`'s field `name` declares it: JSON and Tune lists back to tuples (also of an optional
+    tuple), ints to floats, 'true'/'false' (any case, as a shell user types them) to booleans."""
     hint = typing.get_type_hints(cls)[name]
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and isinstance(value, list):
+        if any(typing.get_origin(arg) is tuple for arg in typing.get_args(hint)):
+            return tuple(value)
+    if hint is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     if origin is dict and isinstance(value, dict):

@@ -18,9 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from shards.batching import PlannedBatch
+from shards.batching import ClipTransform, PlannedBatch
 from shards.reader import ShardReader
 from workers.core.phases import Phase, phase
+from workers.finetune.augment import cache_blocker
 from workers.finetune.config import TrialConfig
 from workers.finetune.encoders.waveform.frames import frontend_rounded
 from workers.finetune.head_cache import cached_features, default_cache_dir, encoder_fingerprint, feature_key
@@ -35,9 +36,6 @@ from workers.finetune.loader import (
 )
 from workers.finetune.model import EmotionClassifier, eval_peak_bytes
 
-# TrialConfig knobs that change a clip's samples before the encoder (workers.finetune.augment); off when falsy or
-# absent. The one rule for both frozen caches (head_cache, frontend_cache): with any on, training reads neither.
-WAVEFORM_AUGMENTATION_KNOBS = ("speed_perturb", "noise_snr_db", "gain_db")
 CPU_EVAL_BATCH_SIZE = 16  # measured best on a CPU (`python -m bench profile`): larger batches pad more
 MAX_EVAL_BATCH_SIZE = 256
 EVAL_MEMORY_SHARE = 0.5  # of the GPU memory free at setup: the optimizer's state and other trials need the rest
@@ -125,6 +123,7 @@ class AudioSource:
         max_samples: int,
         feeding: Feeding,
         encoder_train_mode: bool,
+        augment: ClipTransform | None = None,
     ):
         self.model = model
         self.reader = reader
@@ -133,6 +132,7 @@ class AudioSource:
         self.encoder_train_mode = encoder_train_mode
         # A frozen conv front end's output held at fp16, as its cache stores it (workers.finetune.frame_source).
         self.round_frontend = False
+        self.augment = augment  # training clips only (workers.finetune.augment); eval_batches never augments
 
     def train_mode(self) -> None:
         self.model.train()
@@ -141,7 +141,9 @@ class AudioSource:
 
     def train_steps(self, plans: Sequence[PlannedBatch]) -> Iterator[list[AudioBatch]]:
         f = self.feeding
-        return audio_steps(self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches)
+        return audio_steps(
+            self.reader, plans, self.max_samples, f.grad_accum_steps, f.pin, f.prefetch_batches, self.augment
+        )
 
     def logits(self, batch: AudioBatch) -> torch.Tensor:
         rounded = frontend_rounded(self.model.encoder) if self.round_frontend else nullcontext()
@@ -189,24 +191,16 @@ class FeatureSource:
         return feature_eval_batches(self.table, rows, self.feeding.eval_batch_size, self.feeding.pin)
 
 
-def waveform_augmentation_blocker(cfg: TrialConfig) -> str | None:
-    """The one rule of both frozen caches: waveform augmentation on (any of WAVEFORM_AUGMENTATION_KNOBS) keeps
-    training off them, since a clip's samples then change every epoch. None: no augmentation."""
-    augmented = [f"{k}={getattr(cfg, k)!r}" for k in WAVEFORM_AUGMENTATION_KNOBS if getattr(cfg, k, None)]
-    return f"waveform augmentation ({', '.join(augmented)}) changes the clips every epoch" if augmented else None
-
-
 def feature_cache_blocker(
     cfg: TrialConfig, model: EmotionClassifier, reader: ShardReader, train_rows: np.ndarray, max_samples: int
 ) -> str | None:
     """Why a head-only stage cannot train from cached features (None: it can)."""
     if not cfg.cache_frozen_features:
         return "cache_frozen_features=False"
+    if (augmented := cache_blocker(cfg)) is not None:  # augmentation on: no cached training features
+        return augmented
     if cfg.frozen_encoder_dropout:
         return "frozen_encoder_dropout=True (features change every step)"
-    augmented = waveform_augmentation_blocker(cfg)
-    if augmented:
-        return augmented
     if model.pooling != "mean":
         return f"pooling={model.pooling} has weights that train"
     lengths = reader.index.num_samples[train_rows]

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 
+from workers.core.class_balance import check_class_weights
 from workers.core.kind_config import canonical_values, typed_value
 from workers.finetune.encoders import registry as encoder_registry
 
@@ -61,6 +62,21 @@ def check_pooling(pooling: str, layer: int | str, layerdrop: float) -> None:
         )
     if pooling == "weighted_sum" and layer != "last":
         raise ValueError("pooling='weighted_sum' uses every layer; leave layer='last'")
+
+
+def check_training_data_knobs(cfg) -> None:
+    """Class weighting, label smoothing and augmentation ranges (a range is (lo, hi), lo <= hi)."""
+    check_class_weights(cfg.class_weights)
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name in ("noise_snr_db", "gain_db"):
+        value = getattr(cfg, name)
+        if value is not None and (len(value) != 2 or value[0] > value[1]):
+            raise ValueError(f"{name} must be a range [lo, hi] with lo <= hi, or None (off); got {value!r}")
+    if cfg.noise_path and cfg.noise_snr_db is None:
+        raise ValueError("noise_path names a noise corpus but noise_snr_db is None; set noise_snr_db=[lo, hi]")
+    if cfg.noise_path and not cfg.noise_path.startswith("/"):
+        raise ValueError(f"noise_path must be an absolute path (trials run elsewhere), got {cfg.noise_path!r}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +201,25 @@ class TrialConfig:
     lora_rank: int = 8  # rank r of each adapter's low-rank update
     lora_alpha: float = 16.0  # the update is scaled by lora_alpha / lora_rank
     lora_target: str = "attention"  # one of LORA_TARGETS: attention projections, or also feed-forward
+    # --- Imbalanced classes (workers.core.class_balance) ---
+    # Weights of the training loss per class, from the training clips' class counts: 'none', 'balanced'
+    # (n / (k n_c), scikit-learn's) or 'sqrt' (1 / sqrt(n_c)); mean weight 1 over the training clips.
+    # Evaluation losses (val/loss, which drives the adaptive lr and the best model) stay unweighted.
+    class_weights: str = "none"
+    # Each epoch's clips drawn class-uniformly (as many as the training clips; a small class's clips repeat,
+    # a large class's are subsampled, a fresh draw every epoch), still length-bucketed. With a language mix,
+    # class-uniform within each language's share. Beside class_weights it corrects twice.
+    balanced_sampling: bool = False
+    label_smoothing: float = 0.0  # of the training loss's targets (torch cross_entropy's), 0..1
+    # --- Augmentation (workers.finetune.augment): training clips only, on the fly, seeded; never evaluation ---
+    # Per clip, after the crop: speed x0.9/1.0/1.1 by resampling (Kaldi's and SpeechBrain's speed perturbation;
+    # length x1/speed), gain, then noise at an SNR drawn from the range.
+    speed_perturb: bool = False
+    noise_snr_db: tuple[float, ...] | None = None  # (lo, hi) SNR in dB, uniform per clip; None: no noise
+    # Noise source: '' generates coloured noise per clip (white, pink or brown); else a shard directory
+    # (a noise corpus ingested like any other, e.g. `ingest table`), a random stretch of a random clip.
+    noise_path: str = ""
+    gain_db: tuple[float, ...] | None = None  # (lo, hi) dB, uniform per clip; None: off. Clips at full scale.
     # --- Optimisation ---
     weight_decay: float = 0.0  # AdamW; 0 as in the HF Trainer defaults the paper's notebook used
     max_grad_norm: float = 1.0  # clip the gradient norm per optimizer step (0: no clipping)
@@ -291,6 +326,7 @@ class TrialConfig:
             )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
+        check_training_data_knobs(self)
 
     def mixing(self) -> tuple[str, float | None]:
         """(source language, its share of each epoch); share None: the training rows as they come."""

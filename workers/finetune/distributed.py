@@ -140,10 +140,7 @@ class DataParallel:
 
 def shard_batch(plan, rank: int, world: int):
     """Every `world`-th clip of a planned batch from `rank` on (length-sorted batches: similar lengths)."""
-    from shards.batching import PlannedBatch
-
-    starts = None if plan.crop_starts is None else plan.crop_starts[rank::world]
-    return PlannedBatch(plan.rows[rank::world], starts)
+    return plan.select(slice(rank, None, world))
 
 
 def average_gradients(parameters: list, num_clips: int) -> None:

@@ -30,7 +30,8 @@ from shards.batching import PlannedBatch, plan_batches, prefetch
 from shards.reader import ClipIndex
 from workers.core.phases import Phase, phase
 from workers.finetune import encoders
-from workers.finetune.batch_sources import AudioSource, Feeding, waveform_augmentation_blocker
+from workers.finetune.augment import cache_blocker
+from workers.finetune.batch_sources import AudioSource, Feeding
 from workers.finetune.config import Stage, TrialConfig
 from workers.finetune.encoders.waveform.forward import normalize_audio
 from workers.finetune.encoders.waveform.frames import frame_hop, frames_for_samples, frontend_output
@@ -73,7 +74,7 @@ def frontend_cache_blocker(
     cfg: TrialConfig, model: EmotionClassifier, stage: Stage, device: torch.device
 ) -> str | None:
     """Why a stage cannot train from the cached front end (None: it can)."""
-    augmented = waveform_augmentation_blocker(cfg)  # the rule both frozen caches follow
+    augmented = cache_blocker(cfg)  # the rule every cache of training audio follows
     if augmented:
         return augmented
     if not cfg.cache_frontend:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from shards.batching import PlannedBatch, collate_planned, plan_batches, prefetch
+from shards.batching import ClipTransform, PlannedBatch, collate_planned, plan_batches, prefetch
 from shards.reader import ShardReader
 
 
@@ -53,24 +53,32 @@ def split_plan(plan: PlannedBatch, parts: int) -> list[PlannedBatch]:
     if parts <= 1:
         return [plan]
     pieces = np.array_split(np.arange(len(plan.rows)), parts)
-    return [
-        PlannedBatch(plan.rows[p], None if plan.crop_starts is None else plan.crop_starts[p]) for p in pieces if len(p)
-    ]
+    return [plan.select(p) for p in pieces if len(p)]
 
 
-def audio_batch(reader: ShardReader, plan: PlannedBatch, max_samples: int, pin: bool) -> AudioBatch:
-    batch = collate_planned(reader, plan, max_samples)
+def audio_batch(
+    reader: ShardReader, plan: PlannedBatch, max_samples: int, pin: bool, augment: ClipTransform | None = None
+) -> AudioBatch:
+    batch = collate_planned(reader, plan, max_samples, augment)
     return AudioBatch(_host(batch.audio, pin), _host(batch.lengths, pin), _host(batch.labels, pin), batch.rows)
 
 
 def audio_steps(
-    reader: ShardReader, plans: Iterable[PlannedBatch], max_samples: int, grad_accum_steps: int, pin: bool, depth: int
+    reader: ShardReader,
+    plans: Iterable[PlannedBatch],
+    max_samples: int,
+    grad_accum_steps: int,
+    pin: bool,
+    depth: int,
+    augment: ClipTransform | None = None,
 ) -> Iterator[list[AudioBatch]]:
-    """One list of micro-batches per optimizer step, collated `depth` steps ahead."""
+    """One list of micro-batches per optimizer step, collated `depth` steps ahead; training clips augmented
+    by `augment` (workers.finetune.augment) when their plans carry seeds."""
 
     def produce():
         for plan in plans:
-            yield [audio_batch(reader, part, max_samples, pin) for part in split_plan(plan, grad_accum_steps)]
+            parts = split_plan(plan, grad_accum_steps)
+            yield [audio_batch(reader, part, max_samples, pin, augment) for part in parts]
 
     return prefetch(produce(), depth)
 

@@ -40,6 +40,8 @@ from workers.core.reporting import Reporter
 from workers.core.run_note import trial_note
 from workers.core.split import split_rows
 from workers.core.tracking import CorpusSplit, RunLogger
+from workers.finetune.augment import Augmenter
+from workers.finetune.balance import TrainingLoss, balance_tags, training_loss
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
 from workers.finetune.checkpoint import load_model, load_train_state, save_model, save_train_state
 from workers.finetune.config import Stage, TrialConfig
@@ -104,6 +106,8 @@ class TrainingContext:
     parallel: DataParallel | None = None  # data-parallel: this worker's slice of each batch, gradient sync
     optimizer: torch.optim.Optimizer | None = None  # the current stage's
     resumed_optimizer_state: dict | None = None  # a resumed checkpoint's, for the stage it continues
+    criterion: TrainingLoss = field(default_factory=TrainingLoss)  # class weights, label smoothing
+    augment: Augmenter | None = None  # of the training clips (workers.finetune.augment); None: off
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +188,9 @@ def setup(
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     feeding = Feeding.from_config(cfg, device, model.encoder.config, longest_eval_seconds(data))
+    criterion = training_loss(cfg, data.reader.index.label[data.train_rows], data.labels, device)
     trial = TrainingContext(cfg, data, model, feeding, logger, cfg.stage_list(), state, parallel=parallel)
+    trial.criterion, trial.augment = criterion, Augmenter.from_config(cfg)
     if resume_dir is not None:  # the checkpoint holds the best model so far, already reported
         trial.best = BestModel(_clone_weights(model), state, reported=True)
         trial.resumed_optimizer_state = load_optimizer_state(resume_dir)
@@ -196,6 +202,7 @@ def setup(
         Tag.LABELS: ",".join(data.labels),
         Tag.ENCODER_FAMILY: model.family,
         Tag.EVAL_BATCH_SIZE: str(feeding.eval_batch_size),
+        **balance_tags(data.reader.index.label[data.train_rows], data.labels, criterion),
     }
     for name, other in data.other_corpora.items():
         tags[Tag.eval_data(name)] = f"{other.data_dir}; {other.mapped.describe()}"
@@ -395,8 +402,9 @@ def plan_epoch(trial: TrainingContext, stage: Stage) -> tuple[list[PlannedBatch]
     rng = np.random.default_rng()
     rng.bit_generator.state = trial.state.epoch_rng_state
     source, fraction = trial.cfg.mixing()
-    epoch_rows = mix_languages(index, trial.data.train_rows, fraction, rng, source=source)
-    plans = plan_batches(index, epoch_rows, stage.batch_size, rng, trial.max_samples)
+    balanced, augmenting = trial.cfg.balanced_sampling, trial.augment is not None
+    epoch_rows = mix_languages(index, trial.data.train_rows, fraction, rng, source=source, class_uniform=balanced)
+    plans = plan_batches(index, epoch_rows, stage.batch_size, rng, trial.max_samples, seed_clips=augmenting)
     if trial.parallel is not None:  # every worker planned the same global batches: its slice of each
         plans = trial.parallel.share(plans, min_clips=trial.cfg.grad_accum_steps)
     return plans, rng.bit_generator.state
@@ -407,6 +415,7 @@ def batch_source(trial: TrainingContext, stage: Stage) -> BatchSource:
     cfg, data = trial.cfg, trial.data
     frozen = stage.trainable == "head"
     audio = audio_source(trial, encoder_train_mode=not frozen or cfg.frozen_encoder_dropout)
+    audio.augment = trial.augment  # the training source only; evaluation sources never augment
     if not frozen:  # the frozen conv front end's cache when it may serve the stage
         return frontend_batches(trial, stage, audio)
     cache_tag = Tag.feature_cache(trial.state.stage_index)
@@ -441,7 +450,7 @@ def train_step(
     batch_loss = torch.zeros((), device=trial.device)
     for host_batch in micro_batches:
         batch = host_batch.to(trial.device)
-        loss = nn.functional.cross_entropy(source.logits(batch), batch.labels, reduction="sum") / num_clips
+        loss = trial.criterion(source.logits(batch), batch.labels) / num_clips
         loss.backward()
         batch_loss += loss.detach()
     if trial.parallel is not None:  # the clip below must see the global batch's gradient, as DDP's does
