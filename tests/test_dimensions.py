@@ -239,3 +239,35 @@ def test_a_dimensional_sweep_ranks_by_val_ccc_unless_it_says_otherwise():
     assert spec.override({"task": "categorical"}).metric == Key.VAL_ACCURACY
     own = spec.replace(dimension_metric="val/arousal/ccc")
     assert own.override({"task": "dimensions"}).metric == "val/arousal/ccc"
+
+
+@pytest.mark.slow
+def test_a_dimensional_features_sweep_ranks_by_val_ccc_and_reports_its_ccc_table_and_scatter(
+    dims_corpus, local_ray, tmp_path
+):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import report, results, sweep
+    from workers.vocabulary import SweepTag, Tag
+
+    split = split_of(dims_corpus)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    flags = ["--tracking-uri", uri, "--storage", str(tmp_path / "ray"), "--cpus-per-trial", "1", "--preset", "tiny"]
+    flags += ["--set", "task=dimensions", "--set", f"train_speakers={json.dumps(split['train_speakers'])}"]
+    flags += ["--set", f"eval_sets={json.dumps(split['eval_sets'])}", "--set", "num_workers=1"]
+    assert sweep.main(["features", "--data", str(dims_corpus), *flags]) == 0
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("features")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if Tag.PARENT_RUN not in r.data.tags]
+    assert parent.data.tags[SweepTag.METRIC] == Key.VAL_CCC
+    trials = [r for r in runs if Tag.PARENT_RUN in r.data.tags]
+    assert len(trials) == 3 and all(r.data.tags[Tag.TRIAL_STATE] == "completed" for r in trials)
+    best = results.load_sweep(client, parent).best()
+    assert best is not None and best.metric(Key.VAL_CCC) == max(r.data.metrics[Key.VAL_CCC] for r in trials)
+    assert parent.data.metrics[f"{Key.BEST_PREFIX}test1/arousal/ccc"] == best.metric("test1/arousal/ccc")
+    out = tmp_path / "report"
+    assert report.main([parent.info.run_id, "--tracking-uri", uri, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "Dimensional emotion" in text and "arousal CCC" in text
+    assert any(p.name.endswith("_dimensions.png") for p in (out / "images").iterdir())
