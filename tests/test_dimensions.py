@@ -12,7 +12,7 @@ import torch
 
 from fixtures.corpus_tree import write_wav
 from fixtures.iemocap_tree import write_iemocap_tree
-from fixtures.msp_dimensions_tree import plan_utterances, write_msp_dimensions_tree
+from fixtures.msp_dimensions_tree import has_espeak, plan_utterances, write_msp_dimensions_tree
 from fixtures.msp_podcast_tree import write_msp_podcast_tree
 from fixtures.ravdess_tree import write_ravdess_tree
 from shards.corpora import RELEASES
@@ -121,6 +121,21 @@ def test_the_generated_corpus_puts_every_speaker_in_one_split_and_its_labels_dri
     by_dominance = sorted(utterances, key=lambda u: u.dominance)
     quiet, loud = by_dominance[: len(utterances) // 3], by_dominance[-len(utterances) // 3 :]
     assert np.mean([rms[u.name] for u in loud]) > 1.3 * np.mean([rms[u.name] for u in quiet])
+
+
+@pytest.mark.skipif(not has_espeak(), reason="espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+def test_espeak_speech_gets_faster_with_arousal_and_is_written_at_16k(tmp_path):
+    import soundfile
+
+    utterances = write_msp_dimensions_tree(tmp_path, num_speakers=3, per_speaker=8, engine="espeak", words=(6, 6))
+    seconds = {}
+    for u in utterances:
+        info = soundfile.info(tmp_path / "Audios" / u.name)
+        assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
+        seconds[u.name] = info.duration
+    by_arousal = sorted(utterances, key=lambda u: u.arousal)
+    calm, excited = by_arousal[:8], by_arousal[-8:]
+    assert np.mean([seconds[u.name] for u in calm]) > 1.2 * np.mean([seconds[u.name] for u in excited])
 
 
 @pytest.fixture(scope="module")
