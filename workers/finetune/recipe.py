@@ -175,6 +175,7 @@ def setup(
             if cfg.init_from
             else "built"
         )
+    tasks.check_model(cfg, model, data.reader)
     if parallel is not None and parallel.rank > 0:
         # Own dropout and masking draws, after the model is built (the same weights on every worker);
         # worker 0 draws as a one-process trial would.

@@ -39,6 +39,15 @@ def model_dimensions(cfg: TrialConfig, reader) -> tuple[tuple[str, ...], dict]:
     return tuple(reader.dimensions), dict(reader.dimension_scales)
 
 
+def check_model(cfg: TrialConfig, model, reader) -> None:
+    """A saved model (init_from, a resumed checkpoint) learns a dimensional task only with the corpus's dimensions."""
+    if cfg.task != Task.CATEGORICAL and tuple(model.dimensions) != tuple(reader.dimensions):
+        raise ValueError(
+            f"task={cfg.task!r}: the model predicts dimensions {tuple(model.dimensions)}, the corpus has "
+            f"{tuple(reader.dimensions)}; start from a model with the same dimensions, or from `start`"
+        )
+
+
 def targets(reader, rows: np.ndarray, dimensions: Sequence[str]) -> np.ndarray:
     """float32 [len(rows), dimensions]: the clips' values, NaN where the corpus (or the clip) has none."""
     index = getattr(reader, "index", None)
