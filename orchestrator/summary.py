@@ -41,7 +41,9 @@ def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
             row[FOLDS_DONE] = progress.get(id(trial), "")  # an incomplete configuration is never ranked best
         row.update({k: trial.params.get(k, "") for k in tuned})
         row[sweep.metric] = trial.metric(sweep.metric)
-        row.update({Key.of_set(s, Key.ACCURACY): trial.metric(Key.of_set(s, Key.ACCURACY)) for s in trial.test_sets})
+        for s in trial.test_sets:  # a categorical set's accuracy, a dimensional set's mean CCC
+            stat = Key.CCC if trial.metric(Key.of_set(s, Key.ACCURACY)) is None else Key.ACCURACY
+            row[Key.of_set(s, stat)] = trial.metric(Key.of_set(s, stat))
         row[Key.TRIAL_SECONDS] = trial.metric(Key.TRIAL_SECONDS)
         rows.append(row)
     frame = pd.DataFrame(rows)
