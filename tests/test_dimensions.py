@@ -286,3 +286,24 @@ def test_a_dimensional_features_sweep_ranks_by_val_ccc_and_reports_its_ccc_table
     text = (out / "report.md").read_text()
     assert "Dimensional emotion" in text and "arousal CCC" in text
     assert any(p.name.endswith("_dimensions.png") for p in (out / "images").iterdir())
+
+
+def test_a_step_loss_is_the_tasks_cross_entropy_dimension_loss_or_their_weighted_sum():
+    from workers.finetune.config import TrialConfig
+    from workers.finetune.tasks import step_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    values = torch.tensor([PREDICTED]).T  # one dimension
+    outputs, target = torch.cat([logits, values], dim=1), torch.tensor([TRUE]).T
+    cross_entropy = float(torch.nn.functional.cross_entropy(logits, labels))
+
+    def loss(**knobs) -> float:
+        return float(step_loss(TrialConfig(**knobs), 2, outputs, labels, target, num_clips=4))
+
+    assert loss() == pytest.approx(cross_entropy)
+    assert loss(task="dimensions") == pytest.approx(1 - CCC_BY_HAND)
+    assert loss(task="dimensions", dimension_loss="mse") == pytest.approx(0.5)  # (1 + 0 + 0 + 1) / 4
+    assert loss(task="both", dimension_weight=0.5) == pytest.approx(cross_entropy + 0.5 * (1 - CCC_BY_HAND))
+    with pytest.raises(ValueError, match="task"):
+        TrialConfig(task="regression")
