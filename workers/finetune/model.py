@@ -362,7 +362,17 @@ class EmotionClassifier(PreTrainedModel):
         logits = self.head(pooled)
         if self.dimension_head is None:
             return logits
-        return torch.cat([logits, self.dimension_head(pooled)], dim=-1)
+        return torch.cat([logits, self.to_scale(self.dimension_head(pooled))], dim=-1)
+
+    def to_scale(self, values: torch.Tensor) -> torch.Tensor:
+        """The head's outputs (around 0, about +-1) on each dimension's scale: its middle + half its range x
+        the output, so a fresh head starts at the scale's middle rather than 0 (far below MSP-Podcast's 1-7)."""
+        scales = self.config.dimension_scales or {}
+        if not scales:
+            return values
+        low = values.new_tensor([scales.get(d, [-1.0, 1.0])[0] for d in self.dimensions])
+        high = values.new_tensor([scales.get(d, [-1.0, 1.0])[1] for d in self.dimensions])
+        return (low + high) / 2 + (high - low) / 2 * values
 
     def _wants_all_layers(self) -> bool:
         return self.pooler.wants_all_layers or self.layer != "last"
