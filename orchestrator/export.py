@@ -83,6 +83,8 @@ def export_dir(source_dir: Path, out: Path) -> Path:
     except Exception as error:  # not a model directory, weights of another version, a missing LoRA base
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"cannot load the model in {model_dir}: {reason}") from None
+    if model.dimensions:  # the Hub's remote code and ONNX graph have the class head only
+        raise ValueError(f"{model_dir} predicts dimensions {model.dimensions}: export takes categorical models only")
     save_model(merged_copy(model) if has_lora(model.encoder) else model, out)
     card = model_dir / CARD_FILE
     if card.exists():

@@ -255,12 +255,20 @@ def answer_file(loaded: LoadedModel, path: Path, device, threshold: float, max_s
         clip = read_audio(path, max_seconds=max_seconds)
     except AudioFileError as error:
         return {"file": str(path), "answered": False, "error": str(error)}
-    probabilities = probabilities_of(loaded, clip.audio, device)
+    answer: dict = {}
+    if loaded.labels:  # a model trained on dimensions only answers values, no class
+        probabilities = probabilities_of(loaded, clip.audio, device)
+        answer = {
+            **decide(loaded.labels, probabilities, threshold),
+            "probabilities": {label: round(float(p), 4) for label, p in zip(loaded.labels, probabilities)},
+        }
+    dimensions = tuple(getattr(loaded.model, "dimensions", ()))
+    if dimensions:  # arousal, valence, ...: on the training corpus's scale
+        answer["values"] = {d: round(float(v), 4) for d, v in zip(dimensions, loaded.model.values(clip.audio))}
     return {
         "file": str(path),
         "answered": True,
-        **decide(loaded.labels, probabilities, threshold),
-        "probabilities": {label: round(float(p), 4) for label, p in zip(loaded.labels, probabilities)},
+        **answer,
         "audio": {
             "seconds": round(clip.seconds, 3),
             "sample_rate": clip.source_rate,
@@ -314,6 +322,10 @@ def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> No
         if not result["answered"]:
             print(f"{name}: not answered: {result['error']}")
             continue
+        values = "  ".join(f"{d} {v:.2f}" for d, v in result.get("values", {}).items())
+        if "decision" not in result:
+            print(f"{name}: {values}   [{result['audio']['seconds']:.1f} s]")
+            continue
         probabilities = result["probabilities"]
         if result["decision"] == "uncertain":
             rivals = ", ".join(f"{e} ({probabilities[e]:.2f})" for e in result["competing"])
@@ -325,8 +337,10 @@ def print_text(loaded: LoadedModel, results: list[dict], threshold: float) -> No
             print(f"{name}: {result['emotion']} ({result['confidence']:.2f})")
         ranked = sorted(probabilities.items(), key=lambda item: -item[1])
         print("    " + "  ".join(f"{e} {p:.2f}" for e, p in ranked) + f"   [{result['audio']['seconds']:.1f} s]")
+        if values:
+            print(f"    {values}")
     answered = [r for r in results if r["answered"]]
-    uncertain = sum(r["decision"] == "uncertain" for r in answered)
+    uncertain = sum(r.get("decision") == "uncertain" for r in answered)
     print(
         f"{len(answered)} of {len(results)} file(s) answered ({uncertain} uncertain)"
         + (f"; {len(results) - len(answered)} could not be analysed" if len(answered) < len(results) else "")

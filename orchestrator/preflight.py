@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workers.finetune.config import RANDOM_STARTS, START_MODELS
-from workers.vocabulary import ConfigKey
+from workers.vocabulary import ConfigKey, Task
 
 # A held-out set needs this many clips of each class the trial trains on: with one, a class's recall
 # is all or nothing; with none, macro-F1 and the confusion matrix leave the class undefined. (Small
@@ -181,7 +181,7 @@ def check_trials(variants: Iterable, manifest: dict, data_dir: Path) -> None:
             if not sum(per_class.values()):
                 raise PreflightError(f"{where}: held-out set {name!r} has no clips (speakers {list(speakers)})")
             short = {e: n for e, n in per_class.items() if n < MIN_HELD_OUT_CLIPS_PER_CLASS}
-            if short:
+            if short and variant.values.get(Task.KEY) != Task.DIMENSIONS:  # scored by CCC, not per class
                 raise PreflightError(
                     f"{where}: held-out set {name!r} (speakers {list(speakers)}) has fewer than "
                     f"{MIN_HELD_OUT_CLIPS_PER_CLASS} clips of {', '.join(f'{e} ({n})' for e, n in short.items())}"

@@ -128,7 +128,8 @@ class TrialRun:
     @property
     def eval_sets(self) -> list[str]:
         """Sets with final metrics, `val` first, then the held-out sets by name."""
-        sets = {key.split("/")[0] for key in self.metrics if key.endswith(f"/{Key.ACCURACY}") and key.count("/") == 1}
+        finals = (Key.ACCURACY, Key.CCC)  # a categorical set has accuracy, a dimensional one its mean CCC
+        sets = {key.split("/")[0] for key in self.metrics if key.count("/") == 1 and key.split("/")[1] in finals}
         return sorted(sets, key=lambda s: (s != "val", s))
 
     @property

@@ -41,7 +41,9 @@ def trials_table(sweep: SweepResults, tuned: list[str], folds: bool) -> str:
             row[FOLDS_DONE] = progress.get(id(trial), "")  # an incomplete configuration is never ranked best
         row.update({k: trial.params.get(k, "") for k in tuned})
         row[sweep.metric] = trial.metric(sweep.metric)
-        row.update({Key.of_set(s, Key.ACCURACY): trial.metric(Key.of_set(s, Key.ACCURACY)) for s in trial.test_sets})
+        for s in trial.test_sets:  # a categorical set's accuracy, a dimensional set's mean CCC
+            stat = Key.CCC if trial.metric(Key.of_set(s, Key.ACCURACY)) is None else Key.ACCURACY
+            row[Key.of_set(s, stat)] = trial.metric(Key.of_set(s, stat))
         row[Key.TRIAL_SECONDS] = trial.metric(Key.TRIAL_SECONDS)
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -66,6 +68,14 @@ def fold_table(rows: list[dict], params_of: dict[str, str]) -> str:
     return f"mean ± sample std over folds, per configuration\n{text}\n"
 
 
+def dimension_line(trial: TrialRun, set_name: str) -> str:
+    """'CCC arousal 0.810 valence 0.470 dominance 0.800, mean 0.693' from a dimensional trial's metrics."""
+    parts = [key.split("/") for key in trial.metrics if key.count("/") == 2]
+    names = [d for s, d, stat in parts if s == set_name and stat == Key.CCC]
+    values = " ".join(f"{d} {trial.metric(Key.dimension_metric(set_name, d, Key.CCC)):.3f}" for d in names)
+    return f"CCC {values}, mean {trial.metric(Key.of_set(set_name, Key.CCC)):.3f}"
+
+
 def paper_tables(best: dict[str, TrialRun | None], metric: str, tuned: list[str], client=None) -> str:
     """The best trial of each scenario as the paper prints it, one table per held-out set (from the
     trial's JSON classification reports when `client` can read them)."""
@@ -83,6 +93,8 @@ def paper_tables(best: dict[str, TrialRun | None], metric: str, tuned: list[str]
             rows: list[PaperRow] = paper_table(trial, set_name, report)
             if rows:
                 blocks.append(f"-- {set_name}\n{paper_table_text(rows)}\n")
+            if trial.metric(Key.of_set(set_name, Key.CCC)) is not None:
+                blocks.append(f"-- {set_name} {dimension_line(trial, set_name)}")
     return "\n".join(blocks) + "\n" if blocks else "(no finished trial with a report)\n"
 
 

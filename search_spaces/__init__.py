@@ -15,6 +15,8 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from workers.vocabulary import Task
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -46,6 +48,9 @@ class SweepSpec:
     space: dict  # TrialConfig field -> Tune domain (tune.grid_search, tune.loguniform, ...)
     metric: str = "val/accuracy"  # ranks trials; held-out test sets are reported, never tuned on
     mode: str = "max"
+    # What ranks trials once `task` is set to 'dimensions' (by a preset or --set): the mean CCC over the
+    # dimensions on the validation clips, unless the sweep says otherwise here.
+    dimension_metric: str = "val/ccc"
     num_samples: int = 1
     presets: dict[str, Preset] = field(default_factory=dict)  # e.g. "tiny": overrides for CPU runs
     default_preset: str | None = None  # applied when no --preset is given
@@ -104,8 +109,12 @@ class SweepSpec:
                 points=tuple(_without(p, set(fixed)) for p in scenario.points),
             )
 
+        ranking = {}
+        if fixed.get(Task.KEY) == Task.DIMENSIONS:  # a dimensional sweep ranks by CCC (higher is better)
+            ranking = {"metric": self.dimension_metric, "mode": "max"}
         return dataclasses.replace(
             self,
+            **ranking,
             base={**_without(self.base, tuned), **fixed},
             space={**_without(self.space, touched), **tuned},
             scenarios=tuple(strip(s) for s in self.scenarios),

@@ -14,7 +14,10 @@ the release's own codes spelled out, in the order of its documentation. Sources 
 - IEMOCAP: the release README (IEMOCAP_full_release/README.txt) and Busso et al. 2008:
   `SessionN/sentences/wav/<dialog>/<utterance>.wav`, `SessionN/dialog/EmoEvaluation/<dialog>.txt`.
 - MSP-Podcast: the release readme.txt (Lotfian & Busso 2019; release 1.x):
-  `Labels/labels_consensus.csv` (FileName, EmoClass, ..., SpkrID, Gender, Split_Set), `Audios/`.
+  `Labels/labels_consensus.csv` (FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set), `Audios/`.
+
+Where a release has dimensional labels (MSP-Podcast's EmoAct/EmoVal/EmoDom, IEMOCAP's [v, a, d]) the
+scan keeps them per clip and declares their scale (CorpusScan.dimensions); the shards get a column each.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import csv
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.corpus import CorpusScan, Entry, normalize_gender
@@ -212,10 +215,12 @@ def scan_emodb(root: str | Path) -> CorpusScan:
 # --- IEMOCAP -------------------------------------------------------------------------------------
 
 IEMOCAP_UTTERANCE = re.compile(r"^(Ses0[1-5])([FM])_(.+)_([FM])(\d{3})$")
-IEMOCAP_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+(\S+)\s+(\S+)\s+\[")
+IEMOCAP_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]?")
 IEMOCAP_TRANSCRIPT = re.compile(r"^(\S+)\s+\[[^\]]*\]:\s*(.*)$")
 IEMOCAP_ALL = ("neu", "hap", "ang", "sad", "exc", "fru", "sur", "fea", "dis")
 IEMOCAP_FOUR = ("neu", "hap", "ang", "sad")
+# The summary line's [V, A, D]: the evaluators' mean valence, activation and dominance, each on a 1-5 scale.
+IEMOCAP_DIMENSIONS = {"arousal": [1.0, 5.0], "valence": [1.0, 5.0], "dominance": [1.0, 5.0]}
 IEMOCAP_NO_LABEL = {"xxx": "no majority label ('xxx')", "oth": "labelled 'other' ('oth')"}
 
 
@@ -227,6 +232,7 @@ class Turn:
     end: float
     label: str
     origin: str  # EmoEvaluation file and line
+    dimensions: dict[str, float] = field(default_factory=dict)  # from the line's [V, A, D] (empty: unreadable)
 
 
 def scan_iemocap(
@@ -243,7 +249,7 @@ def scan_iemocap(
         raise ValueError(f"classes must be 'four' or 'all', not {classes!r}")
     root = _root(root, "IEMOCAP")
     labels = IEMOCAP_FOUR if classes == "four" else tuple(e for e in IEMOCAP_ALL if not (merge_excited and e == "exc"))
-    scan = CorpusScan("iemocap", root, labels)
+    scan = CorpusScan("iemocap", root, labels, dimensions=dict(IEMOCAP_DIMENSIONS))
     scan.notes.update(classes=classes, merge_excited=merge_excited, skip_overlapping=skip_overlapping)
     turns, transcripts = _iemocap_label_files(root, scan)
     wavs = {path.stem: path for path in _files(root, (".wav",)) if "sentences" in path.parts}
@@ -272,6 +278,7 @@ def scan_iemocap(
                 transcript=transcripts.get(utterance, ""),
                 gender=speaker_gender,
                 session=session,
+                dimensions=turn.dimensions,
             )
         )
     for _utterance, path in sorted(wavs.items()):
@@ -315,7 +322,17 @@ def _read_emo_evaluation(root: Path, path: Path, turns: dict[str, Turn]) -> None
         match = IEMOCAP_LINE.match(line.strip())
         if match:  # the summary lines; per-annotator lines (C-E1:, A-E2:) follow each and are not labels
             start, end, utterance, label = float(match[1]), float(match[2]), match[3], match[4]
-            turns.setdefault(utterance, Turn(utterance, path.stem, start, end, label, f"{rel}:{number}"))
+            vad = _iemocap_vad(match[5])
+            turns.setdefault(utterance, Turn(utterance, path.stem, start, end, label, f"{rel}:{number}", vad))
+
+
+def _iemocap_vad(text: str | None) -> dict[str, float]:
+    """'2.5000, 3.0000, 3.5000' (valence, activation, dominance) -> the three dimensions; {} if unreadable."""
+    try:
+        valence, arousal, dominance = (float(v) for v in (text or "").split(","))
+    except ValueError:
+        return {}
+    return {"arousal": arousal, "valence": valence, "dominance": dominance}
 
 
 def _overlapping_turns(turns: dict[str, Turn]) -> dict[str, str]:
@@ -356,6 +373,9 @@ MSP_EMOTIONS = {
 MSP_NO_CLASS = {"O": "primary emotion 'other' (O)", "X": "no agreement on a primary emotion (X)"}
 MSP_SPLITS = {"train": "train", "development": "development", "test1": "test1", "test2": "test2", "test3": "test3"}
 MSP_UNKNOWN_SPEAKER = "unknown"
+# labels_consensus.csv's attribute columns (the mean of the annotators' ratings, each on a 1-7 scale).
+MSP_DIMENSIONS = {"EmoAct": "arousal", "EmoVal": "valence", "EmoDom": "dominance"}
+MSP_SCALE = [1.0, 7.0]
 
 
 def scan_msp_podcast(root: str | Path) -> CorpusScan:
@@ -375,9 +395,22 @@ def scan_msp_podcast(root: str | Path) -> CorpusScan:
     scan.notes["labels_file"] = _rel(root, labels_csv)
     with open(labels_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
+        columns = [c for c in MSP_DIMENSIONS if c in (reader.fieldnames or [])]
+        scan.dimensions = {MSP_DIMENSIONS[c]: list(MSP_SCALE) for c in columns}
         for row in reader:
             _msp_row(scan, reader.line_num, row, audio)
     return scan
+
+
+def _msp_dimensions(row: dict) -> dict[str, float]:
+    """The row's EmoAct, EmoVal, EmoDom as arousal, valence, dominance (an empty or unreadable cell: left out)."""
+    values = {}
+    for column, name in MSP_DIMENSIONS.items():
+        try:
+            values[name] = float((row.get(column) or "").strip())
+        except ValueError:
+            continue
+    return values
 
 
 def _msp_row(scan: CorpusScan, number: int, row: dict, audio: dict[str, Path]) -> None:
@@ -411,6 +444,7 @@ def _msp_row(scan: CorpusScan, number: int, row: dict, audio: dict[str, Path]) -
             language="en",
             split=split,
             gender=normalize_gender(row.get("Gender")),
+            dimensions=_msp_dimensions(row) if scan.dimensions else {},
         )
     )
 
@@ -451,14 +485,15 @@ RELEASES: dict[str, Release] = {
             "iemocap",
             "IEMOCAP (Busso et al. 2008), 5 sessions, English",
             scan_iemocap,
-            "labels: EmoEvaluation (4-class neu hap ang sad, exc merged into hap by default); "
+            "labels: EmoEvaluation (4-class neu hap ang sad, exc merged into hap by default; [v, a, d] 1-5 kept); "
             "speaker = session+gender; xxx/oth skipped; overlapping turns listed; plans: leave one session out",
         ),
         Release(
             "msp_podcast",
             "MSP-Podcast (Lotfian & Busso 2019), labels_consensus.csv",
             scan_msp_podcast,
-            "labels: 8 primary classes (O, X skipped); speaker = SpkrID; official Train/Development/Test1/Test2 splits",
+            "labels: 8 primary classes (O, X skipped); arousal, valence, dominance from EmoAct, EmoVal, EmoDom "
+            "(1-7); speaker = SpkrID; official Train/Development/Test1/Test2 splits",
         ),
     )
 }

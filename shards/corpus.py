@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -65,6 +66,8 @@ class Entry:
     transcript: str = ""
     gender: str = "unknown"
     session: str = ""
+    # Dimensional labels the release gives this file: name -> value on the corpus's scale ({}: none).
+    dimensions: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +81,9 @@ class CorpusScan:
     skipped: list[dict] = field(default_factory=list)  # {"path" or "line", "reason"}
     official_splits: bool = False  # the release's splits are speaker-independent: plan "official"
     notes: dict = field(default_factory=dict)  # front-end specific facts for the manifest's "source"
+    # The corpus's dimensional labels: name -> [low, high] of the scale, in shards.schema.DIMENSIONS order
+    # ({}: none, and nothing about the shards or the manifest changes).
+    dimensions: dict[str, list[float]] = field(default_factory=dict)
 
 
 def normalize_gender(text: str | None) -> str:
@@ -107,6 +113,8 @@ def ingest_corpus(
             "max_shard_bytes": max_shard_bytes,
             "labels": list(scan.labels),
         }
+        if scan.dimensions:
+            settings["dimensions"] = scan.dimensions
         fingerprints = {s: _fingerprint(settings, metadata[s], entries) for s, entries in by_speaker.items()}
         writer = ShardWriter(
             out_dir,
@@ -114,6 +122,7 @@ def ingest_corpus(
             max_shard_bytes=max_shard_bytes,
             speaker_tags={s: f[:10] for s, f in fingerprints.items()},
             labels=scan.labels,
+            dimensions=tuple(scan.dimensions),
         )
         journals = {}
         for speaker, entries in by_speaker.items():
@@ -194,6 +203,8 @@ def _mark_official_splits(scan: CorpusScan, speakers: dict[str, dict], journals:
 
 def _fingerprint(settings: dict, metadata: dict, entries: list[Entry]) -> str:
     described = [[e.rel, e.utterance_id, e.label, e.split, e.transcript] for e in entries]
+    if "dimensions" in settings:  # only then: the journals of corpora without dimensions stay valid
+        described = [[*d, e.dimensions] for d, e in zip(described, entries)]
     text = json.dumps([settings, metadata, described], ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -283,8 +294,18 @@ def _write_speaker(
             journal["skipped"].append({**_origin(entry), "reason": reason})
             continue
         kept[entry.utterance_id] = entry
+        values = tuple(float(entry.dimensions.get(d, math.nan)) for d in writer.dimensions)
         writer.add(
-            Clip(entry.utterance_id, speaker, language, entry.label, entry.split, entry.transcript, result.audio)
+            Clip(
+                entry.utterance_id,
+                speaker,
+                language,
+                entry.label,
+                entry.split,
+                entry.transcript,
+                result.audio,
+                dimensions=values,
+            )
         )
         journal["utterances"][entry.utterance_id] = _utterance_record(entry, result)
         journal["counts"][entry.label] = journal["counts"].get(entry.label, 0) + 1
@@ -319,6 +340,8 @@ def _utterance_record(entry: Entry, result: Decoded) -> dict:
         "emotion": entry.label,
         "split": entry.split,
     }
+    if entry.dimensions:
+        record["dimensions"] = entry.dimensions
     if (result.source_rate, result.source_channels) != (SAMPLE_RATE, 1):
         record["converted_from"] = {"sample_rate": result.source_rate, "channels": result.source_channels}
     return record
@@ -339,6 +362,7 @@ def _manifest_section(scan: CorpusScan, journals: dict[str, dict], conflicts: li
             "num_entries": len(scan.entries),
             **scan.notes,
         },
+        **({"dimensions": scan.dimensions} if scan.dimensions else {}),
         "utterances": dict(sorted(utterances.items())),
         "skipped": sorted(skipped, key=lambda x: (x.get("line", 0), x.get("path", ""))),
         "speaker_conflicts": conflicts,

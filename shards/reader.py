@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from shards.integrity import verify_shards_once
-from shards.writer import manifest_labels, read_manifest
+from shards.writer import manifest_dimensions, manifest_labels, read_manifest
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class ClipIndex:
     split: np.ndarray
     num_samples: np.ndarray
     label: np.ndarray  # index into the corpus's labels (ShardReader.labels)
+    # float32 [clips, len(ShardReader.dimensions)]: arousal, valence, ... (NaN: none for the clip); [clips, 0] without
+    dimensions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.utterance_id)
@@ -53,6 +55,7 @@ class ShardReader:
         columns: dict[str, list] = {
             n: [] for n in ("utterance_id", "speaker", "language", "emotion", "split", "num_samples")
         }
+        dimension_columns: dict[str, list] = {d: [] for d in self.dimensions}
         block_of_row, row_in_block = [], []
         for entry in self.manifest["shards"]:
             shard = pa.ipc.open_file(pa.memory_map(str(self.data_dir / entry["path"]), "r"))
@@ -60,6 +63,9 @@ class ShardReader:
                 batch = shard.get_batch(batch_number)
                 for name in columns:
                     columns[name].append(batch.column(name).to_numpy(zero_copy_only=False))
+                for name in dimension_columns:
+                    values = batch.column(name).to_numpy(zero_copy_only=False)
+                    dimension_columns[name].append(np.asarray(values, dtype=np.float32))
                 offsets, samples = _binary_views(batch.column("audio"))
                 block_of_row.append(np.full(batch.num_rows, len(self._audio), dtype=np.int32))
                 row_in_block.append(np.arange(batch.num_rows, dtype=np.int32))
@@ -77,6 +83,11 @@ class ShardReader:
             split=merged["split"].astype(str),
             num_samples=merged["num_samples"].astype(np.int64),
             label=np.array([emotion_to_label[e] for e in merged["emotion"]], dtype=np.int64),
+            dimensions=np.stack(
+                [np.concatenate(v) if v else np.zeros(0, np.float32) for v in dimension_columns.values()], axis=1
+            )
+            if dimension_columns
+            else np.zeros((len(merged["utterance_id"]), 0), dtype=np.float32),
         )
 
     verified_hash: str | None = None  # set by open_reader: the digest of the shard bytes checked on this node
@@ -85,6 +96,16 @@ class ShardReader:
     def labels(self) -> tuple[str, ...]:
         """The corpus's ordered label set: class index i is labels[i] (ESD's EMOTIONS for ESD)."""
         return manifest_labels(self.manifest)
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The corpus's dimensional labels, in the column order of `index.dimensions` (() for most corpora)."""
+        return tuple(manifest_dimensions(self.manifest))
+
+    @property
+    def dimension_scales(self) -> dict[str, list[float]]:
+        """Each dimension's [low, high] scale as the manifest declares it."""
+        return manifest_dimensions(self.manifest)
 
     @property
     def content_hash(self) -> str:

@@ -42,6 +42,28 @@ CLIP_SCHEMA = pa.schema(
 # Columns a trial needs to select clips; everything but the audio.
 INDEX_COLUMNS: tuple[str, ...] = tuple(n for n in CLIP_SCHEMA.names if n != "audio")
 
+# Dimensional (attribute) labels, in this order wherever a corpus has them (MSP-Podcast's EmoAct,
+# EmoVal, EmoDom; IEMOCAP's [v, a, d]). A corpus with some of them gets one float32 column each,
+# after the audio; a corpus without any keeps CLIP_SCHEMA, so its shards stay byte-identical.
+DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
+
+
+def clip_schema(dimensions: tuple[str, ...] = ()) -> pa.Schema:
+    """CLIP_SCHEMA, plus a nullable float32 column per dimension the corpus has (a missing value is null)."""
+    unknown = [d for d in dimensions if d not in DIMENSIONS]
+    if unknown:
+        raise ValueError(f"unknown dimension(s) {unknown}; known: {DIMENSIONS}")
+    if not dimensions:
+        return CLIP_SCHEMA
+    return pa.schema(
+        [*CLIP_SCHEMA, *(pa.field(d, pa.float32(), nullable=True) for d in dimensions)], metadata=CLIP_SCHEMA.metadata
+    )
+
+
+def ordered_dimensions(names) -> tuple[str, ...]:
+    """The dimensions among `names`, in DIMENSIONS order."""
+    return tuple(d for d in DIMENSIONS if d in set(names))
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -55,6 +77,8 @@ class Clip:
     transcript: str
     audio: np.ndarray  # int16, mono, at SAMPLE_RATE
     sample_rate: int = SAMPLE_RATE
+    # One value per dimension of the corpus (its manifest's order; NaN: this clip has none); () without.
+    dimensions: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         # The writer checks the label against its corpus's label set; a clip only knows it has one.

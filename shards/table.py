@@ -1,6 +1,8 @@
 """Bring your own data: a CSV or JSONL table of audio files with label and speaker.
 
-Columns `path, label, speaker` are required; `language, split, transcript, gender` optional.
+Columns `path, label, speaker` are required; `language, split, transcript, gender` optional, and
+`arousal, valence, dominance` (numbers; the manifest declares each column that has a value, with the
+range the table uses as its scale; an empty cell is a clip without that value).
 `path` is relative to the audio root (or absolute). Every row that cannot be used is named with
 its line number and reason and skipped; the rest is ingested (shards.corpus).
 
@@ -18,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from shards.corpus import NO_SPLIT, CorpusScan, Entry, normalize_gender
-from shards.schema import language_code
+from shards.schema import DIMENSIONS, language_code
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
 OPTIONAL_COLUMNS = ("language", "split", "transcript", "gender")
@@ -104,12 +106,22 @@ def scan_table(
         else:
             skipped.append({"line": number, "path": str(row.get("path") or ""), "reason": entry_or_reason})
     labels = label_set(label_map) if label_map is not None else tuple(sorted({e.label for e in entries}))
+    dimensions = {
+        d: [
+            min(e.dimensions[d] for e in entries if d in e.dimensions),
+            max(e.dimensions[d] for e in entries if d in e.dimensions),
+        ]
+        for d in DIMENSIONS
+        if any(d in e.dimensions for e in entries)
+    }
     notes = {"table": str(table), "audio_root": str(audio_root), "num_rows": len(rows)}
     if label_map is not None:
         notes["label_map"] = label_map
         notes["dropped_unmapped"] = dict(unmapped)
     has_splits = any(e.split != NO_SPLIT for e in entries)
-    return CorpusScan("table", table, labels, entries, skipped, official_splits=has_splits, notes=notes)
+    return CorpusScan(
+        "table", table, labels, entries, skipped, official_splits=has_splits, notes=notes, dimensions=dimensions
+    )
 
 
 def _entry(
@@ -145,6 +157,15 @@ def _entry(
     rel = path.relative_to(audio_root).as_posix() if path.is_relative_to(audio_root) else str(path)
     if rel in first_line_of:
         return f"duplicate of line {first_line_of[rel]} (same file)"
+    dimensions = {}
+    for name in DIMENSIONS:
+        text = str(row.get(name) if row.get(name) is not None else "").strip()
+        if not text:
+            continue
+        try:
+            dimensions[name] = float(text)
+        except ValueError:
+            return f"{name} {text!r} is not a number"
     return Entry(
         origin=f"line {number}",
         path=path,
@@ -156,4 +177,5 @@ def _entry(
         split=values["split"].lower() or NO_SPLIT,
         transcript=values["transcript"],
         gender=normalize_gender(values["gender"]),
+        dimensions=dimensions,
     )

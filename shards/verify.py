@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shards.schema import CLIP_SCHEMA, SAMPLE_RATE
+from shards.schema import SAMPLE_RATE, clip_schema
 from shards.splits import SPLITS_NAME, SpeakerLeakError, load_plans
-from shards.writer import file_sha256, manifest_labels, read_manifest
+from shards.writer import file_sha256, manifest_dimensions, manifest_labels, read_manifest
 
 CHECKED_COLUMNS = ("speaker", "emotion", "split", "num_samples")
 
@@ -32,7 +32,7 @@ def verify_corpus(data_dir: str | Path) -> list[str]:
     counts: dict[str, Counter] = {}
     total_samples = 0
     for entry in manifest["shards"]:
-        table = _read_shard(data_dir, entry, problems)
+        table = _read_shard(data_dir, entry, problems, manifest)
         if table is None:
             continue
         rows = table.select([*CHECKED_COLUMNS, "utterance_id", "language", "sample_rate"]).to_pylist()
@@ -51,7 +51,7 @@ def verify_corpus(data_dir: str | Path) -> list[str]:
     return problems
 
 
-def _read_shard(data_dir: Path, entry: dict, problems: list[str]) -> pa.Table | None:
+def _read_shard(data_dir: Path, entry: dict, problems: list[str], manifest: dict) -> pa.Table | None:
     path = data_dir / entry["path"]
     if not path.is_file():
         problems.append(f"{entry['path']}: missing")
@@ -66,8 +66,8 @@ def _read_shard(data_dir: Path, entry: dict, problems: list[str]) -> pa.Table | 
     except (pa.ArrowInvalid, OSError) as error:
         problems.append(f"{entry['path']}: not a readable Arrow file ({error})")
         return None
-    if not table.schema.equals(CLIP_SCHEMA):
-        problems.append(f"{entry['path']}: schema differs from CLIP_SCHEMA")
+    if not table.schema.equals(clip_schema(tuple(manifest_dimensions(manifest)))):
+        problems.append(f"{entry['path']}: schema differs from the corpus's (CLIP_SCHEMA and its dimensions)")
         return None
     if table.num_rows != entry["num_rows"]:
         problems.append(f"{entry['path']}: {table.num_rows} rows, the manifest says {entry['num_rows']}")

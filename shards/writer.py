@@ -20,9 +20,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from shards.schema import CLIP_SCHEMA, EMOTIONS, Clip
+from shards.schema import EMOTIONS, Clip, clip_schema
 
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
@@ -52,8 +53,16 @@ def write_atomically(path: Path, data: bytes | pa.Buffer) -> None:
         raise
 
 
-def write_shard(path: Path, clips: list[Clip]) -> dict:
-    """Write one shard atomically; return its manifest entry."""
+def write_shard(path: Path, clips: list[Clip], dimensions: tuple[str, ...] = ()) -> dict:
+    """Write one shard atomically; return its manifest entry. `dimensions`: the corpus's (a column each)."""
+    schema = clip_schema(dimensions)
+    for clip in clips:
+        if len(clip.dimensions) != len(dimensions):
+            raise ValueError(f"{clip.utterance_id}: {len(clip.dimensions)} dimension values for {dimensions}")
+    values = {
+        d: [None if np.isnan(c.dimensions[i]) else float(c.dimensions[i]) for c in clips]
+        for i, d in enumerate(dimensions)
+    }
     table = pa.Table.from_pydict(
         {
             "utterance_id": [c.utterance_id for c in clips],
@@ -65,11 +74,12 @@ def write_shard(path: Path, clips: list[Clip]) -> dict:
             "sample_rate": [c.sample_rate for c in clips],
             "num_samples": [len(c.audio) for c in clips],
             "audio": [c.audio.astype("<i2", copy=False).tobytes() for c in clips],
+            **values,
         },
-        schema=CLIP_SCHEMA,
+        schema=schema,
     )
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, CLIP_SCHEMA) as writer:
+    with pa.ipc.new_file(sink, schema) as writer:
         writer.write_table(table, max_chunksize=1024)
     data = sink.getvalue()  # an Arrow buffer: written and hashed without a copy into Python bytes
     write_atomically(path, data)
@@ -98,6 +108,8 @@ class ShardWriter:
     extra_manifest: dict = field(default_factory=dict)
     speaker_tags: dict[str, str] = field(default_factory=dict)
     labels: tuple[str, ...] = EMOTIONS  # the corpus's ordered label set (ESD's by default)
+    # The corpus's dimensions (shards.schema.DIMENSIONS order): a shard column each; () for most corpora.
+    dimensions: tuple[str, ...] = ()
     _buffers: dict[tuple[str, str], list[Clip]] = field(default_factory=lambda: defaultdict(list))
     _buffer_bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     _shard_counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
@@ -149,7 +161,7 @@ class ShardWriter:
         tag = self.speaker_tags.get(speaker)
         name = safe_name(speaker)
         stem = f"{language}-{name}-{tag}" if tag else f"{language}-{name}"
-        entry = write_shard(self.out_dir / SHARD_DIR / f"{stem}-{index:04d}.arrow", clips)
+        entry = write_shard(self.out_dir / SHARD_DIR / f"{stem}-{index:04d}.arrow", clips, self.dimensions)
         self._entries.append({"speaker": speaker, **entry})
 
     def close(self) -> dict:
@@ -157,7 +169,9 @@ class ShardWriter:
             return self._manifest
         for key in list(self._buffers):
             self._flush(key)
-        manifest = build_manifest(self._entries, self.speakers, self._counts, self.extra_manifest, self.labels)
+        manifest = build_manifest(
+            self._entries, self.speakers, self._counts, self.extra_manifest, self.labels, self.dimensions
+        )
         write_atomically(self.out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False).encode())
         self._manifest = manifest
         return manifest
@@ -176,14 +190,19 @@ def safe_name(speaker: str) -> str:
 
 
 def build_manifest(
-    entries: list[dict], speakers: dict, counts: dict, extra: dict, labels: tuple[str, ...] = EMOTIONS
+    entries: list[dict],
+    speakers: dict,
+    counts: dict,
+    extra: dict,
+    labels: tuple[str, ...] = EMOTIONS,
+    dimensions: tuple[str, ...] = (),
 ) -> dict:
     entries = sorted(entries, key=lambda e: e["path"])
     # One hash for the whole corpus: trials tag their MLflow runs with it.
     content_hash = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()
     return {
         "format": "emotion-sweep-shards/1",
-        "schema": [f.name for f in CLIP_SCHEMA],
+        "schema": [f.name for f in clip_schema(dimensions)],
         "content_hash": content_hash,
         "labels": list(labels),
         "num_clips": sum(e["num_rows"] for e in entries),
@@ -218,6 +237,12 @@ class ManifestError(ValueError):
 
 MANIFEST_KEYS = ("content_hash", "speakers", "counts", "shards")
 REBUILD_HINT = "Rebuild the directory with `python -m orchestrator.ingest esd PATH --out DIR`."
+
+
+def manifest_dimensions(manifest: dict) -> dict[str, list[float]]:
+    """A corpus's dimensional labels: name -> [low, high] of its scale, in shards.schema.DIMENSIONS order
+    ({} for a corpus without them, and for every manifest written before dimensions existed)."""
+    return dict(manifest.get("dimensions") or {})
 
 
 def manifest_labels(manifest: dict) -> tuple[str, ...]:

@@ -387,12 +387,12 @@ def _interrupt_on_shard(monkeypatch, number: int):
     """Make the `number`-th shard write die half-way, like a killed process: a partial temp file, no shard."""
     real_write, calls = shards.writer.write_shard, []
 
-    def dying_write(path, clips):
+    def dying_write(path, clips, *dimensions):
         calls.append(path)
         if len(calls) == number:
             (path.parent / f".{path.name}.killed.tmp").write_bytes(b"ARROW1\x00\x00half a shard")
             raise KeyboardInterrupt
-        return real_write(path, clips)
+        return real_write(path, clips, *dimensions)
 
     monkeypatch.setattr(shards.writer, "write_shard", dying_write)
 

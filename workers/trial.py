@@ -101,10 +101,11 @@ class MarkCompleted:
     def __init__(self, reporter, logger, eval_sets: tuple[str, ...]):
         self.reporter = reporter
         self.logger = logger
-        self.final_keys = [Key.accuracy(name) for name in eval_sets]
+        # A set's final metrics: its accuracy, or a dimensional trial's mean CCC (task 'dimensions').
+        self.final_keys = [(Key.accuracy(name), Key.of_set(name, Key.CCC)) for name in eval_sets]
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
-        if all(key in metrics for key in self.final_keys):
+        if all(any(key in metrics for key in keys) for keys in self.final_keys):
             self.logger.set_tags({Tag.ENDED_AT: f"{time.time():.3f}", Tag.TRIAL_STATE: TrialState.COMPLETED})
         self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
 

@@ -115,12 +115,24 @@ class ServingColumn:
 
     AUDIO = "audio"  # mono float samples in [-1, 1] at 16 kHz
     LABEL = "label"
+    # A dimensional model (task 'dimensions' or 'both') also answers one column per dimension, named after it
+    # (arousal, valence, dominance), on the training corpus's scale.
 
 
 class DatasetContext:
     """The `mlflow.data.context` of a trial's dataset inputs: the split name (train, val, test_en, ...)."""
 
     TAG = "mlflow.data.context"
+
+
+class Task:
+    """Values of the `task` knob (fine-tuning and the features baseline): what a trial learns to predict."""
+
+    KEY = "task"
+    CATEGORICAL = "categorical"  # the corpus's classes (the default)
+    DIMENSIONS = "dimensions"  # arousal, valence, dominance: a regression output per dimension
+    BOTH = "both"  # both, on one shared encoder
+    ALL = (CATEGORICAL, DIMENSIONS, BOTH)
 
 
 class TrialState:
@@ -215,7 +227,7 @@ class Key:
 
     # The final metrics of an evaluation set linked to the trial's logged model (`<set>/<name>`): the
     # Models tab's columns. Per-emotion rows and timings stay on the run.
-    MODEL_METRICS = ("accuracy", "uar", "macro_f1", "weighted_f1", "loss", "ece")
+    MODEL_METRICS = ("accuracy", "uar", "macro_f1", "weighted_f1", "loss", "ece", "ccc")
 
     @staticmethod
     def linked_to_model(key: str) -> bool:
@@ -258,6 +270,24 @@ class Key:
     def classification_report(set_name: str, extension: str = "json") -> str:
         """A trial's artifact: sklearn's classification report on one evaluation set (.json dict, .txt table)."""
         return f"classification_report_{set_name}.{extension}"
+
+    # Dimensional emotion (task 'dimensions' or 'both'): `<set>/<dimension>/ccc|pcc|mae` per dimension
+    # (arousal, valence, dominance) and `<set>/ccc`, the mean CCC over the dimensions (what such a sweep ranks by).
+    CCC = "ccc"  # Lin's concordance correlation coefficient (the MSP-Podcast challenge's attribute score)
+    PCC = "pcc"  # Pearson's correlation
+    MAE = "mae"  # mean absolute error, on the corpus's scale
+    DIMENSION_STATS = (CCC, PCC, MAE)
+    VAL_CCC = "val/ccc"  # a dimensional sweep's selection metric
+
+    @staticmethod
+    def dimension_metric(set_name: str, dimension: str, stat: str) -> str:
+        """One dimension's score on one set: `<set>/<dimension>/<stat>` (test_en/arousal/ccc)."""
+        return f"{set_name}/{dimension}/{stat}"
+
+    @staticmethod
+    def dimension_predictions(set_name: str) -> str:
+        """A trial's artifact: true and predicted values of each clip of a set, per dimension (the report's scatter)."""
+        return f"dimension_predictions_{set_name}.json"
 
     # pooling='weighted_sum': the learned softmax weight of each hidden state (0: embedding output)
     LAYER_WEIGHT_PREFIX = "layer_weight/"

@@ -15,7 +15,13 @@ def best_summary(
     sweep: SweepResults, chosen: dict[str, TrialRun | None], knobs: list[str], declaration: Declaration
 ) -> list:
     test_sets = held_out_sets(t for t in chosen.values() if t)
-    keys = [Key.of_set(s, stat) for stat in STATS for s in test_sets]
+
+    # A dimensional sweep's held-out sets have a mean CCC (task 'dimensions': instead of accuracy and F1).
+    def logged(stat: str) -> bool:
+        return any(t.metric(Key.of_set(s, stat)) is not None for t in chosen.values() if t for s in test_sets)
+
+    stats = (*(STATS if logged(Key.ACCURACY) or not logged(Key.CCC) else ()), *((Key.CCC,) if logged(Key.CCC) else ()))
+    keys = [Key.of_set(s, stat) for stat in stats for s in test_sets]
     header = ["scenario", "trials", "selected trial", "configuration", sweep.metric, *keys]
     rows = []
     for scenario in sorted(chosen, key=declaration.scenario_key):

@@ -8,6 +8,7 @@ from orchestrator.document import Document
 from orchestrator.report.best import best_summary
 from orchestrator.report.declaration import Declaration
 from orchestrator.report.details import selected_details
+from orchestrator.report.dimensions import dimension_section
 from orchestrator.report.encoders import encoder_section
 from orchestrator.report.folds import fold_section
 from orchestrator.report.knobs import knob_section, tuned_knobs
@@ -29,6 +30,7 @@ def build_report(client, sweep: SweepResults, out_dir: Path) -> Document:
     document.add(*transfer_section(sweep, declaration, out_dir))
     document.add(*fold_section(sweep, out_dir))
     document.add(*selected_details(client, sweep, chosen, knobs, out_dir, declaration))
+    document.add(*dimension_section(client, sweep, chosen, out_dir, declaration))
     document.add(*knob_section(sweep, chosen, knobs, out_dir))
     document.add(*trials_section(sweep, knobs))
     return document

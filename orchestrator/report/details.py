@@ -36,7 +36,9 @@ def scenario_detail(client, scenario: str, trial: TrialRun, knobs: list[str], ou
         blocks.append(Heading(4, set_name + _set_origin(trial, set_name)))
         table = paper_table(trial, set_name, results.classification_report(client, trial, set_name))
         if table is None:
-            blocks.append(Text(f"No per-class metrics for `{set_name}`."))
+            dimensional = trial.metric(Key.of_set(set_name, Key.CCC)) is not None
+            where = "; its CCC per dimension is under 'Dimensional emotion'" if dimensional else ""
+            blocks.append(Text(f"No per-class metrics for `{set_name}`{where}."))
             continue
         ece = trial.metric(Key.of_set(set_name, Key.ECE))
         table = Table(

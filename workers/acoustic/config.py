@@ -14,6 +14,10 @@ from workers.core.kind_config import plain_values, validate_split_config
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")  # openSMILE functionals: 88 and 6373 per clip
 DEFAULT_FEATURE_SET = "eGeMAPSv02"
 CLASSIFIERS = ("logreg", "svm", "mlp")
+# task='dimensions': each classifier's regression counterpart (ridge with alpha = 1/C, an RBF SVR with C and
+# gamma per dimension, an MLP regressor), so a sweep's scenarios and knobs carry over unchanged.
+REGRESSORS = {"logreg": "ridge", "svm": "svr", "mlp": "mlp"}
+TASKS = ("categorical", "dimensions")  # workers.vocabulary.Task values the features baseline fits
 # What a saved model is (Tag.MODEL_KIND on the trial run, "kind" in its marker file) and the marker
 # file that says so in the model directory.
 FEATURES_MODEL_KIND = "acoustic_features"
@@ -35,6 +39,9 @@ class FeaturesConfig:
     feature_set: str = DEFAULT_FEATURE_SET  # 'eGeMAPSv02' (88 functionals) or 'ComParE_2016' (6373)
     features_dir: str = ""  # where the functionals table lives ("": beside the shards, or the node's cache)
     num_workers: int = 0  # extraction processes when the table is missing (0: every core)
+    # What the trial predicts: 'categorical' (the corpus's classes) or 'dimensions' (arousal, valence, dominance
+    # of a corpus that has them: regressors, scored by CCC)
+    task: str = "categorical"
     # Classifier (features are standardised first, with the training clips' mean and deviation)
     classifier: str = "logreg"  # 'logreg' (multinomial logistic regression), 'svm' (RBF kernel) or 'mlp'
     C: float = 1.0  # logreg and svm: inverse regularisation strength (larger: less regularised)
@@ -53,6 +60,10 @@ class FeaturesConfig:
             raise ValueError(f"feature_set {self.feature_set!r} is not one of {FEATURE_SETS}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier {self.classifier!r} is not one of {CLASSIFIERS}")
+        if self.task not in TASKS:
+            raise ValueError(
+                f"task {self.task!r} is not one of {TASKS} for the features baseline ('both': fine-tuning only)"
+            )
         if self.C <= 0 or self.alpha < 0 or self.gamma < 0:
             raise ValueError(f"need C > 0, alpha >= 0 and gamma >= 0; got C={self.C}, alpha={self.alpha}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

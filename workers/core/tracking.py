@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from workers.payload import TrackingTarget
-from workers.vocabulary import DatasetContext, Key, ServingColumn, Tag, TrialState
+from workers.vocabulary import DatasetContext, Key, ServingColumn, Tag, Task, TrialState
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ class MlflowRunLogger:
                 loader_module="workers.finetune.serving",
                 data_path=str(data),
                 code_paths=[str(PACKAGE_DIR / "workers"), str(PACKAGE_DIR / "shards")],
-                signature=model_signature(labels_of(model_dir)),
+                signature=model_signature(*serving_outputs(model_dir)),
                 pip_requirements=serving_requirements(),
                 tags=model_tags(run),
                 step=model_step,
@@ -415,16 +415,24 @@ def labels_of(model_dir: str) -> list[str]:
     return [id2label[str(i)] for i in range(len(id2label))]
 
 
-def model_signature(labels: list[str]):
-    """Audio in (a column of float arrays, 16 kHz), the label and one probability per label out."""
+def serving_outputs(model_dir: str) -> tuple[list[str], list[str]]:
+    """(the labels the served model answers probabilities for, the dimensions it answers values for): a
+    dimensional model (task 'dimensions') answers values only, a categorical one probabilities only."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    dimensions = list(config.get("dimensions") or [])
+    return ([] if dimensions and config.get("task") == Task.DIMENSIONS else labels_of(model_dir)), dimensions
+
+
+def model_signature(labels: list[str], dimensions: list[str] | tuple[str, ...] = ()):
+    """Audio in (a column of float arrays, 16 kHz); the label and one probability per label out, and one
+    value per dimension for a dimensional model (no label column when it answers values only)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
     inputs = Schema([ColSpec(Array(DataType.double), ServingColumn.AUDIO)])
-    outputs = Schema(
-        [ColSpec(DataType.string, ServingColumn.LABEL), *(ColSpec(DataType.double, name) for name in labels)]
-    )
+    label = [ColSpec(DataType.string, ServingColumn.LABEL)] if labels else []
+    outputs = Schema([*label, *(ColSpec(DataType.double, name) for name in (*labels, *dimensions))])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

@@ -185,7 +185,7 @@ class FeatureSource:
 
     def logits(self, batch: FeatureBatch) -> torch.Tensor:
         with self.feeding.autocast():
-            return self.model.head(batch.features).float()
+            return self.model.outputs(batch.features).float()
 
     def eval_batches(self, rows: np.ndarray) -> Iterator[FeatureBatch]:
         return feature_eval_batches(self.table, rows, self.feeding.eval_batch_size, self.feeding.pin)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from workers.core.class_balance import check_class_weights
 from workers.core.kind_config import canonical_values, typed_value
 from workers.finetune.encoders import registry as encoder_registry
+from workers.vocabulary import Task
 
 # The same in every encoder family (workers.finetune.encoders): 'all_but_cnn' keeps the conv front end frozen
 # (Whisper: its two conv layers); 'lora' trains only LoRA adapters (lora_* fields) and the head.
@@ -24,6 +25,7 @@ POOLINGS = ("mean", "attentive", "weighted_sum")
 # Attention kernels of the encoder (transformers' attn_implementation): SDPA picks flash or
 # memory-efficient kernels on a GPU; eager is the reference matmul + softmax.
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+DIMENSION_LOSSES = ("ccc", "mse")  # workers.core.dimensions.dimension_loss
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # TrialConfig fields written into the encoder's Wav2Vec2Config before the model is built, so a
 # checkpoint's own regularisation is never silently inherited.
@@ -191,6 +193,13 @@ class TrialConfig:
     mask_time_min_masks: int = 2  # at least this many time masks per clip when masking is on
     mask_feature_prob: float = 0.0  # SpecAugment over feature channels (0: off)
     mask_feature_length: int = 10  # channels per feature mask
+    # --- What the trial learns (workers.vocabulary.Task) ---
+    # 'categorical' (the corpus's classes, cross-entropy), 'dimensions' (arousal, valence, dominance of a
+    # corpus that has them: a regression output each, `dimension_loss`) or 'both' (one shared encoder,
+    # cross-entropy + dimension_weight x the dimension loss).
+    task: str = "categorical"
+    dimension_loss: str = "ccc"  # 'ccc' (1 - mean CCC over the batch, the MSP-Podcast challenge's) or 'mse'
+    dimension_weight: float = 1.0  # task='both': the dimension loss's weight beside the cross-entropy
     # --- Head ---
     # 'mean' (the paper's: mean over valid frames), 'attentive' (learned frame weights) or
     # 'weighted_sum' (learned softmax weights over every layer's output, then mean; needs layerdrop=0).
@@ -324,6 +333,10 @@ class TrialConfig:
             raise ValueError(
                 f"attn_implementation {self.attn_implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}"
             )
+        if self.task not in Task.ALL:
+            raise ValueError(f"task {self.task!r} is not one of {Task.ALL}")
+        if self.dimension_loss not in DIMENSION_LOSSES or self.dimension_weight < 0:
+            raise ValueError(f"dimension_loss must be one of {DIMENSION_LOSSES} and dimension_weight >= 0")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode {self.compile_mode!r} is not one of {COMPILE_MODES}")
         check_training_data_knobs(self)

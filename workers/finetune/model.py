@@ -234,6 +234,12 @@ class EmotionModelConfig(PretrainedConfig):
     hidden_size: int | None = None  # the head's width: the encoder's hidden size
     head_dropout: float = 0.1
     lora: dict | None = None
+    # Dimensional emotion (workers.vocabulary.Task): 'categorical' (the classes only), 'dimensions' (a
+    # regression output per dimension; the class head is kept, untrained) or 'both'; `dimensions` names
+    # the regression outputs in order (arousal, valence, ...), `dimension_scales` their [low, high].
+    task: str = "categorical"
+    dimensions: list | None = None
+    dimension_scales: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -281,6 +287,9 @@ class EmotionClassifier(PreTrainedModel):
         pooling: str = "mean",
         layer: int | str = "last",
         labels: tuple[str, ...] | list[str] | None = None,
+        task: str = "categorical",
+        dimensions: tuple[str, ...] = (),
+        dimension_scales: dict | None = None,
     ):
         if isinstance(encoder, EmotionModelConfig):
             config, encoder = encoder, None
@@ -294,6 +303,9 @@ class EmotionClassifier(PreTrainedModel):
                 layer=layer,
                 head_dropout=head_dropout,
                 id2label=dict(enumerate(names)),
+                task=task,
+                dimensions=list(dimensions) or None,
+                dimension_scales=dict(dimension_scales or {}) or None,
             )
         super().__init__(config)
         given = encoder is not None
@@ -308,6 +320,11 @@ class EmotionClassifier(PreTrainedModel):
         check_pooling(config.pooling, self.layer, encoders.layerdrop(encoder.config))
         self.pooler = build_pooler(config.pooling, encoder.config)
         self.head = ClassificationHead(encoders.hidden_size(encoder.config), config.num_labels, config.head_dropout)
+        # One regression output per dimension (task 'dimensions' or 'both'), the same shape of head as the classes'.
+        hidden = encoders.hidden_size(encoder.config)
+        self.dimension_head = (
+            ClassificationHead(hidden, len(config.dimensions), config.head_dropout) if config.dimensions else None
+        )
         self.encoder_weights_trained = False  # set by set_trainable: a LoRA checkpoint then keeps the base too
         if given:  # the encoder's weights as given, the head's as torch drew them: nothing to initialise again
             for part in self.modules():
@@ -331,6 +348,32 @@ class EmotionClassifier(PreTrainedModel):
             raise ValueError(f"{len(names)} labels for a head of {self.head.out_proj.out_features} classes")
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: i for i, name in enumerate(names)}
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The regression outputs (arousal, valence, ...), after the class logits in `outputs`; () without."""
+        return tuple(self.config.dimensions or ())
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    def outputs(self, pooled: torch.Tensor) -> torch.Tensor:
+        """[batch, labels + dimensions]: the class logits, then one value per dimension (only logits without)."""
+        logits = self.head(pooled)
+        if self.dimension_head is None:
+            return logits
+        return torch.cat([logits, self.to_scale(self.dimension_head(pooled))], dim=-1)
+
+    def to_scale(self, values: torch.Tensor) -> torch.Tensor:
+        """The head's outputs (around 0, about +-1) on each dimension's scale: its middle + half its range x
+        the output, so a fresh head starts at the scale's middle rather than 0 (far below MSP-Podcast's 1-7)."""
+        scales = self.config.dimension_scales or {}
+        if not scales:
+            return values
+        low = values.new_tensor([scales.get(d, [-1.0, 1.0])[0] for d in self.dimensions])
+        high = values.new_tensor([scales.get(d, [-1.0, 1.0])[1] for d in self.dimensions])
+        return (low + high) / 2 + (high - low) / 2 * values
 
     def _wants_all_layers(self) -> bool:
         return self.pooler.wants_all_layers or self.layer != "last"
@@ -358,7 +401,7 @@ class EmotionClassifier(PreTrainedModel):
         return self._pool_states(states, frame_mask)
 
     def classify(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool_audio(audio, lengths))
+        return self.outputs(self.pool_audio(audio, lengths))
 
     def classify_frames(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Logits from a wav2vec2-family conv front end's output [batch, frames, channels] (its cache's):
@@ -369,7 +412,7 @@ class EmotionClassifier(PreTrainedModel):
 
     def classify_waveform(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from normalised waveforms and their sample mask (not Whisper): `pool` then the head."""
-        return self.head(self.pool(input_values, attention_mask))
+        return self.outputs(self.pool(input_values, attention_mask))
 
     def forward(
         self,
@@ -389,10 +432,11 @@ class EmotionClassifier(PreTrainedModel):
                 states, frame_mask = encoders.run_whisper_encoder(
                     self.encoder, log_mel, mel_mask, all_layers=self._wants_all_layers()
                 )
-            logits = self.head(self._pool_states(states, frame_mask))
+            logits = self.outputs(self._pool_states(states, frame_mask))
         else:
             logits = self.classify(*waveform_inputs(input_values, attention_mask))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        num_labels = len(self.config.id2label)
+        loss = nn.functional.cross_entropy(logits[:, :num_labels], labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     @classmethod
@@ -458,6 +502,8 @@ def set_trainable(model: EmotionClassifier, part: str) -> None:
         raise ValueError(f"unknown trainable part {part!r}; choose one of {TRAINABLE_PARTS}")
     model.requires_grad_(False)
     model.head.requires_grad_(True)
+    if model.dimension_head is not None:
+        model.dimension_head.requires_grad_(True)
     model.pooler.requires_grad_(True)
     unfreeze_encoder_part(model.encoder, part)
     if part in ("transformer", "all_but_cnn", "all"):

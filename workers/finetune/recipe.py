@@ -34,12 +34,12 @@ from shards.label_map import RelabelledReader
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
 from workers.core.artifact_writer import background_logging
-from workers.core.evaluation import evaluate_set as evaluate_predictions
 from workers.core.phases import ObservedCalls, Phase, phase, waits
 from workers.core.reporting import Reporter
 from workers.core.run_note import trial_note
 from workers.core.split import split_rows
 from workers.core.tracking import CorpusSplit, RunLogger
+from workers.finetune import tasks
 from workers.finetune.augment import Augmenter
 from workers.finetune.balance import TrainingLoss, balance_tags, training_loss
 from workers.finetune.batch_sources import AudioSource, BatchSource, Feeding, feature_cache_blocker, frozen_features
@@ -108,6 +108,7 @@ class TrainingContext:
     resumed_optimizer_state: dict | None = None  # a resumed checkpoint's, for the stage it continues
     criterion: TrainingLoss = field(default_factory=TrainingLoss)  # class weights, label smoothing
     augment: Augmenter | None = None  # of the training clips (workers.finetune.augment); None: off
+    last_val_ccc: float = math.nan  # task 'dimensions' or 'both': the last evaluation round's mean CCC
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +169,7 @@ def setup(
         restore_rng(state.rng_state)  # after the model is built: building it draws random weights
         weights = f"resumed from {resume_dir}"
     else:
-        model = build_model(cfg, data.labels)
+        model = build_model(cfg, data.labels, *tasks.model_dimensions(cfg, data.reader))
         state = TrainState.fresh(cfg.seed)
         weights = (
             "loaded"
@@ -179,6 +180,7 @@ def setup(
             if cfg.init_from
             else "built"
         )
+    tasks.check_model(cfg, model, data.reader)
     if parallel is not None and parallel.rank > 0:
         # Own dropout and masking draws, after the model is built (the same weights on every worker);
         # worker 0 draws as a one-process trial would.
@@ -254,7 +256,9 @@ def corpus_splits(cfg: TrialConfig, data: TrialData) -> list[CorpusSplit]:
     ]
 
 
-def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
+def build_model(
+    cfg: TrialConfig, labels: tuple[str, ...], dimensions: tuple[str, ...] = (), scales: dict | None = None
+) -> EmotionClassifier:
     """The start encoder with a fresh head for `labels` (the corpus's), or a saved emotion model
     (`init_from`) as it was, which must know the same labels.
 
@@ -269,9 +273,8 @@ def build_model(cfg: TrialConfig, labels: tuple[str, ...]) -> EmotionClassifier:
     encoder = build_encoder(
         cfg.start, cfg.encoder_overrides(), revision=cfg.start_revision, weights_dir=cfg.weights_dir
     )
-    model = EmotionClassifier(
-        encoder, labels=labels, head_dropout=cfg.head_dropout, pooling=cfg.pooling, layer=cfg.layer
-    )
+    heads = {"labels": labels, "head_dropout": cfg.head_dropout, "task": cfg.task, "dimension_scales": scales}
+    model = EmotionClassifier(encoder, pooling=cfg.pooling, layer=cfg.layer, dimensions=dimensions, **heads)
     if cfg.uses_lora():
         add_lora(model.encoder, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target)
     return model
@@ -450,7 +453,11 @@ def train_step(
     batch_loss = torch.zeros((), device=trial.device)
     for host_batch in micro_batches:
         batch = host_batch.to(trial.device)
-        loss = trial.criterion(source.logits(batch), batch.labels) / num_clips
+        values = tasks.batch_targets(trial.data.reader, host_batch.rows, trial.model.dimensions, trial.device)
+        outputs = source.logits(batch)
+        loss = tasks.step_loss(
+            trial.cfg, len(trial.model.labels), outputs, batch.labels, values, num_clips, trial.criterion
+        )
         loss.backward()
         batch_loss += loss.detach()
     if trial.parallel is not None:  # the clip below must see the global batch's gradient, as DDP's does
@@ -471,15 +478,16 @@ def evaluation_round(trial: TrainingContext, source: BatchSource, learning_rate:
     train_loss = float(torch.stack(trial.train_losses).mean()) if trial.train_losses else float("nan")
     trial.train_losses.clear()
     is_best = record_evaluation(state, trial.cfg, val.loss, float(np.mean(val.y_true == val.y_pred)))
-    trial.logger.log_metrics(
-        {
-            Key.curve(Key.TRAIN_LOSS): train_loss,
-            Key.curve(Key.TRAIN_LR): learning_rate,
-            Key.curve(Key.VAL_LOSS): val.loss,
-            Key.curve(Key.VAL_ACCURACY): state.last_val_accuracy,
-        },
-        step=state.step,
-    )
+    trial.last_val_ccc = tasks.mean_ccc(val.targets, val.values, trial.model.dimensions)
+    curves = {
+        Key.curve(Key.TRAIN_LOSS): train_loss,
+        Key.curve(Key.TRAIN_LR): learning_rate,
+        Key.curve(Key.VAL_LOSS): val.loss,
+        Key.curve(Key.VAL_ACCURACY): state.last_val_accuracy,
+    }
+    if trial.model.dimensions:
+        curves[Key.curve(Key.VAL_CCC)] = trial.last_val_ccc
+    trial.logger.log_metrics(curves, step=state.step)
     return is_best
 
 
@@ -498,10 +506,12 @@ def _clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Predictions:
-    loss: float  # mean cross-entropy
+    loss: float  # the set's loss as the task has it (workers.finetune.tasks.set_loss): mean cross-entropy by default
     y_true: np.ndarray
     y_pred: np.ndarray
     probabilities: np.ndarray  # [clips, classes]
+    values: np.ndarray | None = None  # [clips, dimensions]: the regression outputs of a dimensional model
+    targets: np.ndarray | None = None  # [clips, dimensions]: the clips' true values (NaN: none)
 
 
 @torch.no_grad()
@@ -509,17 +519,24 @@ def predict(trial: TrainingContext, source: BatchSource, rows: np.ndarray) -> Pr
     """Mean loss, labels, predictions and class probabilities over `rows` (one host sync at the end)."""
     trial.model.eval()
     loss_sum = torch.zeros((), device=trial.device)
-    y_true, probabilities = [], []
+    y_true, probabilities, values, batch_rows = [], [], [], []
+    num_labels, dimensions = len(trial.model.labels), trial.model.dimensions
     with phase(Phase.PREDICT, source=source, rows=rows):
         for host_batch in source.eval_batches(rows):
             batch = host_batch.to(trial.device)
-            logits = source.logits(batch)
+            outputs = source.logits(batch)
+            logits = outputs[:, :num_labels]
             loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
             y_true.append(host_batch.labels.numpy())
             probabilities.append(torch.softmax(logits, dim=-1))
-    probs = torch.cat(probabilities).cpu().numpy() if probabilities else np.zeros((0, len(trial.model.labels)))
+            values.append(outputs[:, num_labels:])
+            batch_rows.append(host_batch.rows)
+    probs = torch.cat(probabilities).cpu().numpy() if probabilities else np.zeros((0, num_labels))
     true = np.concatenate(y_true) if y_true else np.zeros(0, dtype=np.int64)
-    return Predictions(float(loss_sum) / max(len(rows), 1), true, probs.argmax(axis=1), probs)
+    reader = getattr(source, "reader", trial.data.reader)  # a FeatureSource's rows are the training corpus's
+    predicted, truth = tasks.set_values(reader, values, batch_rows, dimensions)
+    loss = tasks.set_loss(trial.cfg, float(loss_sum) / max(len(rows), 1), truth, predicted, dimensions)
+    return Predictions(loss, true, probs.argmax(axis=1), probs, predicted, truth)
 
 
 def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
@@ -533,6 +550,8 @@ def report_progress(trial: TrainingContext, reporter: Reporter) -> None:
         Key.VAL_LOSS: state.last_val_loss,
         Key.VAL_ACCURACY: state.last_val_accuracy,
     }
+    if trial.model.dimensions:
+        metrics[Key.VAL_CCC] = trial.last_val_ccc
     if not trial.cfg.checkpoint_on_best or best is None or best.reported:
         reporter.report(metrics)
         return
@@ -609,9 +628,7 @@ def evaluate_all(trial: TrainingContext) -> dict[str, float]:
 def evaluate_set(trial: TrainingContext, source: BatchSource, name: str, rows: np.ndarray) -> dict[str, float]:
     """The model's predictions on `rows`, evaluated as every kind's are (workers.core.evaluation), with its own loss."""
     result = predict(trial, source, rows)
-    return evaluate_predictions(
-        trial.logger, name, result.y_true, result.probabilities, trial.model.labels, loss=result.loss
-    )
+    return tasks.evaluate(trial.cfg, trial.logger, name, result, trial.model.labels, trial.model.dimensions)
 
 
 @dataclass
