@@ -85,6 +85,12 @@ class Tag:
         return f"eval_data/{set_name}"
 
     @staticmethod
+    def pbt_event(number: int) -> str:
+        """Exploit/explore step `number` (1, 2, ...) of a PBT trial, as JSON:
+        {"epoch": ..., "from_trial": ..., "values": {key: [old, new]}}."""
+        return f"{Key.PBT_PREFIX}{number}"
+
+    @staticmethod
     def feature_cache(stage_index: int) -> str:
         """Whether a head-only stage trained from cached features ('computed', 'hit' or 'not used: why')."""
         return f"feature_cache/stage{stage_index}"
@@ -189,6 +195,9 @@ class Key:
     TRIAL_ID = "trial_id"  # Tune's own, in every result it reports
     TRIAL_PREFIX = "trial/"  # per-attempt bookkeeping, not a result: left out of the parent's best/ copies
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
+    # A PBT trial's mutable values as metrics, step = the training step they apply from: `pbt/learning_rate`
+    # (an MLflow param never changes: Ray issues 20473, 30649); its exploit steps are tags `pbt/<n>` (Tag.pbt_event).
+    PBT_PREFIX = "pbt/"
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"
     SUMMARY = "summary.txt"
