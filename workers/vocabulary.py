@@ -185,6 +185,7 @@ class Key:
     STEP = "step"  # optimizer steps taken in the whole trial
     SETUP_SECONDS = "setup_seconds"
     TRIAL_SECONDS = "trial_seconds"
+    FINAL_EVAL_SECONDS = "final_eval_seconds"  # inside trial_seconds: evaluating every set with the best model
     # Learning curves: one entry per evaluation round, step = the training step. Their own section
     # (`curve/`), so a run's Model metrics charts open on them; `val/accuracy`, `val/loss` and every other
     # `<set>/...` key are the final model's values, logged once and linked to the trial's logged model.
