@@ -9,6 +9,7 @@
     python -m bench profile         # where one smoke trial's time goes (bench/profile_trial.py)
     python -m bench faults          # interrupt, kill and corruption injected into real sweeps: bench/faults.py
     python -m bench scale           # paper-size encoders on the CPU: parameters, step, peak memory (bench/scale.py)
+    python -m bench schedulers      # best val accuracy per trial-hour: PBT vs ASHA vs grid (bench/schedulers.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes.
@@ -41,6 +42,7 @@ SUBCOMMANDS = {
     "profile": "bench.profile_trial",
     "faults": "bench.faults",
     "scale": "bench.scale",
+    "schedulers": "bench.schedulers",
 }
 
 FIGURES = {

@@ -93,6 +93,11 @@ def test_a_restored_pbt_trial_logs_its_new_values_as_metrics_at_the_step_it_resu
     ParamHistory(logger, ("learning_rate",), tmp_path).log_params({"learning_rate": 2e-3, "batch_size": 8})
     assert logger.params == [{"batch_size": 8}]
     assert logger.metrics == [({"pbt/learning_rate": 2e-3}, 12)]
+    batched = _Recorder()
+    batched.log_batch = lambda params, tags, metrics_by_step: batched.params.append((params, metrics_by_step))
+    ParamHistory(batched, ("learning_rate",), tmp_path).log_batch(params={"learning_rate": 2e-3}, tags={})
+    assert batched.params == [({}, {12: {"pbt/learning_rate": 2e-3}})]  # the background writer's path
+    assert not hasattr(ParamHistory(_Recorder(), ("learning_rate",), None), "log_batch")
     fresh = _Recorder()
     ParamHistory(fresh, ("learning_rate",), None).log_params({"learning_rate": 1e-3, "batch_size": 8})
     assert fresh.params == [{"learning_rate": 1e-3, "batch_size": 8}]

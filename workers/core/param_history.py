@@ -27,15 +27,29 @@ class ParamHistory:
         self.step = checkpoint_step(resume_dir)
 
     def log_params(self, params: dict) -> None:
-        current = {k: params[k] for k in self.mutable if k in params}
-        if self.resumed:  # logged at the first start; a new value would be refused
-            params = {k: v for k, v in params.items() if k not in current}
+        params, numbers = self._split(params)
         self.logger.log_params(params)
-        numbers = {f"{Key.PBT_PREFIX}{k}": float(v) for k, v in current.items() if _is_number(v)}
         if numbers:
             self.logger.log_metrics(numbers, step=self.step)
 
+    def _log_batch(self, params=None, tags=None, metrics_by_step=None) -> None:
+        """`log_batch` of an MLflow run (the background writer's one round trip), the params split as above."""
+        params, numbers = self._split(params or {})
+        steps = dict(metrics_by_step or {})
+        if numbers:
+            steps[self.step] = {**steps.get(self.step, {}), **numbers}
+        self.logger.log_batch(params=params, tags=tags, metrics_by_step=steps)
+
+    def _split(self, params: dict) -> tuple[dict, dict[str, float]]:
+        """(the params to log, the mutable keys' values as `pbt/<key>` metrics)."""
+        current = {k: params[k] for k in self.mutable if k in params}
+        if self.resumed:  # logged at the first start; a new value would be refused
+            params = {k: v for k, v in params.items() if k not in current}
+        return params, {f"{Key.PBT_PREFIX}{k}": float(v) for k, v in current.items() if _is_number(v)}
+
     def __getattr__(self, name: str):
+        if name == "log_batch" and hasattr(self.logger, "log_batch"):
+            return self._log_batch  # only where the wrapped logger has one (the writer checks with hasattr)
         return getattr(self.logger, name)
 
 
