@@ -114,6 +114,11 @@ class TrackedPBT(PopulationBasedTraining):
         self.mutable = mutable
         self.events: dict[str, int] = {}  # trial id -> exploits recorded
 
+    def on_trial_result(self, tune_controller, trial, result):
+        if Key.TRIAL_SECONDS in result:  # the final report: the run is completed, a restart would only replay it
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
     def _get_new_config(self, trial, trial_to_clone):
         """The exploiting trial's own config, with the donor's mutable values as PBT explored them."""
         explored, operations = super()._get_new_config(trial, trial_to_clone)
