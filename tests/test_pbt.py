@@ -103,3 +103,25 @@ def test_a_restored_pbt_trial_logs_its_new_values_as_metrics_at_the_step_it_resu
     ParamHistory(fresh, ("learning_rate",), None).log_params({"learning_rate": 1e-3, "batch_size": 8})
     assert fresh.params == [{"learning_rate": 1e-3, "batch_size": 8}]
     assert fresh.metrics == [({"pbt/learning_rate": 1e-3}, 0)]
+
+
+class _Reports:
+    def __init__(self):
+        self.reports = []
+
+    def report(self, metrics, checkpoint_dir=None):
+        self.reports.append((metrics, checkpoint_dir and sorted(p.name for p in checkpoint_dir.iterdir())))
+
+
+def test_a_pbt_trial_reports_its_latest_checkpoint_with_every_report(tmp_path):
+    from workers.core.param_history import RepeatCheckpoint
+
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "weights").write_text("w")
+    inner = _Reports()
+    reporter = RepeatCheckpoint(inner, None)
+    reporter.report({"epoch": 1})  # nothing to carry yet
+    reporter.report({"epoch": 2}, checkpoint_dir=tmp_path / "best")
+    (tmp_path / "best" / "weights").unlink()  # the recipe's temporary directory is gone after its report
+    reporter.report({"epoch": 3})
+    assert inner.reports == [({"epoch": 1}, None), ({"epoch": 2}, ["weights"]), ({"epoch": 3}, ["weights"])]

@@ -1,4 +1,4 @@
-"""A trial's mutable values (PBT, orchestrator/schedulers.py) as metrics: MLflow refuses a param's new value.
+"""A PBT trial's side (orchestrator/schedulers.py): its mutable values as metrics, its checkpoint in every report.
 
 A trial PBT may change logs its mutable keys as params once, at its first start (their first values),
 and as metrics `pbt/<key>` at every start: step 0 first, then the training step a restore continues
@@ -65,3 +65,42 @@ def checkpoint_step(resume_dir: Path | None) -> int:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class RepeatCheckpoint:
+    """A PBT trial's reporter: every report carries the trial's latest checkpoint, not only the report that
+    made it. PBT copies a top trial's checkpoint at its decision, and a function trainable's `save()` is
+    the checkpoint of its last report (None if that report had none), while the recipe reports its best
+    model only when it changed: without this, a top trial whose last epoch brought no new best cannot be
+    copied, and no exploit happens (Ray's docs: checkpoint at least every perturbation interval)."""
+
+    def __init__(self, reporter, resume_dir: Path | None):
+        import tempfile
+        import weakref
+
+        self.reporter = reporter
+        self.kept = Path(tempfile.mkdtemp(prefix="pbt-checkpoint-"))
+        self.has_checkpoint = False
+        weakref.finalize(self, _remove, self.kept)
+        if resume_dir is not None:
+            self._keep(Path(resume_dir))
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        if checkpoint_dir is not None:
+            self._keep(Path(checkpoint_dir))
+        elif self.has_checkpoint:
+            checkpoint_dir = self.kept
+        self.reporter.report(metrics, checkpoint_dir=checkpoint_dir)
+
+    def _keep(self, directory: Path) -> None:
+        import shutil
+
+        shutil.rmtree(self.kept, ignore_errors=True)
+        shutil.copytree(directory, self.kept)
+        self.has_checkpoint = True
+
+
+def _remove(directory: Path) -> None:
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
