@@ -42,6 +42,7 @@ def add_scheduler_flags(how) -> None:
     )
     how.add_argument(
         "--pbt-mutate",
+        dest="pbt_mutable",  # the Resources field
         type=lambda text: tuple(k.strip() for k in text.split(",") if k.strip()),
         default=None,
         metavar="KEY[,KEY]",
@@ -97,7 +98,7 @@ def mutations(variants, keys: tuple[str, ...]) -> dict:
     for key in keys:
         values = [v.values[key] for v in variants if key in v.values]
         if not values:
-            raise ValueError(f"--pbt-mutate {key}: no trial of this phase sets {key!r}")
+            raise ValueError(f"--pbt-mutate {key}: no trial of this phase sets {key!r} (give it: --set {key}=VALUE)")
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
         if numbers and all(isinstance(v, float) for v in values):
             found[key] = tune.loguniform(min(values) / 4, max(values) * 4)
@@ -139,11 +140,15 @@ class TrackedPBT(PopulationBasedTraining):
             "from_trial": trial_to_clone.trial_id,
             "values": {k: [before[k], after[k]] for k in after},
         }
-        changes = ", ".join(f"{k} {before[k]:.3g} -> {after[k]:.3g}" for k in after if isinstance(after[k], float))
+        changes = ", ".join(f"{k} {_short(before[k])} -> {_short(after[k])}" for k in after)
         print(
             f"[pbt] {trial.trial_id} continues from {trial_to_clone.trial_id} at epoch {epoch}: {changes}", flush=True
         )
         record_event(trial, number, event)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def record_event(trial, number: int, event: dict) -> None:
