@@ -73,7 +73,7 @@ def start_ray_in_background(address: str | None) -> None:
         threading.Event().wait()  # never returns: the parent thread of Ray's processes (see above)
 
     thread = threading.Thread(target=start, name="ray-start", daemon=True)
-    _START.update(thread=thread, done=done)
+    _START.update(thread=thread, done=done, address=address)
     TIMELINE.mark("Ray start begun")
     thread.start()
 
@@ -100,9 +100,18 @@ def wait_for_ray() -> None:
         return
     done.wait()
     error = _START.pop("error", None)
+    address = _START.pop("address", None)
     _START.pop("done")
-    if error is not None:
-        raise error
+    if error is None:
+        return
+    # Ray gives its raylet 30 s to register (ray/_private/node.py), and the raylet its agent as long: on a
+    # loaded machine, the driver's own work beside them can push past that. Once more, with the driver idle.
+    import ray
+
+    print(f"Ray's start beside the driver's work failed ({str(error).splitlines()[0]}); starting it again", flush=True)
+    ray.shutdown()
+    connect_ray(address)
+    TIMELINE.mark("Ray started (second try)")
 
 
 def abandon_ray_start() -> None:
