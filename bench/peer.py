@@ -322,7 +322,8 @@ def phases(side: dict, ours: bool) -> dict[str, float]:
 def print_phases(ours: dict, peer: dict) -> None:
     rows = {"this project": phases(ours, True), "peer (HF Trainer)": phases(peer, False)}
     names = list(rows["this project"])
-    print("  where the time goes (s; per trial: medians; training includes its validation rounds):")
+    print("  where the time goes (s; per trial: medians; training includes its validation rounds; final evaluation:")
+    print("  this project's of val, test_en (0015) and test_zh (0002) with figures, the peer's of 0015 only):")
     print("  " + f"{'':18s}" + "".join(f"{name:>29s}" for name in names))
     for side, figures in rows.items():
         print("  " + f"{side:18s}" + "".join(f"{figures[name]:29.1f}" for name in names))
