@@ -10,6 +10,7 @@
     python -m bench faults          # interrupt, kill and corruption injected into real sweeps: bench/faults.py
     python -m bench scale           # paper-size encoders on the CPU: parameters, step, peak memory (bench/scale.py)
     python -m bench frontend        # epoch time without and with the frozen front end's cache (bench/frontend.py)
+    python -m bench schedulers      # best val accuracy per trial-hour: PBT vs ASHA vs grid (bench/schedulers.py)
 
 1. loader: clips/s from memory-mapped shards vs decoding the same clips from WAV files, against
    the in-memory ceiling, and against what one trial consumes; with each training augmentation on
@@ -44,6 +45,7 @@ SUBCOMMANDS = {
     "faults": "bench.faults",
     "scale": "bench.scale",
     "frontend": "bench.frontend",
+    "schedulers": "bench.schedulers",
 }
 
 FIGURES = {

@@ -1,13 +1,17 @@
 """This project against what users would write instead: HF Trainer + `hyperparameter_search(backend="ray")`.
 
-    python -m bench peer                      # both sweeps, the step time, the reused-worker overhead
+    python -m bench peer                      # both sweeps at 2 and 8 trials, the step time, the reused-worker overhead
+    python -m bench peer --sizes 2            # only the 2-trial size (8 trials: ~4x as long)
     python -m bench peer --skip-sweeps        # only the step time on an identical batch
 
 In one run, side by side (each sweep in its own process, timed from outside, so imports count):
 1. the step time of both models on an identical batch (8 clips x 3 s, tiny config, one thread),
    with the freeze fix and without it (the feature encoder's `_requires_grad` left on);
 2. `python -m orchestrator.sweep smoke --set schedule=full` and the same work through the peer
-   (bench/peer_trainer.py): sweep wall time, per-trial wall, training clips/s, held-out accuracy;
+   (bench/peer_trainer.py): sweep wall time, per-trial wall, training clips/s, held-out accuracy, and
+   where each side's time goes (driver start-up, per-trial start-up outside training, training,
+   final evaluation); at 2 trials (learning rates 1e-3, 2e-3) and 8 (smoke's preset `peer8`), so the
+   growth with a sweep's size is visible;
 3. a reused worker's per-trial overhead: the smoke sweep one trial at a time, shortened (the
    driver prints the median overhead; 3 of its 4 trials run in a reused worker).
 Then the goals: sweep <= 0.6x the peer's, step time <= the peer's, reused-worker overhead < 0.5 s.
@@ -30,6 +34,12 @@ import torch
 SWEEP_RATIO_GOAL = 0.6
 STEP_RATIO_GOAL = 1.0
 REUSED_OVERHEAD_GOAL_SECONDS = 0.5
+# trials -> (this project's sweep flags, the peer's learning rates): the same work at each size
+SIZES = {
+    2: (["--set", "schedule=full"], [1e-3, 2e-3]),
+    8: (["--preset", "peer8"], [5e-4, 7e-4, 1e-3, 1.4e-3, 2e-3, 2.8e-3, 4e-3, 5.6e-3]),
+}
+STARTUP_LINE = re.compile(r"driver start-up \(s since the process started\): (?P<marks>.*)")
 OVERHEAD_LINE = re.compile(
     r"per-trial overhead \(wall time outside run_trial\): median (?P<median>[\d.]+)s, max (?P<max>[\d.]+)s "
     r"over (?P<count>\d+) trials; median trial wall time (?P<wall>[\d.]+)s"
@@ -43,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench peer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--skip-sweeps", action="store_true", help="only the step time")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", choices=sorted(SIZES), default=sorted(SIZES), help="sweep sizes (trials)"
+    )
+    parser.add_argument("--skip-step", action="store_true", help="no step-time comparison")
     parser.add_argument("--skip-reuse", action="store_true", help="no reused-worker overhead run")
     parser.add_argument("--step-repeat", type=int, default=20, help="timed steps per variant")
     run(parser.parse_args(argv))
@@ -50,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> None:
-    step_times(repeat=args.step_repeat)
+    if not args.skip_step:
+        step_times(repeat=args.step_repeat)
     if args.skip_sweeps:
         return
+    ratios = {}
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        ours = project_sweep(Path(tmp) / "ours", ["--set", "schedule=full"])
-        peer = peer_sweep(Path(tmp) / "peer")
-        print_sweeps(ours, peer)
+        for size in args.sizes:
+            ours = project_sweep(Path(tmp) / f"ours{size}", SIZES[size][0])
+            peer = peer_sweep(Path(tmp) / f"peer{size}", SIZES[size][1])
+            print_sweeps(ours, peer, size)
+            print_phases(ours, peer)
+            ratios[size] = ours["search_seconds"] / peer["search_seconds"]
+        print_growth(ratios)
         if not args.skip_reuse:
             reused = project_sweep(Path(tmp) / "reuse", ["--max-concurrent", "1", "--set", "epoch_scale=0.25"])
             print_reuse(reused)
@@ -186,12 +206,17 @@ def project_sweep(directory: Path, extra: list[str]) -> dict:
             "test_accuracy": r.data.metrics.get("test_en/accuracy"),
             "val_accuracy": r.data.metrics.get("val/accuracy"),
             "trial_seconds": r.data.metrics.get("trial_seconds"),
+            "setup_seconds": r.data.metrics.get("setup_seconds"),
+            "final_eval_seconds": r.data.metrics.get("final_eval_seconds"),
             "train_clips": train_clips,
         }
         for r in runs
     ]
+    startup = STARTUP_LINE.search(done.stdout)
+    marks = dict(re.findall(r"([A-Za-z][A-Za-z ]*?) ([\d.]+)(?:, |$)", startup["marks"])) if startup else {}
     return {
         "search_seconds": wall,
+        "startup_marks": {name: float(value) for name, value in marks.items()},
         "trials": trials,
         "median_trial_wall": float(overhead["wall"]) if overhead else None,
         "median_overhead": float(overhead["median"]) if overhead else None,
@@ -217,10 +242,11 @@ def _train_clips(params: dict) -> int:
     return int(round(sum(stage.epochs for stage in cfg.stage_list()) * len(train_rows)))
 
 
-def peer_sweep(directory: Path) -> dict:
+def peer_sweep(directory: Path, learning_rates: list[float]) -> dict:
     directory.mkdir(parents=True)
     out = directory / "peer.json"
     command = [sys.executable, "-m", "bench.peer_trainer", "--out", str(out)]
+    command += ["--learning-rates", *(f"{lr:g}" for lr in learning_rates)]
     print(f"$ {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
     done = subprocess.run(command, env=_environment(), capture_output=True, text=True, cwd=directory)
@@ -237,10 +263,11 @@ def _best(trials: list[dict]) -> dict:
     return max(trials, key=lambda t: t["val_accuracy"] or 0.0)
 
 
-def print_sweeps(ours: dict, peer: dict) -> None:
-    print("\n== sweep: smoke --set schedule=full vs HF Trainer + hyperparameter_search(backend='ray') ==")
+def print_sweeps(ours: dict, peer: dict, size: int = 2) -> None:
+    rates = ", ".join(f"{lr:g}" for lr in SIZES[size][1])
+    print(f"\n== sweep, {size} trials: smoke {' '.join(SIZES[size][0])} vs HF Trainer + hyperparameter_search(ray) ==")
     print("  same work: demo corpus, 0011-0014 (10% val), tiny encoder, batch 8, eval every 15 steps, 8 epochs,")
-    print("  CNN frozen, learning rates 1e-3 and 2e-3, one CPU per trial; held out: speaker 0015")
+    print(f"  CNN frozen, learning rates {rates}, one CPU per trial; held out: speaker 0015")
     rows = []
     for name, side in (("this project", ours), ("peer (HF Trainer)", peer)):
         trials = side["trials"]
@@ -263,6 +290,56 @@ def print_sweeps(ours: dict, peer: dict) -> None:
     print("  workarounds the peer needed:")
     for note in peer["workarounds"]:
         print(f"   - {note}")
+
+
+def phases(side: dict, ours: bool) -> dict[str, float]:
+    """Where one side's time went, in seconds: driver start-up (process start to the first trial's start),
+    and per trial (medians) the start-up and teardown outside training and evaluation, training (with its
+    validation rounds), and the final evaluation."""
+    trials = side["trials"]
+    if ours:
+        startup = side["startup_marks"].get("first trial started", float("nan"))
+        # Outside the trial's own clock (the driver's figure) plus the clock's setup (data, model, run params).
+        outside = (side["median_overhead"] or 0.0) + statistics.median(t["setup_seconds"] or 0.0 for t in trials)
+        evaluation = statistics.median(t["final_eval_seconds"] or 0.0 for t in trials)
+        training = statistics.median(
+            t["trial_seconds"] - (t["setup_seconds"] or 0.0) - (t["final_eval_seconds"] or 0.0) for t in trials
+        )
+    else:
+        startup = side["driver_startup_seconds"]
+        outside = statistics.median(t["trial_wall"] - t["train_seconds"] - t["test_seconds"] for t in trials)
+        evaluation = statistics.median(t["test_seconds"] for t in trials)
+        training = statistics.median(t["train_seconds"] for t in trials)
+    return {
+        "driver start-up": startup,
+        "per-trial start-up/teardown": outside,
+        "training": training,
+        "final evaluation": evaluation,
+        "sweep wall": side["search_seconds"],
+    }
+
+
+def print_phases(ours: dict, peer: dict) -> None:
+    rows = {"this project": phases(ours, True), "peer (HF Trainer)": phases(peer, False)}
+    names = list(rows["this project"])
+    print("  where the time goes (s; per trial: medians; training includes its validation rounds; final evaluation:")
+    print("  this project's of val, test_en (0015) and test_zh (0002) with figures, the peer's of 0015 only):")
+    print("  " + f"{'':18s}" + "".join(f"{name:>29s}" for name in names))
+    for side, figures in rows.items():
+        print("  " + f"{side:18s}" + "".join(f"{figures[name]:29.1f}" for name in names))
+    if ours["startup_marks"]:
+        print(
+            "  this project's driver start-up: " + ", ".join(f"{k} {v:.1f}" for k, v in ours["startup_marks"].items())
+        )
+
+
+def print_growth(ratios: dict[int, float]) -> None:
+    if len(ratios) < 2:
+        return
+    text = ", ".join(f"{size} trials {ratio:.2f}x" for size, ratio in sorted(ratios.items()))
+    sizes = sorted(ratios)
+    trend = "falls" if ratios[sizes[-1]] < ratios[sizes[0]] else "does NOT fall"
+    print(f"\n== growth: sweep wall ratio this project / peer: {text}; the ratio {trend} with the sweep's size ==")
 
 
 def print_reuse(reused: dict) -> None:

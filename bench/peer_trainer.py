@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 LEARNING_RATES = (1e-3, 2e-3)  # search_spaces/smoke.py
+# The 8-trial size of `python -m bench peer` (search_spaces/smoke.py's preset `peer8`): these around the two.
+LEARNING_RATES_8 = (5e-4, 7e-4, 1e-3, 1.4e-3, 2e-3, 2.8e-3, 4e-3, 5.6e-3)
 TRAIN_SPEAKERS = ("0011", "0012", "0013", "0014")
 TEST_SPEAKER = "0015"
 BATCH_SIZE = 8
@@ -92,6 +94,7 @@ def held_out_callback(test: Clips, collate, out_dir: Path):
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             train_seconds = time.perf_counter() - self.started
+            test_started = time.perf_counter()
             model.eval()
             correct = 0
             with torch.no_grad():
@@ -103,6 +106,7 @@ def held_out_callback(test: Clips, collate, out_dir: Path):
                 "learning_rate": args.learning_rate,
                 "test_accuracy": correct / len(test),
                 "train_seconds": train_seconds,
+                "test_seconds": time.perf_counter() - test_started,
                 "steps": state.global_step,
             }
             (out_dir / f"lr{args.learning_rate:g}.json").write_text(json.dumps(record))
@@ -132,7 +136,25 @@ def training_arguments(out_dir: Path):
     )
 
 
-def trial_records(best, out_dir: Path, num_train_clips: int) -> list[dict]:
+def trial_clock():
+    """A Tune callback noting, on the driver, when each trial starts and ends (wall clock, epoch seconds)."""
+    from ray import tune
+
+    class TrialClock(tune.Callback):
+        def __init__(self):
+            self.started: dict[str, float] = {}
+            self.ended: dict[str, float] = {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended[trial.trial_id] = time.time()
+
+    return TrialClock()
+
+
+def trial_records(best, out_dir: Path, num_train_clips: int, clock) -> list[dict]:
     """Per grid point: the held-out accuracy the callback wrote, with Tune's wall and val accuracy."""
     trials = []
     for trial in best.run_summary.trials:
@@ -140,6 +162,7 @@ def trial_records(best, out_dir: Path, num_train_clips: int) -> list[dict]:
         record = json.loads((out_dir / f"lr{lr:g}.json").read_text())
         record.update(
             trial_seconds=trial.last_result.get("time_total_s"),
+            trial_wall=clock.ended.get(trial.trial_id, 0.0) - clock.started.get(trial.trial_id, 0.0),
             val_accuracy=trial.last_result.get("eval_accuracy"),
             train_clips=EPOCHS * num_train_clips,
         )
@@ -147,7 +170,7 @@ def trial_records(best, out_dir: Path, num_train_clips: int) -> list[dict]:
     return trials
 
 
-def run(out_dir: Path, storage: Path) -> dict:
+def run(out_dir: Path, storage: Path, learning_rates: tuple[float, ...] = LEARNING_RATES) -> dict:
     from ray import tune
     from transformers import Trainer, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
@@ -185,8 +208,9 @@ def run(out_dir: Path, storage: Path) -> dict:
     # Workaround: Ray pickles the whole Trainer; a built Wav2Vec2 does not pickle.
     trainer.model = trainer.model_wrapped = trainer.callback_handler.model = None
     started = time.perf_counter()
+    clock = trial_clock()
     best = trainer.hyperparameter_search(
-        hp_space=lambda _: {"learning_rate": tune.grid_search(list(LEARNING_RATES))},
+        hp_space=lambda _: {"learning_rate": tune.grid_search(list(learning_rates))},
         backend="ray",
         direction="maximize",
         n_trials=1,  # grid points run once each
@@ -194,12 +218,14 @@ def run(out_dir: Path, storage: Path) -> dict:
         resources_per_trial={"cpu": 1},
         storage_path=str(storage),
         verbose=0,
+        callbacks=[clock],  # passed on to tune.run
     )
     search_seconds = time.perf_counter() - started
     return {
         "search_seconds": search_seconds,
+        "first_trial_started": min(clock.started.values()),  # epoch seconds; the benchmark subtracts process start
         "best_learning_rate": best.hyperparameters["learning_rate"],
-        "trials": trial_records(best, out_dir, len(train)),
+        "trials": trial_records(best, out_dir, len(train), clock),
         "workarounds": list(WORKAROUNDS),
     }
 
@@ -207,9 +233,16 @@ def run(out_dir: Path, storage: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peer_trainer", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the result")
+    parser.add_argument(
+        "--learning-rates", type=float, nargs="+", default=list(LEARNING_RATES), help="the grid (one trial each)"
+    )
     args = parser.parse_args(argv)
+    import psutil
+
+    process_started = psutil.Process().create_time()
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:
-        result = run(Path(tmp), Path(tmp) / "ray_results")
+        result = run(Path(tmp), Path(tmp) / "ray_results", tuple(args.learning_rates))
+    result["driver_startup_seconds"] = result["first_trial_started"] - process_started
     args.out.write_text(json.dumps(result, indent=1))
     return 0
 

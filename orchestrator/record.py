@@ -27,7 +27,9 @@ class Resources:
     gpus_per_trial: float = 0.0
     workers_per_trial: int = 1  # >1: a Ray Train TorchTrainer per trial; cpus/gpus are then per worker
     max_concurrent: int | None = None
-    scheduler: str = "fifo"  # fifo | asha
+    scheduler: str = "fifo"  # fifo | asha | pbt (orchestrator/schedulers.py)
+    pbt_mutable: tuple[str, ...] = ("learning_rate",)  # pbt: the config keys it perturbs
+    perturbation_interval: int = 1  # pbt: epochs between a trial's exploit/explore decisions
     max_failures: int = 2
     reuse_actors: bool = True
 

@@ -33,6 +33,8 @@ from pathlib import Path
 from orchestrator import paths, plan_line, run_notes, tracking
 from orchestrator.init_from import resolve_init_from
 from orchestrator.record import Resources, SweepRecord
+from orchestrator.schedulers import add_scheduler_flags
+from orchestrator.startup import TIMELINE, abandon_ray_start, start_ray_in_background
 from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import ConfigKey, Key, RunStatus, SweepTag, Tag
 
@@ -149,25 +151,7 @@ def add_resource_flags(how) -> None:
         default=None,
         help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) (default 1)",
     )
-    how.add_argument(
-        "--scheduler",
-        choices=("fifo", "asha"),
-        default=None,
-        help="fifo: every trial runs to the end; asha: stop weak trials early, by epoch (default fifo)",
-    )
-    how.add_argument(
-        "--max-failures",
-        type=int,
-        default=None,
-        help="retries of a failing trial (from its last checkpoint) before it is marked FAILED (default 2)",
-    )
-    how.add_argument(
-        "--reuse-actors",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run consecutive trials in the same worker process; a fresh one pays ~4 s of "
-        "torch/transformers imports (default on)",
-    )
+    add_scheduler_flags(how)  # --scheduler fifo|asha|pbt, PBT's flags, retries, reuse (orchestrator/schedulers.py)
 
 
 def add_place_flags(where) -> None:
@@ -299,7 +283,13 @@ def run_main(args: argparse.Namespace) -> int:
         # A local snapshot costs milliseconds; Tune's "snapshotting may become a bottleneck" warning
         # (cached head-only epochs checkpoint in quick succession) is about cloud storage.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage, overrides)
+    TIMELINE.mark("flags checked")
+    start_ray_in_background(args.address)  # while mlflow loads, the inputs are checked, the parent run opens
+    try:
+        record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage, overrides)
+    except BaseException:
+        abandon_ray_start()
+        raise
     if record.status == "finished":
         print(f"sweep {record.directory} already finished; nothing to resume.")
         return 0
@@ -331,9 +321,13 @@ def new_sweep(spec, args, storage: str, overrides: dict | None = None) -> SweepR
     resources = resources_from(args)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     spec, data_dir, manifest = open_inputs(spec, args, overrides, tracking_uri)
+    TIMELINE.mark("inputs checked")
     planned = plan_trials(spec, args, overrides, data_dir, manifest, resources, tracking_uri)
     check_resources(resources, planned.grid.kind)
-    return open_parent_run(planned, args, storage, resources, tracking_uri)
+    TIMELINE.mark("trials planned")
+    record = open_parent_run(planned, args, storage, resources, tracking_uri)
+    TIMELINE.mark("MLflow parent run open")
+    return record
 
 
 @dataclasses.dataclass(frozen=True)

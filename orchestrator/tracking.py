@@ -1,5 +1,8 @@
 """MLflow on the driver side: the one module of orchestrator/ that imports `mlflow`.
 
+mlflow loads on first use, not at import (3-4 s on 2 cores): the driver starts Ray meanwhile
+(orchestrator/startup.py), so `import orchestrator.sweep` stays cheap.
+
 The store (a checked client, runs found and paged), the sweep's parent run (open, reopen, close),
 child runs closed and tagged, and batched logging. Tag names come from `workers.vocabulary`.
 """
@@ -12,10 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from mlflow.entities import Metric, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from orchestrator.store_lock import store_lock
 from workers.core.tracking import find_trial_run
@@ -23,6 +23,9 @@ from workers.vocabulary import ExperimentTag, Key, RunStatus, Tag, TrialState
 
 BATCH = 500  # entries per log_batch call (MLflow accepts at most 1000 metrics in one)
 SOURCE_NAME = "python -m orchestrator.sweep"  # the UI's Source of every run a sweep makes
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 class StoreError(RuntimeError):
@@ -32,10 +35,28 @@ class StoreError(RuntimeError):
 # ---------------------------------------------------------------- the store
 
 
+def _client_class():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient
+
+
+def _mlflow_error():
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def _entities():
+    import mlflow.entities
+
+    return mlflow.entities
+
+
 def client_for(tracking_uri: str) -> MlflowClient:
     """A client; constructing one creates (and migrates) a fresh SQLite store, so under its lock."""
     with store_lock(tracking_uri):
-        return MlflowClient(tracking_uri)
+        return _client_class()(tracking_uri)
 
 
 def connect(tracking_uri: str) -> MlflowClient:
@@ -71,7 +92,7 @@ def get_run(client: MlflowClient, run_id: str):
     """The run, or None when the store has no run with that id."""
     try:
         return client.get_run(run_id)
-    except MlflowException as error:
+    except _mlflow_error() as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise StoreError(f"cannot read run {run_id} from {client.tracking_uri}: {first_line(error)}") from None
@@ -151,7 +172,7 @@ def model_uri_exists(tracking_uri: str, uri: str) -> bool:
     mlflow.set_tracking_uri(tracking_uri)  # runs:/ finds a run's logged model through the global URI (MLflow 3.17)
     try:
         listed = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
-    except MlflowException as error:
+    except _mlflow_error() as error:
         raise StoreError(first_line(error)) from None
     return bool(listed)
 
@@ -163,8 +184,8 @@ def pin_model_version(tracking_uri: str, uri: str) -> str:
         return uri
     name, alias = uri.removeprefix("models:/").split("@", 1)
     try:
-        version = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(name, alias)
-    except MlflowException as error:
+        version = _client_class()(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(name, alias)
+    except _mlflow_error() as error:
         raise StoreError(first_line(error)) from None
     return f"models:/{name}/{version.version}"
 
@@ -175,7 +196,7 @@ def register_model(tracking_uri: str, run_id: str, name: str, alias: str) -> str
 
     mlflow.set_tracking_uri(tracking_uri)  # register_model works through the global URI
     version = mlflow.register_model(f"runs:/{run_id}/{Key.MODEL_DIR}", name)
-    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version.version)
+    _client_class()(tracking_uri).set_registered_model_alias(name, alias, version.version)
     return version.version
 
 
@@ -192,7 +213,7 @@ def download_uri(tracking_uri: str, uri: str, directory: str) -> Path:
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:
     """All tags in one batched call."""
-    for batch in batches([RunTag(key, str(value)) for key, value in tags.items()]):
+    for batch in batches([_entities().RunTag(key, str(value)) for key, value in tags.items()]):
         client.log_batch(run_id, tags=batch)
 
 
@@ -209,7 +230,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> Non
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """Metrics in batches (a sweep's fold statistics and best/ copies run into the hundreds)."""
     now = int(time.time() * 1000)
-    for batch in batches([Metric(key, float(value), now, step) for key, value in metrics.items()]):
+    for batch in batches([_entities().Metric(key, float(value), now, step) for key, value in metrics.items()]):
         client.log_batch(run_id, metrics=batch)
 
 
@@ -277,7 +298,7 @@ def close_trial_run(
     """End a trial's child run with `status` (and `tags`, plus `tags_from_run` of the run's tags as found,
     None: no run yet); a trial that failed before it could create its run gets one here (with
     `create_tags`), so every failure is visible. One search finds the run for both."""
-    client = MlflowClient(tracking_uri)
+    client = _client_class()(tracking_uri)
     run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
     tags = {**(tags or {}), **(tags_from_run(None if run is None else dict(run.data.tags)) if tags_from_run else {})}
     if run is None:
@@ -290,12 +311,12 @@ def close_trial_run(
 
 def trial_run_tags(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> dict[str, str] | None:
     """The tags of a trial's child run; None while it has none."""
-    run = find_trial_run(MlflowClient(tracking_uri), experiment_id, parent_run_id, trial_id)
+    run = find_trial_run(_client_class()(tracking_uri), experiment_id, parent_run_id, trial_id)
     return None if run is None else dict(run.data.tags)
 
 
 def tag_trial_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str, tags: dict) -> None:
-    client = MlflowClient(tracking_uri)
+    client = _client_class()(tracking_uri)
     run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
     if run is not None:
         set_tags(client, run.info.run_id, tags)

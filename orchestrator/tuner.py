@@ -91,6 +91,15 @@ class NoteInterrupt(tune.Callback):
             signal.signal(sig, note_then_stop)
 
 
+class StartupLine(tune.Callback):
+    """Prints the driver's start-up timeline when the first trial starts (orchestrator/startup.py)."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        from orchestrator.startup import print_first_trial_line
+
+        print_first_trial_line()
+
+
 def check_phases_open(record: SweepRecord) -> None:
     """Each unfinished phase's Tune experiment can be opened where the record says (one line if not)."""
     for phase in TrialGrid.from_dict(record.grid).phases:
@@ -141,22 +150,18 @@ def param_space(record: SweepRecord, phase: Phase, resources: Resources) -> dict
         )
     kind = record.grid.get("kind", FINETUNE)
     tuned = record.grid.get("tuned", ())
+    mutable = tuple(resources.pbt_mutable) if resources.scheduler == "pbt" else ()
     trials = [
-        TrialPayload(v.values, v.tags(), tracking, kind, distributed, label=variant_label(v, tuned))
+        TrialPayload(v.values, v.tags(), tracking, kind, distributed, label=variant_label(v, tuned), mutable=mutable)
         for v in phase.variants
     ]
     return tune_space(trials, tune.grid_search)
 
 
 def tune_config(grid: TrialGrid, phase: Phase, resources: Resources):
-    scheduler = None
-    if resources.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
+    from orchestrator.schedulers import make_scheduler
 
-        # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
-        scheduler = ASHAScheduler(
-            time_attr=Key.EPOCH, max_t=max_epochs(phase.variants, grid.kind), grace_period=1, reduction_factor=2
-        )
+    scheduler = make_scheduler(resources, phase.variants, max_epochs(phase.variants, grid.kind))
     return tune.TuneConfig(
         metric=grid.metric,
         mode=grid.mode,
@@ -184,9 +189,11 @@ def run_config(record: SweepRecord, grid: TrialGrid, phase: Phase, resources: Re
             CloseChildRuns(record.tracking_uri, record.experiment_id, record.parent_run_id, sweep_tags(record)),
             TrialProgress(grid.metric, grid.mode, list(grid.tuned)),
             NoteInterrupt(),
+            StartupLine(),
         ],
         failure_config=tune.FailureConfig(max_failures=resources.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT copies a donor's latest checkpoint, maybe after the donor reported newer ones: keep a few more.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if resources.scheduler == "pbt" else 2),
         verbose=0,
     )
 
@@ -225,18 +232,12 @@ def base_model_of(results, record: SweepRecord) -> str:
 
 
 def init_ray(address: str | None) -> None:
-    import ray
+    """Ray as the driver needs it: the background start joined (orchestrator.startup), or started now."""
+    from orchestrator.startup import TIMELINE, connect_ray, wait_for_ray
 
-    if ray.is_initialized():
-        return
-    if address is None:  # a local Ray: loopback only, and what a killed predecessor left is stopped
-        from orchestrator.local_ray import start_local_ray
-
-        start_local_ray(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING")
-        return
-    ray.init(
-        address=address, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
-    )
+    wait_for_ray()
+    connect_ray(address)
+    TIMELINE.mark("Ray ready")
 
 
 def trial_statuses(results) -> dict[str, str]:

@@ -21,6 +21,14 @@ SWEEP = SweepSpec(
         "schedule": tune.grid_search(["paper_finer", "full"]),
     },
     metric="val/accuracy",
-    presets={"tiny": {}},
+    presets={
+        "tiny": {},
+        # `python -m bench peer`'s 8-trial size: the peer's grid of 8 learning rates around 1e-3 and 2e-3
+        # (bench/peer_trainer.py LEARNING_RATES_8), one schedule.
+        "peer8": {
+            "schedule": "full",
+            "learning_rate": tune.grid_search([5e-4, 7e-4, 1e-3, 1.4e-3, 2e-3, 2.8e-3, 4e-3, 5.6e-3]),
+        },
+    },
     default_preset="tiny",
 )

@@ -3,7 +3,8 @@
     {"variant": {"values": config values, "tags": MLflow tags},  one per trial (Tune's grid over them)
      "tracking": where its MLflow run goes (TrackingTarget),      the same for every trial of a phase
      "kind": a workers.kinds name,                                 the same
-     "distributed": data-parallel settings}                        only with --workers-per-trial > 1
+     "distributed": data-parallel settings,                        only with --workers-per-trial > 1
+     "mutable": config keys PBT perturbs}                          only with --scheduler pbt
 
 The driver builds it (`tune_space`, orchestrator.tuner); the trial (workers.trial) and the driver's
 callbacks (trial names, progress lines, closing a trial's run) read it back with
@@ -23,6 +24,7 @@ LABEL = "label"  # in the variant: what the trial varies, its scenario and fold 
 TRACKING = "tracking"
 KIND = "kind"
 DISTRIBUTED = "distributed"
+MUTABLE = "mutable"  # config keys a scheduler (PBT) may change during the trial: logged as metrics, not params
 # Set inside a data-parallel trial for its workers, which have no Tune context to ask.
 TRIAL_ID = "trial_id"
 TRIAL_NAME = "trial_name"
@@ -77,6 +79,7 @@ class TrialPayload:
     trial_id: str = ""  # set by a data-parallel trial for its workers
     trial_name: str = ""
     label: str = ""  # what it varies, its scenario and fold: its MLflow run name (vocabulary.trial_run_name)
+    mutable: tuple[str, ...] = ()  # keys PBT may change mid-trial (orchestrator/schedulers.py)
 
     def to_config(self) -> dict:
         return {**_shared(self), VARIANT: _variant(self)}
@@ -102,6 +105,7 @@ class TrialPayload:
             distributed=TrainWorkers.from_dict(distributed) if distributed else None,
             trial_id=config.get(TRIAL_ID, ""),
             trial_name=config.get(TRIAL_NAME, ""),
+            mutable=tuple(config.get(MUTABLE, ())),
         )
 
 
@@ -130,4 +134,6 @@ def _shared(payload: TrialPayload) -> dict:
         config[DISTRIBUTED] = dataclasses.asdict(payload.distributed)
     if payload.trial_id:
         config[TRIAL_ID], config[TRIAL_NAME] = payload.trial_id, payload.trial_name
+    if payload.mutable:
+        config[MUTABLE] = list(payload.mutable)
     return config

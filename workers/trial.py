@@ -84,6 +84,11 @@ def run_recorded(payload: TrialPayload, logger, reporter, checkpoint=None, **hoo
         if not kind.resumable:
             return run(cfg, logger, reporter, **hooks)
         with _checkpoint_dir(checkpoint) as resume_dir:
+            if payload.mutable:  # PBT may change these mid-trial: their history as metrics, not params
+                from workers.core.param_history import ParamHistory, RepeatCheckpoint
+
+                logger = ParamHistory(logger, payload.mutable, resume_dir)
+                reporter = RepeatCheckpoint(reporter, resume_dir)
             return run(cfg, logger, reporter, resume_dir=resume_dir, **hooks)
     except BaseException:
         if hasattr(logger, "send_pending"):

@@ -91,6 +91,12 @@ class Tag:
         return f"eval_data/{set_name}"
 
     @staticmethod
+    def pbt_event(number: int) -> str:
+        """Exploit/explore step `number` (1, 2, ...) of a PBT trial, as JSON:
+        {"epoch": ..., "from_trial": ..., "values": {key: [old, new]}}."""
+        return f"{Key.PBT_PREFIX}{number}"
+
+    @staticmethod
     def feature_cache(stage_index: int) -> str:
         """Whether a head-only stage trained from cached features ('computed', 'hit' or 'not used: why')."""
         return f"feature_cache/stage{stage_index}"
@@ -203,6 +209,7 @@ class Key:
     STEP = "step"  # optimizer steps taken in the whole trial
     SETUP_SECONDS = "setup_seconds"
     TRIAL_SECONDS = "trial_seconds"
+    FINAL_EVAL_SECONDS = "final_eval_seconds"  # inside trial_seconds: evaluating every set with the best model
     # Learning curves: one entry per evaluation round, step = the training step. Their own section
     # (`curve/`), so a run's Model metrics charts open on them; `val/accuracy`, `val/loss` and every other
     # `<set>/...` key are the final model's values, logged once and linked to the trial's logged model.
@@ -213,6 +220,9 @@ class Key:
     TRIAL_ID = "trial_id"  # Tune's own, in every result it reports
     TRIAL_PREFIX = "trial/"  # per-attempt bookkeeping, not a result: left out of the parent's best/ copies
     BEST_PREFIX = "best/"  # parent-run copies of the best trial's metrics
+    # A PBT trial's mutable values as metrics, step = the training step they apply from: `pbt/learning_rate`
+    # (an MLflow param never changes: Ray issues 20473, 30649); its exploit steps are tags `pbt/<n>` (Tag.pbt_event).
+    PBT_PREFIX = "pbt/"
     FOLDS_PREFIX = "folds/"  # parent-run fold statistics: folds/<config_id>/<set>/<stat>_mean|_std
     TRIALS_TABLE = "trials.txt"
     SUMMARY = "summary.txt"

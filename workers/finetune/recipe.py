@@ -568,14 +568,17 @@ def finish(trial: TrainingContext, reporter: Reporter, started: float, setup_sec
     state, model = trial.state, trial.model
     if trial.best is not None:
         model.load_state_dict(trial.best.weights)
+    eval_started = time.perf_counter()
     with phase(Phase.FINAL_EVALUATION):
         final = evaluate_all(trial)
+    eval_seconds = time.perf_counter() - eval_started
     final.update(layer_weights(trial))
     final.update(
         {
             Key.EPOCH: state.epoch,
             Key.STEP: state.step,
             Key.SETUP_SECONDS: setup_seconds,
+            Key.FINAL_EVAL_SECONDS: eval_seconds,
             Key.TRIAL_SECONDS: time.perf_counter() - started,
         }
     )

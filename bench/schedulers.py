@@ -1,0 +1,103 @@
+"""Best validation accuracy per trial-hour: PBT vs ASHA vs grid (fifo) on the same trials and budget.
+
+    python -m bench schedulers                     # the smoke sweep's 4 trials, each scheduler in turn
+    python -m bench schedulers --epoch-scale 1 --train-speakers 0011 0012
+
+Each scheduler runs `python -m orchestrator.sweep smoke` (its own process, a fresh MLflow store) on the
+same grid (learning rate 1e-3, 2e-3 x schedule paper_finer, full), the same epochs per trial (the budget:
+grid and PBT spend all of it, ASHA stops weak trials early) and one CPU per trial. Per scheduler, from
+its MLflow runs (one per trial under every scheduler): the best validation accuracy any trial reached
+(the maximum of every run's `curve/val_accuracy`), the trial-hours spent (the sum of the runs' wall
+times), their quotient, and the sweep's wall time. PBT's exploits are counted from its runs' `pbt/<n>` tags.
+The demo corpus is small and synthetic: these figures compare schedulers, they say nothing about emotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from workers.vocabulary import Key, Tag
+
+SCHEDULERS = ("fifo", "asha", "pbt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench schedulers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--schedulers", nargs="+", choices=SCHEDULERS, default=list(SCHEDULERS))
+    parser.add_argument("--epoch-scale", type=float, default=2.0, help="smoke's epoch_scale (2: 4 epochs of full)")
+    parser.add_argument("--train-speakers", nargs="+", default=["0011", "0012", "0013", "0014"])
+    parser.add_argument("--eval-every-steps", type=int, default=5)
+    args = parser.parse_args(argv)
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="bench-schedulers-") as tmp:
+        for scheduler in args.schedulers:
+            rows[scheduler] = run_one(Path(tmp) / scheduler, scheduler, args)
+    print_table(rows, args)
+    return 0
+
+
+def run_one(directory: Path, scheduler: str, args) -> dict:
+    directory.mkdir(parents=True)
+    tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
+    speakers = "(" + "".join(f"'{s}'," for s in args.train_speakers) + ")"
+    command = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--scheduler", scheduler, "--quiet"]
+    command += ["--set", f"epoch_scale={args.epoch_scale}", "--set", f"train_speakers={speakers}"]
+    command += ["--set", f"eval_every_steps={args.eval_every_steps}", "--set", "eval_sets={'test_en': ('0015',)}"]
+    command += ["--cpus-per-trial", "1", "--storage", str(directory / "ray"), "--tracking-uri", tracking_uri]
+    print(f"$ {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=directory)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"the {scheduler} sweep failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    return figures(tracking_uri, wall)
+
+
+def figures(tracking_uri: str, wall: float) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{Tag.TRIAL_ID} != ''")
+    best, seconds, exploits = 0.0, 0.0, 0
+    for run in runs:
+        curve = client.get_metric_history(run.info.run_id, Key.curve(Key.VAL_ACCURACY))
+        best = max([best, *(m.value for m in curve)])
+        seconds += ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
+        exploits += sum(1 for k in run.data.tags if k.startswith(Key.PBT_PREFIX))
+    hours = seconds / 3600
+    return {
+        "trials": len(runs),
+        "best_val_accuracy": best,
+        "trial_hours": hours,
+        "per_trial_hour": best / hours if hours else float("nan"),
+        "sweep_wall": wall,
+        "exploits": exploits,
+    }
+
+
+def print_table(rows: dict, args) -> None:
+    print(
+        f"\n== schedulers: smoke, lr 1e-3/2e-3 x schedule paper_finer/full, epoch_scale {args.epoch_scale}, "
+        f"train speakers {' '.join(args.train_speakers)} =="
+    )
+    print(
+        f"  {'':6s} {'runs':>5s} {'best val acc':>12s} {'trial-hours':>12s} {'acc/trial-hour':>15s} {'sweep wall':>11s}"
+    )
+    for name, row in rows.items():
+        extra = f"   ({row['exploits']} exploits)" if name == "pbt" else ""
+        print(
+            f"  {name:6s} {row['trials']:5d} {row['best_val_accuracy']:12.3f} {row['trial_hours']:12.4f} "
+            f"{row['per_trial_hour']:15.1f} {row['sweep_wall']:10.1f}s{extra}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
