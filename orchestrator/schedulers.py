@@ -90,6 +90,17 @@ def make_scheduler(resources, variants, max_epochs: int):
     return None
 
 
+def check_scheduler(resources: dict, grid) -> None:
+    """Before the parent run and any trial: a PBT sweep's phases are populations PBT can copy within."""
+    if resources.get("scheduler") != "pbt":
+        return
+    for phase in grid.phases:
+        try:
+            check_population(phase.variants, tuple(resources["pbt_mutable"]))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+
+
 def check_population(variants, mutable: tuple[str, ...]) -> None:
     """PBT copies a trial's checkpoint into another: their trials may differ only in the mutable keys (a
     checkpoint of another schedule, start or fold does not fit: its stage, optimizer and speakers differ)."""
