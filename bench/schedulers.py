@@ -1,10 +1,12 @@
 """Best validation accuracy per trial-hour: PBT vs ASHA vs grid (fifo) on the same trials and budget.
 
-    python -m bench schedulers                     # the smoke sweep's 4 trials, each scheduler in turn
+    python -m bench schedulers                     # smoke's 2 learning rates, schedule full, each scheduler
+    python -m bench schedulers --preset peer8      # 8 learning rates
     python -m bench schedulers --epoch-scale 1 --train-speakers 0011 0012
 
 Each scheduler runs `python -m orchestrator.sweep smoke` (its own process, a fresh MLflow store) on the
-same grid (learning rate 1e-3, 2e-3 x schedule paper_finer, full), the same epochs per trial (the budget:
+same grid (learning rates 1e-3 and 2e-3, or peer8's 8, schedule full: PBT's population may differ only in
+what it mutates), the same epochs per trial (the budget:
 grid and PBT spend all of it, ASHA stops weak trials early) and one CPU per trial. Per scheduler, from
 its MLflow runs (one per trial under every scheduler): the best validation accuracy any trial reached
 (the maximum of every run's `curve/val_accuracy`), the trial-hours spent (the sum of the runs' wall
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epoch-scale", type=float, default=2.0, help="smoke's epoch_scale (2: 4 epochs of full)")
     parser.add_argument("--train-speakers", nargs="+", default=["0011", "0012", "0013", "0014"])
     parser.add_argument("--eval-every-steps", type=int, default=5)
+    parser.add_argument("--preset", default=None, help="smoke's preset, e.g. peer8: 8 learning rates (default 2)")
     args = parser.parse_args(argv)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-schedulers-") as tmp:
@@ -48,7 +51,8 @@ def run_one(directory: Path, scheduler: str, args) -> dict:
     tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
     speakers = "(" + "".join(f"'{s}'," for s in args.train_speakers) + ")"
     command = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--scheduler", scheduler, "--quiet"]
-    command += ["--set", f"epoch_scale={args.epoch_scale}", "--set", f"train_speakers={speakers}"]
+    command += ["--set", "schedule=full", "--set", f"epoch_scale={args.epoch_scale}"]
+    command += ["--set", f"train_speakers={speakers}", *(["--preset", args.preset] if args.preset else [])]
     command += ["--set", f"eval_every_steps={args.eval_every_steps}", "--set", "eval_sets={'test_en': ('0015',)}"]
     command += ["--cpus-per-trial", "1", "--storage", str(directory / "ray"), "--tracking-uri", tracking_uri]
     print(f"$ {' '.join(command[1:])}", flush=True)
@@ -85,7 +89,7 @@ def figures(tracking_uri: str, wall: float) -> dict:
 
 def print_table(rows: dict, args) -> None:
     print(
-        f"\n== schedulers: smoke, lr 1e-3/2e-3 x schedule paper_finer/full, epoch_scale {args.epoch_scale}, "
+        f"\n== schedulers: smoke {args.preset or 'lr 1e-3, 2e-3'}, schedule full, epoch_scale {args.epoch_scale}, "
         f"train speakers {' '.join(args.train_speakers)} =="
     )
     print(

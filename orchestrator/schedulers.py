@@ -77,6 +77,7 @@ def make_scheduler(resources, variants, max_epochs: int):
         # `epoch` is reported by the recipe itself: Tune's iteration counter restarts after a restore.
         return ASHAScheduler(time_attr=Key.EPOCH, max_t=max_epochs, grace_period=1, reduction_factor=2)
     if resources.scheduler == "pbt":
+        check_population(variants, tuple(resources.pbt_mutable))
         return TrackedPBT(
             tuple(resources.pbt_mutable),
             time_attr=Key.EPOCH,
@@ -87,6 +88,31 @@ def make_scheduler(resources, variants, max_epochs: int):
             require_attrs=False,  # the final report (held-out sets) has no epoch of its own to decide on
         )
     return None
+
+
+def check_scheduler(resources: dict, grid) -> None:
+    """Before the parent run and any trial: a PBT sweep's phases are populations PBT can copy within."""
+    if resources.get("scheduler") != "pbt":
+        return
+    for phase in grid.phases:
+        try:
+            check_population(phase.variants, tuple(resources["pbt_mutable"]))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+
+
+def check_population(variants, mutable: tuple[str, ...]) -> None:
+    """PBT copies a trial's checkpoint into another: their trials may differ only in the mutable keys (a
+    checkpoint of another schedule, start or fold does not fit: its stage, optimizer and speakers differ)."""
+    fixed = [{k: v for k, v in variant.values.items() if k not in mutable} for variant in variants]
+    differing = sorted(
+        {k for values in fixed[1:] for k in values.keys() | fixed[0].keys() if values.get(k) != fixed[0].get(k)}
+    )
+    if differing:
+        raise ValueError(
+            f"--scheduler pbt: the trials differ in {', '.join(differing)}, not only in {', '.join(mutable)}; "
+            f"fix those (e.g. --set {differing[0]}=...) or add them to --pbt-mutate"
+        )
 
 
 def mutations(variants, keys: tuple[str, ...]) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 from orchestrator import paths, plan_line, run_notes, tracking
 from orchestrator.init_from import resolve_init_from
 from orchestrator.record import Resources, SweepRecord
-from orchestrator.schedulers import add_scheduler_flags
+from orchestrator.schedulers import add_scheduler_flags, check_scheduler
 from orchestrator.startup import TIMELINE, abandon_ray_start, start_ray_in_background
 from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import ConfigKey, Key, RunStatus, SweepTag, Tag
@@ -324,6 +324,7 @@ def new_sweep(spec, args, storage: str, overrides: dict | None = None) -> SweepR
     TIMELINE.mark("inputs checked")
     planned = plan_trials(spec, args, overrides, data_dir, manifest, resources, tracking_uri)
     check_resources(resources, planned.grid.kind)
+    check_scheduler(resources, planned.grid)  # PBT: trials that differ only in what it mutates
     TIMELINE.mark("trials planned")
     record = open_parent_run(planned, args, storage, resources, tracking_uri)
     TIMELINE.mark("MLflow parent run open")

@@ -125,3 +125,16 @@ def test_a_pbt_trial_reports_its_latest_checkpoint_with_every_report(tmp_path):
     (tmp_path / "best" / "weights").unlink()  # the recipe's temporary directory is gone after its report
     reporter.report({"epoch": 3})
     assert inner.reports == [({"epoch": 1}, None), ({"epoch": 2}, ["weights"]), ({"epoch": 3}, ["weights"])]
+
+
+def test_pbt_refuses_a_population_that_differs_in_more_than_what_it_mutates():
+    """Another schedule's checkpoint does not fit (its stage and optimizer differ): refused before any trial."""
+    from types import SimpleNamespace
+
+    from orchestrator.schedulers import check_population
+
+    same = [SimpleNamespace(values={"schedule": "full", "learning_rate": lr}) for lr in (1e-3, 2e-3)]
+    check_population(same, ("learning_rate",))
+    mixed = [*same, SimpleNamespace(values={"schedule": "paper_finer", "learning_rate": 1e-3})]
+    with pytest.raises(ValueError, match="differ in schedule"):
+        check_population(mixed, ("learning_rate",))
