@@ -78,8 +78,16 @@ def one_step(batch: Batch, parallel=None) -> torch.nn.Linear:
     model = fresh_model()
     parameters = list(model.parameters())
     optimizer = torch.optim.SGD(parameters, lr=1.0)
-    cfg = SimpleNamespace(max_grad_norm=MAX_GRAD_NORM)
-    trial = SimpleNamespace(device=CPU, cfg=cfg, parallel=parallel, criterion=TrainingLoss())
+    cfg = SimpleNamespace(max_grad_norm=MAX_GRAD_NORM, task="categorical")
+    classes = SimpleNamespace(labels=tuple(range(5)), dimensions=())  # the recipe reads what the model predicts
+    trial = SimpleNamespace(
+        device=CPU,
+        cfg=cfg,
+        parallel=parallel,
+        criterion=TrainingLoss(),
+        data=SimpleNamespace(reader=None),
+        model=classes,
+    )
     train_step(trial, LinearSource(model), optimizer, parameters, [batch])
     return model
 

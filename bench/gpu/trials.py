@@ -77,7 +77,8 @@ class TrialClock:
             self.start_window()
         elif name == Phase.TRAIN_STEP:
             self.counters["train_steps"] += 1
-            lengths = sum(float(b.lengths.sum()) for b in info["batches"] if hasattr(b, "lengths"))
+            # Audio and cached front-end batches alike; a head-only stage's pooled features count no audio
+            lengths = sum(b.audio_samples() for b in info["batches"] if hasattr(b, "audio_samples"))
             self.counters["train_audio_s"] += lengths / SAMPLE_RATE
         elif name in (Phase.PREDICT, Phase.FEATURE_PASS):
             reader = getattr(info["source"], "reader", None)  # None: cached features, no encoder pass

@@ -88,6 +88,11 @@ class FrameBatch:
     frame_lengths: torch.Tensor  # int64 [batch]
     labels: torch.Tensor  # int64 [batch]
     rows: np.ndarray
+    hop: int = 0  # audio samples per frame
+
+    def audio_samples(self) -> int:
+        """The audio the batch stands for (what a throughput figure counts), in samples."""
+        return int(self.frame_lengths.sum()) * self.hop
 
     def to(self, device: torch.device) -> FrameBatch:
         return replace(
@@ -121,7 +126,8 @@ def frame_batch(table: FrontendTable, index: ClipIndex, plan: PlannedBatch, crop
     for i, clip in enumerate(clips):
         features[i, : len(clip)] = clip
     labels = index.label[plan.rows]
-    return FrameBatch(_host(features, pin), _host(lengths, pin), _host(labels, pin), np.asarray(plan.rows))
+    rows = np.asarray(plan.rows)
+    return FrameBatch(_host(features, pin), _host(lengths, pin), _host(labels, pin), rows, crop.hop)
 
 
 class FrameSource:

@@ -32,6 +32,10 @@ class AudioBatch:
     labels: torch.Tensor  # int64 [batch]
     rows: np.ndarray
 
+    def audio_samples(self) -> int:
+        """The audio the batch stands for (what a throughput figure counts), in samples."""
+        return int(self.lengths.sum())
+
     def to(self, device: torch.device) -> AudioBatch:
         return replace(
             self, audio=_to(self.audio, device), lengths=_to(self.lengths, device), labels=_to(self.labels, device)
