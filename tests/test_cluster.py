@@ -431,7 +431,8 @@ def test_sweep_spreads_over_gpu_nodes_reads_shared_shards_and_tracks_over_http(
     for start in starts:
         assert start["data_dir"] == str(demo_dir) and start["config_bytes"] < 5_000  # no audio aboard
         mapped = {r["path"] for r in records if r["event"] == "memory_map" and r["trial_id"] == start["trial_id"]}
-        assert mapped == shard_files
+        # The shards; the frozen front end's cache segments (memory-mapped too) live in the feature cache
+        assert {path for path in mapped if path.startswith(str(demo_dir))} == shard_files
     assert os.getpid() not in {r["pid"] for r in records}
 
     # every run reached the HTTP tracking server: its SQLite store and its artifact directory
