@@ -15,12 +15,10 @@ shard directory is read-only the table goes to $EMOTION_SWEEP_CACHE/acoustic_fea
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,6 +29,7 @@ import pyarrow as pa
 from shards.reader import ShardReader, open_reader
 from shards.schema import SAMPLE_RATE
 from workers.acoustic.config import DEFAULT_FEATURE_SET, FEATURE_SETS
+from workers.core.file_lock import locked
 
 TABLE_DIR = "acoustic_features"
 _CLIPS_PER_TASK = 16  # ~1 s of work per task: small enough for even progress, large enough to amortise IPC
@@ -92,7 +91,7 @@ def load_or_extract(
     stored = _read(path, feature_set, reader)
     if stored is not None:
         return stored, "hit"
-    with _locked(directory / f"{feature_set}.lock"):
+    with locked(directory / f"{feature_set}.lock"):
         stored = _read(path, feature_set, reader)  # another trial may have written it while we waited
         if stored is not None:
             return stored, "hit"
@@ -205,14 +204,3 @@ def _remove_stale(directory: Path, feature_set: str, keep: Path) -> None:
     for old in directory.glob(f"{feature_set}-*.arrow"):
         if old != keep:
             old.unlink(missing_ok=True)
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -22,13 +22,11 @@ audio; all of ESD, ~29 h, is ~5.3 GB).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ import torch
 
 from shards.integrity import ShardIntegrityError, verify_shard_once
 from shards.writer import file_sha256, write_atomically
+from workers.core.file_lock import locked
 
 FORMAT = "emotion-sweep-frontend/1"
 FRONTEND_DIR = "frontend"
@@ -140,23 +139,12 @@ def open_frontend_cache(
     table, _ = _load(entry, channels, repair=False)
     if all(row in table for row in rows):
         return table, CacheReport(hits=len(rows), computed=0)
-    with _locked(entry / ".lock"):
+    with locked(entry / ".lock"):
         table, discarded = _load(entry, channels, repair=True)
         missing = np.asarray([row for row in rows if row not in table], dtype=np.int64)
         if len(missing):
             table.add_segment(_open_segment(_write_segment(entry, missing, channels, compute)))
     return table, CacheReport(hits=len(rows) - len(missing), computed=len(missing), discarded_segments=discarded)
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load(entry: Path, channels: int, repair: bool) -> tuple[FrontendTable, int]:

@@ -14,18 +14,17 @@ Writers take a file lock and rename atomically, so concurrent trials compute an 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from workers.core.file_lock import locked
 from workers.finetune.config import ENCODER_CONFIG_FIELDS
 
 # Config entries that do not change eval-mode outputs (regularisation) or only describe provenance.
@@ -89,17 +88,6 @@ def feature_key(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _read(path: Path, rows: np.ndarray) -> np.ndarray | None:
     if not path.exists():
         return None
@@ -120,7 +108,7 @@ def cached_features(
     features = _read(path, rows)
     if features is not None:
         return features, "hit"
-    with _locked(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):
         features = _read(path, rows)  # another trial may have finished it while we waited
         if features is not None:
             return features, "hit"
