@@ -34,18 +34,24 @@ NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
+KNOBS = ("speed_perturb", "noise_snr_db", "gain_db")  # each off when False or None
+
+
+def knobs_on(cfg) -> list[str]:
+    """The augmentation knobs a trial config (workers.finetune.config.TrialConfig) turns on."""
+    return [name for name in KNOBS if getattr(cfg, name) not in (None, False)]
+
+
 def augmenting(cfg) -> bool:
-    """Whether a trial config (workers.finetune.config.TrialConfig) augments its training clips."""
-    return bool(cfg.speed_perturb) or cfg.noise_snr_db is not None or cfg.gain_db is not None
+    """Whether a trial config augments its training clips."""
+    return bool(knobs_on(cfg))
 
 
 def cache_blocker(cfg) -> str | None:
     """THE rule: augmentation on -> no cached training features. Why a cache of features computed from
     training audio must not be read (None: augmentation does not forbid it). Every such cache asks this."""
-    if not augmenting(cfg):
-        return None
-    on = [name for name in ("speed_perturb", "noise_snr_db", "gain_db") if getattr(cfg, name) not in (None, False)]
-    return f"augmentation ({', '.join(on)}) changes the training audio every epoch"
+    on = knobs_on(cfg)
+    return f"augmentation ({', '.join(on)}) changes the training audio every epoch" if on else None
 
 
 def speed_perturb(clip: np.ndarray, speed: float) -> np.ndarray:
