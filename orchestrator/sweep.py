@@ -31,161 +31,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import paths, plan_line, run_notes, tracking
+from orchestrator.flags import CHAMPION_ALIAS, build_parser, parse_args  # noqa: F401 (parse_args: for callers)
 from orchestrator.init_from import resolve_init_from
 from orchestrator.record import Resources, SweepRecord
-from orchestrator.schedulers import add_scheduler_flags, check_scheduler
+from orchestrator.schedulers import check_scheduler
 from orchestrator.startup import TIMELINE, abandon_ray_start, start_ray_in_background
 from workers.kinds import FINETUNE, trial_kind
 from workers.vocabulary import ConfigKey, Key, RunStatus, SweepTag, Tag
 
 EXIT_TRIALS_FAILED = 1  # the sweep ran to its end, but some trial ended FAILED (after its retries)
-CHAMPION_ALIAS = "champion"  # the registry alias --register points at the best trial's model version
 
 
 class UsageError(ValueError):
     """A flag or argument that cannot work; `main` reports it through `parser.error` (status 2)."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.sweep",
-        description="Run a named sweep (a module of search_spaces/) on Ray Tune, tracked in MLflow.",
-        epilog="Resource flags left out take the stored values on --resume, else the defaults shown.",
-    )
-    parser.add_argument("name", help="sweep name (e.g. smoke), or 'list' to show the named sweeps")
-    add_trial_flags(parser.add_argument_group("what runs"))
-    add_resource_flags(parser.add_argument_group("resources and scheduling"))
-    add_place_flags(parser.add_argument_group("where"))
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the trial grid (trials, differing values, folds, speakers and clips, resources) and exit: "
-        "no Ray, no MLflow",
-    )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="one line per trial event; a failing trial's traceback only on its MLflow run and in Tune's error file",
-    )
-    return parser
-
-
-def add_trial_flags(what) -> None:
-    """What the trials run: the sweep's preset, the data, held-out corpora, --set, folds, a start model."""
-    what.add_argument("--preset", default=None, help="a preset of the sweep (e.g. 'tiny': tiny model, CPU, minutes)")
-    what.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="shard directory (from orchestrator.ingest); default: the built-in demo corpus",
-    )
-    what.add_argument(
-        "--eval-data",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="also test every trial on another ingested corpus (repeatable), logged as test_NAME/...; its labels "
-        "count as the training corpus's by name (case-insensitive) or --eval-label-map; other clips are left "
-        "out and counted (test_NAME/unmapped_clips)",
-    )
-    what.add_argument(
-        "--eval-label-map",
-        action="append",
-        default=[],
-        metavar="SRC=DST[,...]",
-        help="labels of the --eval-data corpora -> labels of the training corpus, e.g. angry=ang,happy=hap",
-    )
-    what.add_argument(
-        "--num-samples",
-        type=int,
-        default=None,
-        help="draws of each scenario's random domains, each crossed with its grid; identical configurations run once",
-    )
-    what.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a trial config value in every trial (repeatable), e.g. --set learning_rate=3e-4; "
-        "Hugging Face names work too (--set per_device_train_batch_size=16)",
-    )
-    what.add_argument(
-        "--folds",
-        choices=("loso", "emobox"),
-        default=None,
-        help="run every configuration on each leave-one-speaker-out or EmoBox fold of the sweep's "
-        "fold language; mean and std per configuration go on the parent run",
-    )
-    what.add_argument(
-        "--init-from",
-        default=None,
-        metavar="MODEL",
-        help="start from this fine-tuned model: an MLflow run id, runs:/<run id>/model, models:/NAME@alias, "
-        "or a saved model directory; transfer_zh then skips training its English base",
-    )
-
-
-def add_resource_flags(how) -> None:
-    """What each trial gets (CPUs, GPUs, workers) and how Tune schedules and retries them."""
-    how.add_argument(
-        "--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)"
-    )
-    how.add_argument(
-        "--cpus-per-trial",
-        type=float,
-        default=None,
-        help=f"CPUs per trial, also its torch threads (per worker with --workers-per-trial) "
-        f"(default {Resources.cpus_per_trial:g})",
-    )
-    how.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=None,
-        help="GPUs per trial (per worker with --workers-per-trial); fractions let small trials share "
-        "a GPU, e.g. 0.5 packs two per GPU (default 0)",
-    )
-    how.add_argument(
-        "--workers-per-trial",
-        type=int,
-        default=None,
-        help="data-parallel processes per trial (>1: a Ray Train TorchTrainer inside the trial) (default 1)",
-    )
-    add_scheduler_flags(how)  # --scheduler fifo|asha|pbt, PBT's flags, retries, reuse (orchestrator/schedulers.py)
-
-
-def add_place_flags(where) -> None:
-    """Where the sweep runs and records: Ray, storage, MLflow, resume, the demo corpus's seed, registration."""
-    where.add_argument(
-        "--address", default=None, help="existing Ray cluster ('auto' on a `ray up` head); default: local Ray"
-    )
-    where.add_argument(
-        "--storage",
-        default=None,
-        help="Tune results, checkpoints and the sweep record (dir or URI, e.g. s3://bucket/sweeps); "
-        "default: ./ray_results",
-    )
-    where.add_argument("--tracking-uri", default=None, help=paths.TRACKING_URI_HELP)
-    where.add_argument("--experiment", default=None, help="MLflow experiment; default: the sweep name")
-    where.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        metavar="SWEEP_DIR",
-        help="finish an interrupted sweep: its directory, or the newest one of NAME under --storage",
-    )
-    where.add_argument("--demo-seed", type=int, default=0, help="seed of the built-in demo corpus (default 0)")
-    where.add_argument(
-        "--register",
-        default=None,
-        metavar="NAME",
-        help=f"register the best trial's model in the MLflow Model Registry as NAME (alias '{CHAMPION_ALIAS}')",
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def parse_overrides(pairs: list[str], kind: str = FINETUNE) -> dict:
@@ -284,9 +142,16 @@ def run_main(args: argparse.Namespace) -> int:
         # (cached head-only epochs checkpoint in quick succession) is about cloud storage.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     TIMELINE.mark("flags checked")
-    start_ray_in_background(args.address)  # while mlflow loads, the inputs are checked, the parent run opens
     try:
-        record = resume_sweep(args, storage) if args.resume else new_sweep(spec, args, storage, overrides)
+        if args.resume:
+            start_ray_in_background(args.address)  # while mlflow loads and the record's store is checked
+            record = resume_sweep(args, storage)
+        else:
+            planned = plan_sweep(spec, args, overrides)
+            # Ray starts once nothing can refuse the sweep (a refusal never waits for Ray), and comes up
+            # while mlflow loads and the parent run opens.
+            start_ray_in_background(args.address)
+            record = open_sweep(planned, args, storage)
     except BaseException:
         abandon_ray_start()
         raise
@@ -318,15 +183,33 @@ def new_sweep(spec, args, storage: str, overrides: dict | None = None) -> SweepR
     `overrides`: the --set values as `parse_overrides` made them (None: parsed from `args` here)."""
     if overrides is None:
         overrides = parse_overrides(args.overrides, spec.kind)
+    return open_sweep(plan_sweep(spec, args, overrides), args, storage)
+
+
+def plan_sweep(spec, args, overrides: dict) -> PlannedSweep:
+    """Every trial expanded and checked on the driver, the shards verified: what refuses a sweep, before Ray
+    starts (a refused sweep never waits for Ray)."""
+    from shards.integrity import ShardIntegrityError, verify_shards_once
+
     resources = resources_from(args)
     tracking_uri = args.tracking_uri or paths.default_tracking_uri()
     spec, data_dir, manifest = open_inputs(spec, args, overrides, tracking_uri)
+    try:  # once per shard version (a marker after): corrupt shards stop the sweep here, naming the file
+        verify_shards_once(data_dir)
+    except ShardIntegrityError as error:
+        raise SystemExit(str(error)) from None
     TIMELINE.mark("inputs checked")
     planned = plan_trials(spec, args, overrides, data_dir, manifest, resources, tracking_uri)
     check_resources(resources, planned.grid.kind)
     check_scheduler(resources, planned.grid)  # PBT: trials that differ only in what it mutates
     TIMELINE.mark("trials planned")
-    record = open_parent_run(planned, args, storage, resources, tracking_uri)
+    return planned
+
+
+def open_sweep(planned: PlannedSweep, args, storage: str) -> SweepRecord:
+    """The planned sweep's MLflow parent run opened and its record saved."""
+    tracking_uri = args.tracking_uri or paths.default_tracking_uri()
+    record = open_parent_run(planned, args, storage, resources_from(args), tracking_uri)
     TIMELINE.mark("MLflow parent run open")
     return record
 
@@ -351,10 +234,9 @@ class PlannedSweep:
 
 def open_inputs(spec, args, overrides: dict, tracking_uri: str):
     """(the spec with its preset and --set applied, the data directory, its manifest): the cheap checks
-    first (a bad --set costs no demo corpus, a bad server no data), then the shards' integrity."""
+    first (a bad --set costs no demo corpus, a bad server no data); the shards' integrity: `open_sweep`."""
     from orchestrator import preflight
     from orchestrator.grid import canonical_spec
-    from shards.integrity import ShardIntegrityError, verify_shards_once
 
     try:  # the sweep's own keys canonical too, so that a --set key replaces the sweep's value under an alias
         spec = canonical_spec(spec.with_preset(args.preset)).override(overrides)
@@ -368,10 +250,6 @@ def open_inputs(spec, args, overrides: dict, tracking_uri: str):
     try:  # before the parent run and any trial; one line, as the refusal is the whole message
         preflight.check_cluster_tracking(tracking_uri, args.address, trial_need(resources_from(args)))
     except preflight.PreflightError as error:
-        raise SystemExit(str(error)) from None
-    try:
-        verify_shards_once(data_dir)  # before any trial: corrupt shards stop the sweep here, naming the file
-    except ShardIntegrityError as error:
         raise SystemExit(str(error)) from None
     return spec, data_dir, manifest
 

@@ -20,12 +20,16 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.slow
 
 NUM_TRIALS = 2  # one learning rate x the two freeze schedules: the smallest sweep with an unstarted trial
+RESUMED_EPOCH_SCALE = 2.0  # a resumed sweep trains to the end: 4 epochs a trial, 3 left at the signal
 
 
-def start_driver(demo_dir, tmp_path, *extra) -> subprocess.Popen:
+def start_driver(demo_dir, tmp_path, *extra, epoch_scale: float = 4.0) -> subprocess.Popen:
+    """The smoke sweep's driver; `epoch_scale` 4: the first trial has 7 epochs left at its first epoch line,
+    so it is still training when the signal lands, however late a loaded machine delivers it."""
     argv = [sys.executable, "-m", "orchestrator.sweep", "smoke", "--data", str(demo_dir), "--storage", "ray"]
     argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"]
-    argv += ["--set", "learning_rate=1e-3", "--set", "epoch_scale=1.0", "--set", "eval_every_steps=5", *extra]
+    argv += ["--set", "learning_rate=1e-3", "--set", f"epoch_scale={epoch_scale}", "--set", "eval_every_steps=5"]
+    argv += extra
     return subprocess.Popen(
         argv,
         cwd=tmp_path,
@@ -115,10 +119,12 @@ def resume_command(output: str, tmp_path: Path) -> list[str]:
 
 def test_sigint_to_the_process_group_interrupts_and_resume_finishes_the_rest(demo_dir, tmp_path):
     one_at_a_time = ("--max-concurrent", "1")
-    code, output = interrupt_after_first_epoch(start_driver(demo_dir, tmp_path, *one_at_a_time), whole_group=True)
+    driver = start_driver(demo_dir, tmp_path, *one_at_a_time, epoch_scale=RESUMED_EPOCH_SCALE)
+    code, output = interrupt_after_first_epoch(driver, whole_group=True)
     before = check_interrupted(tmp_path, code, output, all_started=False)
 
-    resumed = start_driver(demo_dir, tmp_path, *one_at_a_time, *resume_command(output, tmp_path))
+    resume = resume_command(output, tmp_path)
+    resumed = start_driver(demo_dir, tmp_path, *one_at_a_time, *resume, epoch_scale=RESUMED_EPOCH_SCALE)
     try:
         output, _ = resumed.communicate(timeout=600)
     finally:

@@ -68,9 +68,10 @@ def test_pbt_sweep_keeps_one_run_per_trial_with_its_exploits_and_learning_rate_h
     assert events, "at least one exploit recorded"
     for trial, run, event in events:
         assert event["from_trial"] in trial_ids and event["from_trial"] != trial.trial_id
-        old, new = event["values"]["learning_rate"]
-        assert new != old
         assert run.data.tags[Tag.TRIAL_ID] == trial.trial_id
+    # A later exploit may land on the rate the trial already had (copy 1e-3, perturb x1.2 -> 1.2e-3, twice).
+    changes = [event["values"]["learning_rate"] for _, _, event in events]
+    assert any(new != old for old, new in changes), changes
     # The param keeps the first value; the history has the last exploit's value, from the step it resumed at.
     trial, run, event = events[-1]
     values = [m.value for m in client.get_metric_history(trial.run_id, f"{Key.PBT_PREFIX}learning_rate")]
