@@ -9,14 +9,17 @@ same grid (learning rates 1e-3 and 2e-3, or peer8's 8, schedule full: PBT's popu
 what it mutates), the same epochs per trial (the budget:
 grid and PBT spend all of it, ASHA stops weak trials early) and one CPU per trial. Per scheduler, from
 its MLflow runs (one per trial under every scheduler): the best validation accuracy any trial reached
-(the maximum of every run's `curve/val_accuracy`), the trial-hours spent (the sum of the runs' wall
-times), their quotient, and the sweep's wall time. PBT's exploits are counted from its runs' `pbt/<n>` tags.
+(the maximum of every run's `curve/val_accuracy`); from Tune's results (each trial's result.json), the
+trial-hours spent running (the sum of every report's `time_this_iter_s`: a trial's set-up, the restarts
+PBT's exploits cost, never the time a trial waits paused for a free CPU, which a run's wall time would
+count); their quotient, and the sweep's wall time. PBT's exploits are counted from its runs' `pbt/<n>` tags.
 The demo corpus is small and synthetic: these figures compare schedulers, they say nothing about emotion.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -61,22 +64,31 @@ def run_one(directory: Path, scheduler: str, args) -> dict:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"the {scheduler} sweep failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    return figures(tracking_uri, wall)
+    return figures(tracking_uri, wall, directory / "ray")
 
 
-def figures(tracking_uri: str, wall: float) -> dict:
+def running_seconds(storage: Path) -> float:
+    """Seconds the sweep's trials spent running: every Tune report's time_this_iter_s, every trial."""
+    seconds = 0.0
+    for results in storage.rglob("result.json"):
+        for line in results.read_text().splitlines():
+            if line.strip():
+                seconds += float(json.loads(line).get("time_this_iter_s") or 0.0)
+    return seconds
+
+
+def figures(tracking_uri: str, wall: float, storage: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{Tag.TRIAL_ID} != ''")
-    best, seconds, exploits = 0.0, 0.0, 0
+    best, exploits = 0.0, 0
     for run in runs:
         curve = client.get_metric_history(run.info.run_id, Key.curve(Key.VAL_ACCURACY))
         best = max([best, *(m.value for m in curve)])
-        seconds += ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
         exploits += sum(1 for k in run.data.tags if k.startswith(Key.PBT_PREFIX))
-    hours = seconds / 3600
+    hours = running_seconds(storage) / 3600
     return {
         "trials": len(runs),
         "best_val_accuracy": best,

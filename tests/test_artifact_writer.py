@@ -152,3 +152,33 @@ def test_calls_dropped_after_an_error_delete_their_copies_and_are_named(tmp_path
     logger.log_model(str(model_dir))  # the writer goes on after the error was raised
     flushing.report({"val/accuracy": 0.5})
     assert failing.logged == ["model"] and list(scratch.iterdir()) == []
+
+
+class RecordsBatches(NullLogger):
+    """Records each store round trip the writer makes (an MLflow run's log_batch)."""
+
+    def __init__(self):
+        self.batches: list[dict] = []
+
+    def log_batch(self, params=None, tags=None, metrics_by_step=None):
+        self.batches.append(dict(metrics_by_step or {}))
+
+
+def test_training_metrics_wait_for_the_next_steps_and_a_flush_sends_them_at_once(monkeypatch):
+    """Steps' metrics arriving one by one go to the store as one transaction (one per step cost a CPU trial
+    ~1.7 s); flush() does not wait out the batching window (30 s here: a flush waiting it would time out)."""
+    import time
+
+    import workers.core.artifact_writer as writer
+
+    monkeypatch.setattr(writer, "BATCH_SECONDS", 30.0)
+    store = RecordsBatches()
+    logger = writer.BackgroundLogger(store)
+    for step in range(1, 6):
+        logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        time.sleep(0.05)  # a training step
+    flushed = threading.Thread(target=logger.flush)
+    flushed.start()
+    flushed.join(timeout=10)
+    assert not flushed.is_alive(), "flush() waited for the batching window"
+    assert store.batches == [{step: {"train/loss": 1.0 / step} for step in range(1, 6)}]

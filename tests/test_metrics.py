@@ -83,3 +83,25 @@ def test_an_empty_evaluation_set_is_a_clear_error():
         classification_metrics("test_zh", empty, empty)
     with pytest.raises(ValueError, match="no clips to evaluate"):
         report_dict(empty, empty)
+
+
+def test_scores_and_confusion_equal_sklearns_on_random_predictions():
+    """class_scores and confusion are numpy (a trial worker never imports sklearn): sklearn's own results, also
+    with classes that no clip has, that nothing is predicted as, and predictions outside the labels."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from workers.core.metrics import class_scores, confusion
+
+    rng = np.random.default_rng(7)
+    labels = ("a", "b", "c", "d", "e")
+    for size in (1, 7, 60, 500):
+        y_true = rng.choice([0, 1, 2, 4], size=size)  # class 3 has no clips
+        y_pred = rng.choice([0, 1, 3, 4, 5], size=size)  # class 2 never predicted; 5 is no label
+        classes = list(range(len(labels)))
+        expected = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+        scores = class_scores(y_true, y_pred, labels)
+        for got, want in zip((scores.precision, scores.recall, scores.f1, scores.support), expected):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(scores.predicted, np.bincount(y_pred, minlength=6)[:5])
+        expected_matrix = confusion_matrix(y_true, y_pred, labels=classes)
+        np.testing.assert_array_equal(confusion(y_true, y_pred, labels), expected_matrix)

@@ -208,9 +208,10 @@ def wait_for(condition, timeout_s: float, what: str, log: Path) -> None:
 def test_scancel_stops_the_sweep_through_its_ctrl_c_path_and_the_next_job_resumes(slurm, demo_dir, tmp_path):
     shared, out = tmp_path / "shared", tmp_path / "job.out"
     env = job_env(slurm, shared)
-    job = sbatch(
-        env, out, "smoke", "--data", str(demo_dir), *QUICK, "--set", "epoch_scale=0.5", "--set", "learning_rate=1e-3"
-    )
+    # 4 epochs (~20 s of training), so the signal lands inside the trial: at 1 epoch (~5 s on the warm
+    # front-end cache) the trial once finished before scancel's TERM reached the driver.
+    longer = ["--set", "epoch_scale=2.0", "--set", "learning_rate=1e-3"]
+    job = sbatch(env, out, "smoke", "--data", str(demo_dir), *QUICK, *longer)
     # Read the store only once the server made it (two processes creating one SQLite store race).
     wait_for(lambda: out.exists() and "MLflow tracking server up" in out.read_text(), 120, "the server", out)
     wait_for(lambda: len(sweep_runs(shared)[1]) >= 1, JOB_TIMEOUT_S, "a trial's run", out)
