@@ -66,24 +66,6 @@ def test_dry_run_writes_every_section_with_numbers(tmp_path):
     assert "| batch | precision |" in (tmp_path / "gpu.md").read_text()
 
 
-def test_sklearn_standin_matches_sklearn():
-    # A device image without scikit-learn still computes the trial's metrics, and the same ones.
-    import numpy as np
-    from sklearn import metrics
-
-    from bench.gpu import sklearn_metrics_standin
-
-    standin = sklearn_metrics_standin()
-    rng = np.random.default_rng(0)
-    y_true, y_pred, labels = rng.integers(0, 5, 300), rng.integers(0, 4, 300), list(range(5))
-    ours = standin.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    theirs = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    assert all(np.allclose(a, b) for a, b in zip(ours, theirs))
-    assert (
-        standin.confusion_matrix(y_true, y_pred, labels) == metrics.confusion_matrix(y_true, y_pred, labels=labels)
-    ).all()
-
-
 def head_stage_trial(demo_dir, cache_dir) -> dict:
     """A head-only stage from a cold feature cache, no held-out val clips (so no evaluation rounds)."""
     return {

@@ -46,9 +46,8 @@ from bench.gpu.measure import GRACE_S, SHARES, Budget, stop_children_at, write_j
 from bench.gpu.report import environment, markdown
 from bench.gpu.step import compile_section, step_section
 from bench.gpu.trial_sections import concurrency_section, paper_trial_section
-from bench.gpu.trials import sklearn_metrics_standin
 
-__all__ = ["DRY", "FULL", "main", "run", "sklearn_metrics_standin"]
+__all__ = ["DRY", "FULL", "main", "run"]
 
 
 def run(sizes: Sizes, out_dir: Path, device: torch.device, peak_tflops: float, argv: list[str]) -> dict:

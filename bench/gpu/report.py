@@ -30,7 +30,7 @@ def environment(device: torch.device, argv: list[str]) -> dict:
         "cpu_count": os.cpu_count(),
         "nvml": has_module("pynvml"),
         "matplotlib": has_module("matplotlib"),
-        "sklearn": has_module("sklearn"),  # without it, trials compute their metrics with sklearn_metrics_standin()
+        "sklearn": has_module("sklearn"),  # trials need none: workers.core.metrics is numpy
     }
 
 

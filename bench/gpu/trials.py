@@ -5,13 +5,11 @@ never entered stops the run, naming the phase, instead of reading 0."""
 from __future__ import annotations
 
 import multiprocessing
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench.gpu.corpus import TRAIN_SPEAKERS, Sizes
@@ -154,45 +152,12 @@ def measure_trial(cfg_values: dict, device: torch.device, barrier=None, expect=E
 
 def trial_worker(cfg_values: dict, device_name: str, barrier, result_path: str, expect: tuple[str, ...]) -> None:
     """Child process: measure_trial, its result (or the phases it missed) written to `result_path`."""
-    if not has_module("sklearn"):
-        sys.modules["sklearn.metrics"] = sklearn_metrics_standin()
     try:
         result = measure_trial(cfg_values, torch.device(device_name), barrier, expect)
     except PhaseNotEntered as error:
         write_json(result_path, {"error": str(error), "missing_phases": [str(p) for p in error.missing]})
         raise
     write_json(result_path, result)
-
-
-def sklearn_metrics_standin():
-    """The three sklearn.metrics functions workers.core.metrics uses, in numpy (no scikit-learn on the device)."""
-    import types
-
-    def confusion_matrix(y_true, y_pred, labels):
-        matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-        np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
-        return matrix
-
-    def precision_recall_fscore_support(y_true, y_pred, labels, zero_division=0):
-        matrix = confusion_matrix(y_true, y_pred, labels).astype(float)
-        hits, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
-        precision = np.divide(hits, predicted, out=np.full_like(hits, zero_division), where=predicted > 0)
-        recall = np.divide(hits, support, out=np.full_like(hits, zero_division), where=support > 0)
-        total = precision + recall
-        f1 = np.divide(2 * precision * recall, total, out=np.full_like(hits, zero_division), where=total > 0)
-        return precision, recall, f1, support.astype(np.int64)
-
-    def classification_report(y_true, y_pred, labels, target_names, digits=2, zero_division=0, output_dict=False):
-        p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels, zero_division)
-        return "\n".join(
-            f"{t} {a:.{digits}f} {b:.{digits}f} {c:.{digits}f} {d}" for t, a, b, c, d in zip(target_names, p, r, f, n)
-        )
-
-    module = types.ModuleType("sklearn.metrics")
-    module.confusion_matrix = confusion_matrix
-    module.precision_recall_fscore_support = precision_recall_fscore_support
-    module.classification_report = classification_report
-    return module
 
 
 def run_trials(
